@@ -1,0 +1,26 @@
+"""runwasi-py: write a containerd shim for WebAssembly with one ``async def run_wasi``."""
+
+from runwasi_py._context import Entrypoint, Mount, RuntimeContext, Stdio
+from runwasi_py._errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    ShimError,
+    Unimplemented,
+)
+from runwasi_py._sandbox import Sandbox
+
+__all__ = [
+    "AlreadyExists",
+    "Entrypoint",
+    "FailedPrecondition",
+    "InvalidArgument",
+    "Mount",
+    "NotFound",
+    "RuntimeContext",
+    "Sandbox",
+    "ShimError",
+    "Stdio",
+    "Unimplemented",
+]

@@ -1,0 +1,68 @@
+"""The class a shim author subclasses: :class:`Sandbox`, one instance per container."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from runwasi_py._context import WASM_MAGIC, RuntimeContext
+from runwasi_py._errors import InvalidArgument
+
+__all__ = ["Sandbox"]
+
+
+class Sandbox:
+    """Runs one container's workload. Subclass it and write :meth:`run_wasi`.
+
+    One Sandbox is made (with no arguments) per container at Create. ``run_wasi`` runs on
+    the instance's own worker thread with its own event loop, so it may block.
+
+    Example:
+        >>> class MySandbox(Sandbox):
+        ...     async def run_wasi(self, ctx: RuntimeContext) -> int:
+        ...         return 0   # the exit code
+    """
+
+    supported_layer_types: ClassVar[tuple[str, ...]] = (
+        "application/vnd.bytecodealliance.wasm.component.layer.v0+wasm",
+        "application/wasm",
+    )
+
+    async def run_wasi(self, ctx: RuntimeContext) -> int:
+        """Run the workload and return its exit code. Required."""
+        raise NotImplementedError(f"{type(self).__name__}.run_wasi")
+
+    async def can_handle(self, ctx: RuntimeContext) -> None:
+        """Refuse a container this sandbox cannot run by raising :class:`InvalidArgument`.
+
+        Called at Create. The default accepts an entrypoint whose file starts with the wasm
+        magic ``\\0asm``.
+        """
+        src = ctx.entrypoint.source
+        if src is None or not src.is_file():
+            raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r} not found in the rootfs")
+        with src.open("rb") as f:
+            if f.read(4) != WASM_MAGIC:
+                raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r} is not a wasm module")
+
+    def interrupt(self, signal: int) -> None:
+        """Stop the running workload because the task was killed with ``signal``.
+
+        Called on the control-plane thread (must be quick and thread-safe) after the kill
+        was recorded in the context; the framework also cancels the ``run_wasi`` coroutine.
+        """
+
+    def cache_key(self) -> str | None:
+        """Identify the compiler (engine version and settings) for the compile cache.
+
+        None (the default) turns precompiling off.
+        """
+        return None
+
+    def compile(self, wasm: bytes) -> bytes:
+        """Compile a module into an artifact this sandbox can load (worker thread).
+
+        Called at Create when :meth:`cache_key` is not None and the cache has no artifact for
+        (sha256 of the module, cache_key); the result reaches ``run_wasi`` as
+        ``ctx.precompiled``.
+        """
+        raise NotImplementedError(f"{type(self).__name__}.compile")
