@@ -66,7 +66,7 @@ class Stdio:
     stderr: str = ""
 
     def open_stdin(self) -> BinaryIO | None:
-        return open(self.stdin, "rb", buffering=0) if self.stdin else None  # noqa: SIM115
+        return open(self.stdin, "rb", buffering=0) if self.stdin else None
 
     def open_stdout(self) -> BinaryIO | None:
         return _open_out(self.stdout)

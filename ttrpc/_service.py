@@ -102,8 +102,11 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.split("_") if part)
 
 
-_ASYNC_ITER_ORIGINS = (collections.abc.AsyncIterator, collections.abc.AsyncIterable,
-                       collections.abc.AsyncGenerator)
+_ASYNC_ITER_ORIGINS = (
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+)
 
 
 def _stream_item(hint: Any) -> Any | None:
@@ -132,7 +135,9 @@ def _spec_for(cls: type, attribute: str, func: Callable[..., Any], wire_name: st
     request_type = req_item if req_item is not None else req_hint
     response_type = resp_item if resp_item is not None else resp_hint
     for what, t in (("request", request_type), ("response", response_type)):
-        if not (isinstance(t, type) and hasattr(t, "FromString") and hasattr(t, "SerializeToString")):
+        if not (
+            isinstance(t, type) and hasattr(t, "FromString") and hasattr(t, "SerializeToString")
+        ):
             raise TypeError(f"{cls.__qualname__}.{attribute}: {what} type {t!r} is not a message")
     return MethodSpec(wire_name, attribute, kind, request_type, response_type)
 
