@@ -1,0 +1,183 @@
+"""The generated containerd messages: exact bytes, field numbers, bare type urls."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import betterproto2
+import pytest
+
+from runwasi_py import _proto as p
+
+
+def numbers(cls: type[betterproto2.Message]) -> dict[str, int]:
+    # betterproto2 keeps the proto field numbers in per-class metadata
+    meta: Any = cls._betterproto  # type: ignore[arg-type]
+    return {name: m.number for name, m in meta.meta_by_field_name.items()}
+
+
+def test_connect_response_bytes_match_go() -> None:
+    # reference §1.2: Go's reply body for ConnectResponse{shim_pid:1234,task_pid:5678}
+    msg = p.ConnectResponse(shim_pid=1234, task_pid=5678)
+    assert bytes(msg) == bytes.fromhex("08d20910ae2c")
+    assert p.ConnectResponse.FromString(bytes.fromhex("08d20910ae2c")) == msg
+
+
+def test_connect_request_bytes() -> None:
+    assert bytes(p.ConnectRequest(id="c1")) == bytes.fromhex("0a026331")
+
+
+def test_v3_is_wire_identical_to_v2() -> None:
+    v2 = p.task_v2.StateResponse(id="c1", pid=7, status=p.Status.STOPPED, exit_status=137)
+    v3 = p.task_v3.StateResponse.FromString(bytes(v2))
+    assert bytes(v3) == bytes(v2)
+    assert v3.exit_status == 137
+
+
+def test_go_zero_time_encoding() -> None:
+    data = bytes(p.WaitResponse(exited_at=p.GO_ZERO_TIME))
+    # field 2, length 11, Timestamp{seconds: -62135596800}
+    assert data == bytes.fromhex("120b088092b8c398feffffff01")
+    ts = p.Timestamp.FromString(data[2:])
+    assert ts.seconds == -62135596800
+    assert ts.nanos == 0
+    assert p.WaitResponse.FromString(data).exited_at == p.GO_ZERO_TIME
+
+
+def test_state_response_field_numbers() -> None:
+    assert numbers(p.StateResponse) == {
+        "id": 1,
+        "bundle": 2,
+        "pid": 3,
+        "status": 4,
+        "stdin": 5,
+        "stdout": 6,
+        "stderr": 7,
+        "terminal": 8,
+        "exit_status": 9,
+        "exited_at": 10,
+        "exec_id": 11,
+    }
+
+
+def test_task_exit_field_numbers_and_bytes() -> None:
+    assert numbers(p.TaskExit) == {
+        "container_id": 1,
+        "id": 2,
+        "pid": 3,
+        "exit_status": 4,
+        "exited_at": 5,
+    }
+    assert bytes(p.TaskExit(container_id="c", id="c", pid=1, exit_status=137)) == bytes.fromhex(
+        "0a01631201631801208901"
+    )
+
+
+def test_task_delete_has_exec_id_last() -> None:
+    assert numbers(p.TaskDelete) == {
+        "container_id": 1,
+        "pid": 2,
+        "exit_status": 3,
+        "exited_at": 4,
+        "id": 5,
+    }
+
+
+def test_create_task_request_field_numbers() -> None:
+    assert numbers(p.CreateTaskRequest) == {
+        "id": 1,
+        "bundle": 2,
+        "rootfs": 3,
+        "terminal": 4,
+        "stdin": 5,
+        "stdout": 6,
+        "stderr": 7,
+        "checkpoint": 8,
+        "parent_checkpoint": 9,
+        "options": 10,
+    }
+
+
+def test_cgroup_v2_metrics_has_no_field_3() -> None:
+    assert numbers(p.cgroups_v2.Metrics) == {
+        "pids": 1,
+        "cpu": 2,
+        "memory": 4,
+        "rdma": 5,
+        "io": 6,
+        "hugetlb": 7,
+        "memory_events": 8,
+    }
+    assert numbers(p.cgroups_v2.MemoryStat)["usage"] == 32
+    assert numbers(p.cgroups_v2.MemoryStat)["swap_limit"] == 35
+    m = p.cgroups_v2.Metrics(memory=p.cgroups_v2.MemoryStat(usage=1))
+    assert bytes(m) == bytes.fromhex("2203800201")
+
+
+def test_cgroup_v1_memory_entries() -> None:
+    fields = numbers(p.cgroups_v1.MemoryStat)
+    assert fields["total_unevictable"] == 32
+    assert fields["usage"] == 33
+    assert fields["kernel_tcp"] == 36
+
+
+def test_pack_any_uses_bare_type_url() -> None:
+    any_ = p.pack_any(p.TaskExit(container_id="c1"))
+    assert any_.type_url == "containerd.events.TaskExit"
+    assert any_.value == bytes.fromhex("0a026331")
+    assert p.pack_any(p.cgroups_v2.Metrics()).type_url == "io.containerd.cgroups.v2.Metrics"
+    assert p.pack_any(p.ProcessDetails()).type_url == "containerd.runc.v1.ProcessDetails"
+    assert p.pack_any(p.RuntimeOptions()).type_url == "runtimeoptions.v1.Options"
+
+
+@pytest.mark.parametrize(
+    "url", ["containerd.events.TaskStart", "type.googleapis.com/containerd.events.TaskStart"]
+)
+def test_unpack_any_accepts_bare_and_prefixed(url: str) -> None:
+    msg = p.unpack_any(p.Any(type_url=url, value=bytes(p.TaskStart(container_id="x", pid=3))))
+    assert msg == p.TaskStart(container_id="x", pid=3)
+
+
+def test_unpack_any_errors() -> None:
+    with pytest.raises(TypeError, match="unknown message type"):
+        p.unpack_any(p.Any(type_url="no.such.Type", value=b""))
+    with pytest.raises(ValueError, match="no type_url"):
+        p.unpack_any(p.Any())
+
+
+def test_forward_request_round_trip() -> None:
+    now = datetime.datetime(2026, 11, 28, 23, 59, 59, 123456, tzinfo=datetime.UTC)
+    req = p.ForwardRequest(
+        envelope=p.Envelope(
+            timestamp=now,
+            namespace="default",
+            topic="/tasks/exit",
+            event=p.pack_any(p.TaskExit(container_id="c1", exit_status=1)),
+        )
+    )
+    back = p.ForwardRequest.FromString(bytes(req))
+    assert back == req
+    assert back.envelope is not None
+    assert back.envelope.timestamp == now
+
+
+def test_runtime_options_config_path_is_field_2() -> None:
+    # what `ctr run --runtime-config-path X` was seen to send (containerd-recipe.md)
+    assert bytes(p.RuntimeOptions(config_path="X")) == bytes.fromhex("120158")
+
+
+def test_bootstrap_params_socket_dir_presence() -> None:
+    params = p.BootstrapParams(instance_id="c1", namespace="ns", socket_dir="")
+    back = p.BootstrapParams.FromString(bytes(params))
+    assert back.socket_dir == ""
+    assert p.BootstrapParams.FromString(b"").socket_dir is None
+    assert int(p.LogLevel.DEBUG) == -4
+
+
+def test_delete_response_decodes_hand_made_bytes() -> None:
+    # pid absent, exit_status=137, exited_at=Timestamp{seconds: 1}
+    msg = p.DeleteResponse.FromString(bytes.fromhex("1089011a020801"))
+    assert msg.pid == 0
+    assert msg.exit_status == 137
+    assert msg.exited_at == datetime.datetime(1970, 1, 1, 0, 0, 1, tzinfo=datetime.UTC)
