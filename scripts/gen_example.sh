@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Regenerate the Example service's Python code from ttrpc/example/example.proto:
+# betterproto2 messages into ttrpc/example/_gen/ and ttrpc stubs into
+# ttrpc/example/example_ttrpc.py (with protoc-gen-ttrpc-python, i.e. ttrpc.codegen).
+# Needs the dev extras (grpcio-tools, betterproto2-compiler==0.10.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# betterproto2-compiler runs `ruff format` on its output: take ruff from the venv.
+export PATH="$PWD/.venv/bin:$PATH"
+py=.venv/bin/python
+gen=ttrpc/example/_gen
+cmd="scripts/gen_example.sh"
+
+rm -rf "$gen"
+mkdir -p "$gen"
+# (its "Writing <file>" chatter on stderr is shown only when it fails)
+if ! log=$("$py" -m grpc_tools.protoc -I ttrpc/example \
+  --python_betterproto2_out="$gen" \
+  --python_betterproto2_opt=client_generation=none,server_generation=none \
+  ttrpc/example/example.proto 2>&1); then
+  echo "$log" >&2
+  exit 1
+fi
+# betterproto2 writes no regeneration command; put it on top of each of its files.
+find "$gen" -name '*.py' -print0 | while IFS= read -r -d '' f; do
+  { echo "# Generated; regenerate with: $cmd"; cat "$f"; } >"$f.tmp" && mv "$f.tmp" "$f"
+done
+
+"$py" -m grpc_tools.protoc -I ttrpc/example \
+  --plugin=protoc-gen-ttrpc-python=.venv/bin/protoc-gen-ttrpc-python \
+  --ttrpc-python_out=ttrpc/example \
+  --ttrpc-python_opt=messages_package=ttrpc.example._gen,layout=flat,regenerate=$cmd \
+  ttrpc/example/example.proto
+.venv/bin/ruff format -q ttrpc/example/example_ttrpc.py --check
+echo "gen_example: ok"
