@@ -25,17 +25,18 @@ export PATH
     $PROTOS)
 if "$PY" -c 'import ttrpc.codegen' 2>/dev/null; then
     (cd "$SRC" && "$PY" -m grpc_tools.protoc -I . \
+        --plugin=protoc-gen-ttrpc-python="$(dirname "$PY")/protoc-gen-ttrpc-python" \
         --ttrpc-python_out="$ROOT/$OUT" \
+        --ttrpc-python_opt=messages_package=runwasi_py._proto.gen,regenerate=scripts/gen_protos.sh \
         containerd/task/v2/shim.proto containerd/task/v3/shim.proto \
         containerd/services/events/ttrpc/v1/events.proto)
-    HEADER="$HEADER
-# ttrpc stubs: python -m grpc_tools.protoc -I runwasi_py/_proto/protos --ttrpc-python_out=runwasi_py/_proto/gen <service protos>"
 else
     echo "gen_protos: ttrpc.codegen not importable; ttrpc stubs not generated" >&2
 fi
 # Every generated module says how it was made; the root needs an __init__.py to be a package.
 [ -f "$OUT/__init__.py" ] || : > "$OUT/__init__.py"
-find "$OUT" -name '*.py' | while read -r f; do
+# (the *_ttrpc.py stubs carry their own header from the plugin's regenerate= option)
+find "$OUT" -name '*.py' ! -name '*_ttrpc.py' | while read -r f; do
     { printf '%s\n' "$HEADER"; cat "$f"; } > "$f.tmp" && mv "$f.tmp" "$f"
 done
 echo "gen_protos: wrote $(find "$OUT" -name '*.py' | wc -l) modules under $OUT"

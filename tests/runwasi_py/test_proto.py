@@ -181,3 +181,31 @@ def test_delete_response_decodes_hand_made_bytes() -> None:
     assert msg.pid == 0
     assert msg.exit_status == 137
     assert msg.exited_at == datetime.datetime(1970, 1, 1, 0, 0, 1, tzinfo=datetime.UTC)
+
+
+def _stubs_importable() -> bool:
+    import ttrpc
+
+    return all(hasattr(ttrpc, n) for n in ("CallContext", "Client", "MetadataLike"))
+
+
+@pytest.mark.skipif(not _stubs_importable(), reason="ttrpc runtime names not exported yet")
+@pytest.mark.parametrize("version", ["v2", "v3"])
+def test_task_stubs_cover_all_17_rpcs(version: str) -> None:
+    import importlib
+
+    stubs = importlib.import_module(f"runwasi_py._proto.gen.containerd.task.{version}.shim_ttrpc")
+    base = stubs.TaskBase
+    assert base.service_name == f"containerd.task.{version}.Task"
+    expected = {
+        "State", "Create", "Start", "Delete", "Pids", "Pause", "Resume", "Checkpoint", "Kill",
+        "Exec", "ResizePty", "CloseIO", "Update", "Wait", "Stats", "Connect", "Shutdown",
+    }  # fmt: skip
+    assert {spec.name for spec in base.ttrpc_methods().values()} == expected
+
+
+@pytest.mark.skipif(not _stubs_importable(), reason="ttrpc runtime names not exported yet")
+def test_events_stub() -> None:
+    from runwasi_py._proto.gen.containerd.services.events.ttrpc.v1 import events_ttrpc
+
+    assert events_ttrpc.EventsBase.service_name == "containerd.services.events.ttrpc.v1.Events"
