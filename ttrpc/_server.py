@@ -1,0 +1,522 @@
+"""``Server``: serves registered services over unix sockets.
+
+Each accepted socket gets a :class:`ServerConnection` (the asyncio shell plus dispatch).
+A Request becomes one task; replies go out in completion order. Dispatch reads only the
+method tables built at :meth:`Server.register`; nothing is looked up by reflection per call.
+
+A connection is never closed for being idle (containerd treats a dropped connection as a
+dead shim); it closes when the peer goes, on :meth:`Server.close`, or once idle during
+:meth:`Server.shutdown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from ttrpc._connection import DataReceived, Event, RequestReceived, Role, StreamReset
+from ttrpc._context import CallContext
+from ttrpc._envelope import Request
+from ttrpc._errors import Code, TtrpcError, status_from_exception
+from ttrpc._metadata import Metadata
+from ttrpc._peercred import PeerCheck, PeerCredentials, peer_credentials, require_same_user
+from ttrpc._protocol import FrameProtocol, logger
+from ttrpc._service import MethodKind, MethodSpec, Service
+from ttrpc._stream import STREAM_FULL, Inbox, RequestStream
+from ttrpc._wire import FLAG_REMOTE_OPEN
+
+__all__ = ["CallNext", "Server", "ServerInterceptor", "parse_address"]
+
+CallNext = Callable[[CallContext, Any], Awaitable[Any]]
+ServerInterceptor = Callable[[CallContext, Any, CallNext], Awaitable[Any]]
+"""``async def i(context, request, call_next) -> response``; ``call_next(context, request)``
+runs the next interceptor or the handler. Applies to unary methods."""
+
+_DEADLINE = "context deadline exceeded"
+
+
+def parse_address(address: str) -> str:
+    """``unix:///p`` -> ``/p``; ``\\0name`` (abstract) and plain paths unchanged."""
+    if address.startswith("unix://"):
+        return address[len("unix://") :]
+    return address
+
+
+class _Method:
+    """One dispatch-table entry: spec, bound handler, and the unary call chain."""
+
+    __slots__ = ("call", "handler", "kind", "request_type", "spec")
+
+    def __init__(
+        self,
+        spec: MethodSpec,
+        handler: Callable[..., Any],
+        interceptors: Sequence[ServerInterceptor],
+    ) -> None:
+        self.spec = spec
+        self.kind = spec.kind
+        self.request_type = spec.request_type
+        self.handler = handler
+
+        async def final(ctx: CallContext, request: Any) -> Any:
+            return await handler(request, ctx)
+
+        call: CallNext = final
+        for interceptor in reversed(interceptors):
+            call = _link(interceptor, call)
+        self.call = call
+
+
+def _link(interceptor: ServerInterceptor, nxt: CallNext) -> CallNext:
+    def step(ctx: CallContext, request: Any) -> Awaitable[Any]:
+        return interceptor(ctx, request, nxt)
+
+    return step
+
+
+class ServerConnection(FrameProtocol):
+    """One accepted connection: dispatches requests, tracks its in-flight handlers."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(Role.SERVER)
+        self.server = server
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.inboxes: dict[int, Inbox] = {}
+        self.peer: PeerCredentials | None = None
+        self.closing = False
+        self._loop = asyncio.get_running_loop()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        server = self.server
+        sock = transport.get_extra_info("socket")
+        try:
+            self.peer = peer_credentials(sock) if sock is not None else None
+        except OSError:
+            self.peer = None
+        check = server._peer_check
+        if check is not None and (self.peer is None or not check(self.peer)):
+            logger.warning("ttrpc: rejected connection from %s: invalid credentials", self.peer)
+            self.is_closed = True
+            transport.close()
+            return
+        server._connections.add(self)
+        if server._closing:
+            self.begin_close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        for task in self.tasks.values():
+            task.cancel()
+        for inbox in self.inboxes.values():
+            inbox.end(EOFError())
+        self.inboxes.clear()
+        self.server._connection_gone(self)
+
+    def begin_close(self) -> None:
+        """Close now if idle, else as soon as the last in-flight call has replied."""
+        self.closing = True
+        if not self.tasks:
+            self.close()
+
+    # --- dispatch ---------------------------------------------------------------------
+
+    def events_received(self, events: list[Event]) -> None:
+        for event in events:
+            if type(event) is RequestReceived:
+                self._request(event.stream_id, event.flags, event.request)
+            elif type(event) is DataReceived:
+                inbox = self.inboxes.get(event.stream_id)
+                if inbox is not None:
+                    if event.data is not None:
+                        inbox.put(event.data)
+                    if event.end:
+                        inbox.end()
+            elif type(event) is StreamReset:
+                self._reset(event.stream_id)
+
+    def _reset(self, sid: int) -> None:
+        task = self.tasks.get(sid)
+        if task is not None:
+            task.cancel()
+        inbox = self.inboxes.pop(sid, None)
+        if inbox is not None:
+            inbox.end(EOFError())
+
+    def _request(self, sid: int, flags: int, request: Request) -> None:
+        service = self.server._services.get(request.service)
+        if service is None:
+            self._reply_error(sid, Code.UNIMPLEMENTED, f"service {request.service}")
+            return
+        method = service.get(request.method)
+        if method is None:
+            self._reply_error(sid, Code.UNIMPLEMENTED, f"method {request.method}")
+            return
+        if method.kind is MethodKind.UNARY:
+            coro = self._unary(sid, method, request)
+        else:
+            coro = self._streaming(sid, flags, method, request)
+        task = self._loop.create_task(coro)
+        self.tasks[sid] = task
+
+    def _reply_error(self, sid: int, code: Code, message: str) -> None:
+        self.write(self.core.send_response(sid, b"", code, message))
+
+    def _context(self, request: Request) -> CallContext:
+        deadline = None
+        if request.timeout_nano:
+            deadline = time.monotonic() + request.timeout_nano / 1e9
+        return CallContext(
+            request.service,
+            request.method,
+            Metadata.from_wire(request.metadata),
+            deadline,
+            self.peer,
+        )
+
+    def _finished(self, sid: int) -> None:
+        self.tasks.pop(sid, None)
+        self.inboxes.pop(sid, None)
+        if self.closing and not self.tasks:
+            self.close()
+
+    async def _unary(self, sid: int, method: _Method, request: Request) -> None:
+        ctx = self._context(request)
+        try:
+            payload = b""
+            code: int = 0
+            message = ""
+            try:
+                try:
+                    msg = method.request_type.FromString(request.payload)
+                except Exception as exc:
+                    raise TtrpcError(
+                        Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}"
+                    ) from exc
+                if request.timeout_nano:
+                    result = await self._with_deadline(method.call(ctx, msg), request.timeout_nano)
+                else:
+                    result = await method.call(ctx, msg)
+                if result is None:
+                    raise TtrpcError(Code.UNKNOWN, "ttrpc: marshal called with nil")
+                payload = result.SerializeToString()
+            except asyncio.CancelledError:
+                if self._cancelled_by_us():
+                    raise
+                code, message = Code.CANCELLED, "context canceled"
+            except Exception as exc:
+                code, message = self._status(exc, ctx)
+            self._send_final(sid, payload, code, message)
+            if self.write_paused:
+                await self.drain()
+        finally:
+            ctx._finish()
+            self._finished(sid)
+
+    async def _with_deadline(self, aw: Awaitable[Any], timeout_nano: int) -> Any:
+        if timeout_nano < 0:
+            # An already expired deadline: Go hands the handler a done context.
+            if asyncio.iscoroutine(aw):
+                aw.close()
+            raise TtrpcError(Code.DEADLINE_EXCEEDED, _DEADLINE)
+        try:
+            async with asyncio.timeout(timeout_nano / 1e9):
+                return await aw
+        except TimeoutError:
+            raise TtrpcError(Code.DEADLINE_EXCEEDED, _DEADLINE) from None
+
+    @staticmethod
+    def _cancelled_by_us() -> bool:
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
+    @staticmethod
+    def _status(exc: Exception, ctx: CallContext) -> tuple[Code, str]:
+        if not isinstance(exc, TtrpcError):
+            logger.error("ttrpc: %s failed", ctx.full_method, exc_info=exc)
+        return status_from_exception(exc)
+
+    def _send_final(self, sid: int, payload: bytes, code: int, message: str) -> None:
+        try:
+            data = self.core.send_response(sid, payload, code, message)
+        except TtrpcError as exc:
+            # Never send a frame over the limit: containerd 1.6's client panics on one.
+            logger.error("ttrpc: response on stream %d too large: %s", sid, exc.message)
+            data = self.core.send_response(sid, b"", exc.code, exc.message)
+        self.write(data)
+
+    async def _streaming(self, sid: int, flags: int, method: _Method, request: Request) -> None:
+        ctx = self._context(request)
+        kind = method.kind
+        inbox: Inbox | None = None
+        try:
+            code: int = 0
+            message = ""
+            payload = b""
+            try:
+                if kind.client_streams:
+                    inbox = Inbox(self, sid, lambda: self._stream_full(sid))
+                    self.inboxes[sid] = inbox
+                    # Go's rule (ttrpc #126): the Request payload is a first message only
+                    # when non-empty, for client-streaming methods.
+                    if request.payload:
+                        inbox.put(request.payload)
+                    if not flags & FLAG_REMOTE_OPEN:
+                        inbox.end()
+                    arg: Any = RequestStream(inbox, method.request_type)
+                else:
+                    try:
+                        arg = method.request_type.FromString(request.payload)
+                    except Exception as exc:
+                        raise TtrpcError(
+                            Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}"
+                        ) from exc
+                run = self._run_stream(sid, method, arg, ctx)
+                if request.timeout_nano:
+                    payload = await self._with_deadline(run, request.timeout_nano)
+                else:
+                    payload = await run
+            except asyncio.CancelledError:
+                if self._cancelled_by_us():
+                    raise
+                code, message = Code.CANCELLED, "context canceled"
+            except Exception as exc:
+                code, message = self._status(exc, ctx)
+            if not self.core.is_open(sid):
+                return  # already answered (reset, stream buffer full)
+            if code or not kind.server_streams:
+                self._send_final(sid, payload, code, message)
+            else:
+                self.write(self.core.send_close(sid))
+            if self.write_paused:
+                await self.drain()
+        finally:
+            ctx._finish()
+            if inbox is not None:
+                inbox.end(EOFError())
+            self._finished(sid)
+
+    async def _run_stream(self, sid: int, method: _Method, arg: Any, ctx: CallContext) -> bytes:
+        if not method.kind.server_streams:
+            result = await method.handler(arg, ctx)
+            if result is None:
+                raise TtrpcError(Code.UNKNOWN, "ttrpc: marshal called with nil")
+            return result.SerializeToString()  # type: ignore[no-any-return]
+        agen = method.handler(arg, ctx)
+        try:
+            async for item in agen:
+                self.write(self.core.send_data(sid, item.SerializeToString()))
+                if self.write_paused:
+                    await self.drain()
+        finally:
+            aclose = getattr(agen, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        return b""
+
+    def _stream_full(self, sid: int) -> None:
+        logger.warning("ttrpc: stream %d not consumed by its handler; closing it", sid)
+        if self.core.is_open(sid):
+            self._reply_error(sid, Code.RESOURCE_EXHAUSTED, STREAM_FULL)
+        task = self.tasks.get(sid)
+        if task is not None:
+            task.cancel()
+
+
+class Server:
+    """A ttrpc server for unix sockets.
+
+    Example:
+        >>> async def main() -> None:                       # doctest: +SKIP
+        ...     server = Server()
+        ...     server.register(EchoService())
+        ...     await server.listen("/run/example.sock")
+        ...     async with server:
+        ...         await server.serve_forever()             # until shutdown() or close()
+    """
+
+    def __init__(
+        self,
+        *,
+        interceptors: Sequence[ServerInterceptor] = (),
+        require_same_user: bool = False,
+        peer_check: PeerCheck | None = None,
+    ) -> None:
+        self._interceptors = tuple(interceptors)
+        self._services: dict[str, dict[str, _Method]] = {}
+        self._peer_check: PeerCheck | None = peer_check
+        if require_same_user:
+            same = _require_same_user()
+            self._peer_check = same if peer_check is None else _both(same, peer_check)
+        self._listeners: list[asyncio.Server] = []
+        self._paths: list[tuple[str, int]] = []
+        self._connections: set[ServerConnection] = set()
+        self._closing = False
+        self._done: asyncio.Event | None = None
+        self._conns_gone: asyncio.Event | None = None
+
+    # --- registration -----------------------------------------------------------------
+
+    def register(self, service: Service, name: str | None = None) -> None:
+        """Serve ``service`` under ``name`` (default ``service.service_name``).
+
+        The same object may be registered under several names (e.g. containerd's
+        ``containerd.task.v2.Task`` and ``containerd.task.v3.Task``).
+        """
+        name = name or service.service_name
+        if not name:
+            raise ValueError(f"{type(service).__qualname__} has no service_name; pass name=")
+        if name in self._services:
+            raise ValueError(f"service {name} is already registered")
+        table = {
+            wire: _Method(spec, getattr(service, spec.attribute), self._interceptors)
+            for wire, spec in type(service).ttrpc_methods().items()
+        }
+        self._services[name] = table
+
+    @property
+    def connection_count(self) -> int:
+        """Open (accepted and not yet closed) connections."""
+        return len(self._connections)
+
+    # --- listening --------------------------------------------------------------------
+
+    async def listen(self, address: str, *, backlog: int = 128) -> None:
+        """Listen on a socket path, an abstract name (``"\\0name"``) or ``unix:///path``.
+
+        A path socket gets mode 0600; a stale socket file (nobody listening) is replaced;
+        a live one raises ``OSError(EADDRINUSE)``. The file is removed on close.
+        """
+        path = parse_address(address)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            abstract = path.startswith("\0")
+            if not abstract:
+                _remove_stale(path)
+            sock.bind(path)
+            if not abstract:
+                os.chmod(path, 0o600)
+                self._paths.append((path, os.stat(path).st_ino))
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        await self.listen_socket(sock)
+
+    async def listen_socket(self, sock: socket.socket) -> None:
+        """Serve on an already listening unix socket (e.g. the shim's inherited fd 3)."""
+        if self._closing:
+            raise RuntimeError("ttrpc: server closed")
+        sock.setblocking(False)
+        loop = asyncio.get_running_loop()
+        listener = await loop.create_unix_server(lambda: ServerConnection(self), sock=sock)
+        self._listeners.append(listener)
+
+    async def serve_forever(self) -> None:
+        """Return once :meth:`shutdown` or :meth:`close` has finished."""
+        await self._done_event().wait()
+
+    # --- stopping ---------------------------------------------------------------------
+
+    def _done_event(self) -> asyncio.Event:
+        if self._done is None:
+            self._done = asyncio.Event()
+        return self._done
+
+    def _connection_gone(self, conn: ServerConnection) -> None:
+        self._connections.discard(conn)
+        if not self._connections and self._conns_gone is not None:
+            self._conns_gone.set()
+
+    def _stop_listening(self) -> None:
+        self._closing = True
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+        for path, ino in self._paths:
+            with contextlib.suppress(OSError):
+                if os.stat(path).st_ino == ino:
+                    os.unlink(path)
+        self._paths.clear()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Stop accepting, let in-flight calls finish and reply, close connections as they
+        go idle. After ``timeout`` seconds the rest are closed hard.
+
+        Do not await this from inside a handler of this server (it waits for that
+        handler); start it as a task instead.
+        """
+        self._stop_listening()
+        self._conns_gone = asyncio.Event()
+        for conn in list(self._connections):
+            conn.begin_close()
+        if self._connections:
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._conns_gone.wait()
+            except TimeoutError:
+                logger.warning(
+                    "ttrpc: shutdown timed out; closing %d connections", len(self._connections)
+                )
+                await self._close_all()
+        self._done_event().set()
+
+    async def close(self) -> None:
+        """Stop accepting, cancel in-flight handlers and close every connection now."""
+        self._stop_listening()
+        self._conns_gone = asyncio.Event()
+        await self._close_all()
+        self._done_event().set()
+
+    async def _close_all(self) -> None:
+        assert self._conns_gone is not None
+        for conn in list(self._connections):
+            for task in conn.tasks.values():
+                task.cancel()
+            conn.close()
+        if self._connections:
+            try:
+                async with asyncio.timeout(5.0):
+                    await self._conns_gone.wait()
+            except TimeoutError:
+                for conn in list(self._connections):
+                    conn.abort()
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+
+def _require_same_user() -> PeerCheck:
+    return require_same_user()
+
+
+def _both(a: PeerCheck, b: PeerCheck) -> PeerCheck:
+    return lambda creds: a(creds) and b(creds)
+
+
+def _remove_stale(path: str) -> None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise FileExistsError(errno.EEXIST, "not a socket; refusing to replace it", path)
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: a leftover from a dead process
+        return
+    finally:
+        probe.close()
+    raise OSError(errno.EADDRINUSE, "address already in use (a server is listening)", path)
