@@ -13,11 +13,16 @@ cmd="scripts/gen_example.sh"
 
 rm -rf "$gen"
 mkdir -p "$gen"
-# (its "Writing <file>" chatter on stderr is shown only when it fails)
-if ! log=$("$py" -m grpc_tools.protoc -I ttrpc/example \
-  --python_betterproto2_out="$gen" \
+# It runs from an empty directory because it skips writing any package __init__.py that
+# exists relative to its working directory (here: the repo's own ttrpc/__init__.py).
+# Its "Writing <file>" chatter on stderr is shown only when it fails.
+repo=$PWD
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+if ! log=$(cd "$scratch" && "$repo/$py" -m grpc_tools.protoc -I "$repo/ttrpc/example" \
+  --python_betterproto2_out="$repo/$gen" \
   --python_betterproto2_opt=client_generation=none,server_generation=none \
-  ttrpc/example/example.proto 2>&1); then
+  "$repo/ttrpc/example/example.proto" 2>&1); then
   echo "$log" >&2
   exit 1
 fi

@@ -37,7 +37,9 @@ class EchoResponse(betterproto2.Message):
 
     seq: "int" = betterproto2.field(2, betterproto2.TYPE_UINT32)
 
-    metadata: "list[str]" = betterproto2.field(3, betterproto2.TYPE_STRING, repeated=True)
+    metadata: "list[str]" = betterproto2.field(
+        3, betterproto2.TYPE_STRING, repeated=True
+    )
     """
     "key=value" for every metadata entry of the request, sorted.
     """
