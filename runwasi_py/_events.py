@@ -1,0 +1,353 @@
+"""Task events to containerd: one ordered queue, ``Events/Forward``, retry without loss.
+
+Theory of operation: :meth:`EventPublisher.publish` never blocks and never does IO. It
+stamps the event with the current time, packs it into an ``Any`` with the bare type url
+containerd 1.6 needs, and appends it to one FIFO queue (callable from any thread). A single
+background task owns one ttrpc connection to containerd's ``TTRPC_ADDRESS`` and forwards the
+head of the queue, one event at a time, so the order containerd sees is the publish order.
+An event leaves the queue only once containerd acknowledged it. If the connection cannot be
+made or breaks (containerd restarting), the same event is retried after a capped exponential
+backoff on a fresh connection, forever: losing a TaskExit would leave a task hanging in
+containerd. An event that containerd *answers* with an error (for instance InvalidArgument for
+a bad namespace) is retried a few times and then dropped with an error log, because it would
+otherwise block every later event. The queue is bounded; overflowing it is logged loudly.
+
+The Go shim re-queues a failed event at most 5 times and then drops it; runwasi sends once
+and drops on any error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import datetime
+import logging
+import threading
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
+
+import betterproto2
+
+import ttrpc
+from runwasi_py._proto import (
+    Empty,
+    Envelope,
+    ForwardRequest,
+    TaskCheckpointed,
+    TaskCreate,
+    TaskDelete,
+    TaskExecAdded,
+    TaskExecStarted,
+    TaskExit,
+    TaskOom,
+    TaskPaused,
+    TaskResumed,
+    TaskStart,
+    pack_any,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+__all__ = [
+    "EVENTS_SERVICE",
+    "NAMESPACE_METADATA_KEY",
+    "EventPublisher",
+    "EventSink",
+    "topic_for",
+]
+
+logger = logging.getLogger("runwasi_py.events")
+
+EVENTS_SERVICE: Final = "containerd.services.events.ttrpc.v1.Events"
+NAMESPACE_METADATA_KEY: Final = "containerd-namespace-ttrpc"
+
+_TOPICS: dict[type[betterproto2.Message], str] = {
+    TaskCreate: "/tasks/create",
+    TaskStart: "/tasks/start",
+    TaskExit: "/tasks/exit",
+    TaskDelete: "/tasks/delete",
+    TaskOom: "/tasks/oom",
+    TaskExecAdded: "/tasks/exec-added",
+    TaskExecStarted: "/tasks/exec-started",
+    TaskPaused: "/tasks/paused",
+    TaskResumed: "/tasks/resumed",
+    TaskCheckpointed: "/tasks/checkpointed",
+}
+
+# Errors that say "containerd is not there right now": retried without limit.
+_TRANSPORT_CODES = frozenset({ttrpc.Code.UNAVAILABLE, ttrpc.Code.DEADLINE_EXCEEDED})
+_ANSWERED_RETRIES = 5
+
+
+def topic_for(event: betterproto2.Message) -> str:
+    """The containerd topic of a task event (``TaskExit`` -> ``/tasks/exit``).
+
+    >>> topic_for(TaskExit(container_id="c1"))
+    '/tasks/exit'
+    """
+    try:
+        return _TOPICS[type(event)]
+    except KeyError:
+        raise ValueError(f"no topic for {type(event).__qualname__}") from None
+
+
+@runtime_checkable
+class EventSink(Protocol):
+    """Where the task service sends events. ``publish`` is non-blocking and keeps order."""
+
+    def publish(self, topic: str, event: betterproto2.Message) -> None: ...
+
+
+class _Item:
+    __slots__ = ("attempts", "request", "topic")
+
+    def __init__(self, topic: str, request: ForwardRequest) -> None:
+        self.topic = topic
+        self.request = request
+        self.attempts = 0
+
+
+class EventPublisher:
+    """Forward task events to containerd over ttrpc, in order, surviving restarts.
+
+    Create it inside the event loop that will run the forwarding task (the daemon's loop);
+    ``publish`` may then be called from any thread.
+
+    Example:
+        >>> publisher = EventPublisher(os.environ["TTRPC_ADDRESS"], "default")
+        >>> publisher.publish("/tasks/start", TaskStart(container_id="c1", pid=42))
+        >>> await publisher.close(timeout=5)
+    """
+
+    def __init__(
+        self,
+        ttrpc_address: str,
+        namespace: str,
+        *,
+        max_queue: int = 4096,
+        call_timeout: float = 5.0,
+        backoff_initial: float = 0.1,
+        backoff_max: float = 2.0,
+        clock: Callable[[], datetime.datetime] | None = None,
+    ) -> None:
+        self.address = ttrpc_address
+        self.namespace = namespace
+        self._max_queue = max_queue
+        self._call_timeout = call_timeout
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._lock = threading.Lock()  # publish may run on instance threads
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._client: ttrpc.Client | None = None
+        self._closing = False
+        self._dropped = 0
+        self._forwarded = 0
+        self._task: asyncio.Task[None] | None = None
+
+    # --- producer side -------------------------------------------------------------
+
+    def publish(self, topic: str, event: betterproto2.Message) -> None:
+        """Queue ``event`` under ``topic``; returns at once. Thread-safe.
+
+        The envelope's timestamp is taken now, so it reflects when the event happened
+        rather than when containerd finally received it.
+        """
+        envelope = Envelope(
+            timestamp=self._clock(),
+            namespace=self.namespace,
+            topic=topic,
+            event=pack_any(event),
+        )
+        item = _Item(topic, ForwardRequest(envelope=envelope))
+        with self._lock:
+            if self._closing:
+                logger.error("event publisher closed: dropping %s event", topic)
+                self._dropped += 1
+                return
+            if len(self._queue) >= self._max_queue:
+                self._dropped += 1
+                logger.error(
+                    "event queue full (%d events waiting for containerd at %s): dropping %s "
+                    "event; %d dropped so far",
+                    len(self._queue),
+                    self.address,
+                    topic,
+                    self._dropped,
+                )
+                return
+            self._queue.append(item)
+        if threading.get_ident() == self._loop_thread:
+            self._kick()
+        else:
+            # the loop may already be closed at interpreter exit; nothing left to wake then
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._kick)
+
+    def _kick(self) -> None:
+        self._idle.clear()
+        self._wakeup.set()
+        if self._task is None and not self._closing:
+            self._task = self._loop.create_task(self._run(), name="runwasi-events")
+
+    @property
+    def pending(self) -> int:
+        """Events queued and not yet acknowledged by containerd."""
+        return len(self._queue)
+
+    @property
+    def dropped(self) -> int:
+        """Events given up on (queue overflow, closed publisher, or rejected by containerd)."""
+        return self._dropped
+
+    @property
+    def forwarded(self) -> int:
+        """Events containerd acknowledged."""
+        return self._forwarded
+
+    # --- consumer side -------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = self._backoff_initial
+        while True:
+            if not self._queue:
+                self._idle.set()
+                self._wakeup.clear()
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                continue
+            item = self._queue[0]
+            try:
+                await self._forward(item.request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not self._retry_after(item, exc):
+                    self._pop(item)
+                    continue
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._backoff_max)
+                continue
+            backoff = self._backoff_initial
+            self._forwarded += 1
+            self._pop(item)
+
+    def _pop(self, item: _Item) -> None:
+        with self._lock:
+            if self._queue and self._queue[0] is item:
+                self._queue.popleft()
+
+    def _retry_after(self, item: _Item, exc: Exception) -> bool:
+        """Log the failure; True to retry ``item``, False to drop it."""
+        answered = (
+            isinstance(exc, ttrpc.TtrpcError)
+            and not isinstance(exc, ttrpc.ClosedError)
+            and exc.code not in _TRANSPORT_CODES
+        )
+        if not answered:
+            # containerd away or restarting: reconnect and retry, however long it takes
+            item.attempts += 1
+            log = (
+                logger.warning
+                if item.attempts in (1, 10) or item.attempts % 100 == 0
+                else logger.debug
+            )
+            log(
+                "forwarding %s event to %s failed (attempt %d, %d queued): %s; retrying",
+                item.topic,
+                self.address,
+                item.attempts,
+                len(self._queue),
+                exc,
+            )
+            return True
+        item.attempts += 1
+        if item.attempts < _ANSWERED_RETRIES:
+            logger.warning(
+                "containerd refused %s event (attempt %d): %s", item.topic, item.attempts, exc
+            )
+            return True
+        self._dropped += 1
+        logger.error(
+            "containerd refused %s event %d times, dropping it: %s", item.topic, item.attempts, exc
+        )
+        return False
+
+    async def _forward(self, request: ForwardRequest) -> None:
+        client = self._client
+        if client is None or client.closed:
+            if client is not None:
+                await client.close()
+            self._client = None
+            async with asyncio.timeout(self._call_timeout):
+                client = await ttrpc.Client.connect(self.address)
+            self._client = client
+        try:
+            await client.call(
+                EVENTS_SERVICE,
+                "Forward",
+                request,
+                Empty,
+                timeout=self._call_timeout,
+                metadata={NAMESPACE_METADATA_KEY: self.namespace},
+            )
+        except (ttrpc.ClosedError, TimeoutError, OSError):
+            self._client = None
+            await client.close()
+            raise
+        except ttrpc.TtrpcError as e:
+            if e.code in _TRANSPORT_CODES:
+                # a deadline on a live connection: containerd may be wedged; start afresh
+                self._client = None
+                await client.close()
+            raise
+
+    async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - a bounded drain, see close()
+        """Wait until every queued event was forwarded (or dropped); False on timeout."""
+        if not self._queue:
+            return True
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def close(self, timeout: float | None = 5.0) -> None:  # noqa: ASYNC109 - the internals.md contract
+        """Forward what can be forwarded within ``timeout`` seconds, then stop.
+
+        Events still queued afterwards are logged as lost. Later ``publish`` calls are
+        dropped with an error log.
+        """
+        flushed = await self.flush(timeout)
+        with self._lock:
+            self._closing = True
+            lost = len(self._queue)
+        self._wakeup.set()
+        task, self._task = self._task, None
+        if task is not None:
+            if not flushed:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if lost:
+            self._dropped += lost
+            logger.error(
+                "event publisher closed with %d events not delivered to %s", lost, self.address
+            )
+        client, self._client = self._client, None
+        if client is not None:
+            await client.close()
+
+    async def __aenter__(self) -> EventPublisher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
