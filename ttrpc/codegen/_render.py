@@ -203,6 +203,7 @@ def _service(
         for i in range(len(service.method))
     ]
     yield ""
+    yield ""
     yield f'{const} = "{full_name}"'
     yield ""
     yield ""
@@ -271,7 +272,6 @@ def render_file(proto: FileDescriptorProto, index: TypeIndex, options: Options) 
     head.append(
         "_Metadata = ttrpc.Metadata | Mapping[str, str | list[str]] | Iterable[tuple[str, str]]"
     )
-    head.append("")
     return "\n".join([*head, *body]) + "\n"
 
 
