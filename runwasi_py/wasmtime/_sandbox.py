@@ -1,0 +1,501 @@
+"""The bundled engine: :class:`WasmtimeSandbox` runs WASI programs with wasmtime-py.
+
+Theory of operation. Each container gets its own ``wasmtime.Engine`` with epoch
+interruption on, and its Store gets an epoch deadline of one tick: a kill (from
+``interrupt`` or the context's ``on_kill``) bumps that engine's epoch and the guest traps at
+its next function entry or loop header, without touching any other container. Everything
+else in :meth:`WasmtimeSandbox.run_wasi` is synchronous and runs on the instance's worker
+thread (wasmtime releases the GIL inside wasm): load, configure WASI (which opens the
+stdio FIFOs), instantiate, call. A kill is looked for between those steps too, so one
+that lands before the guest runs needs no trap.
+
+``import wasmtime`` costs ~28 ms, more than a shim's whole ``start`` budget, so this module
+imports it only inside methods; importing the shim class stays cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import platform
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from runwasi_py._compile_cache import CompileCache, cache_key_for, shared_cache
+from runwasi_py._context import RuntimeContext
+from runwasi_py._errors import InvalidArgument
+from runwasi_py._sandbox import Sandbox
+from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
+from runwasi_py.wasmtime._stdio import FifoUnblocker
+
+if TYPE_CHECKING:
+    import wasmtime
+
+__all__ = ["WasmtimeSandbox"]
+
+log = logging.getLogger("runwasi_py.wasmtime")
+
+EXIT_TRAP = 137
+"""A trap or an out-of-memory end (128 + SIGKILL, as a cgroup OOM kill would give)."""
+EXIT_CANNOT_RUN = 1
+"""The program could not be started (bad module, missing export, unlinkable import)."""
+
+_HEAD = 4096
+_PAGE = 65536
+_RUN_INTERFACE = "wasi:cli/run@"
+# Bind mounts the instance may see; other OCI mounts (proc, sysfs, tmpfs...) name no host dir.
+_BIND_TYPES = frozenset({"bind", "rbind", "none", ""})
+
+
+class _Killed(Exception):
+    """A kill arrived between two steps of a run; carries no state (control flow only)."""
+
+
+@dataclass(slots=True)
+class _Program:
+    kind: BinaryKind  # MODULE or COMPONENT
+    compiled: Any  # wasmtime.Module | wasmtime.component.Component
+
+
+class WasmtimeSandbox(Sandbox):
+    """Runs a WASI preview 1 module or a WASI preview 2 command component with wasmtime.
+
+    Entrypoints: a core module (``_start``, or the function named after ``#``), a component
+    exporting ``wasi:cli/run``, an artifact precompiled by this engine, or WebAssembly text.
+    Exit codes: ``proc_exit(n)`` gives n, a return gives 0, a trap or the memory limit gives
+    137 (message on the container's stderr), a kill gives 128 + signal.
+
+    Example:
+        >>> class MyShim(Shim):
+        ...     name = "mywasmtime"
+        ...     sandbox = WasmtimeSandbox
+    """
+
+    cache_directory: ClassVar[Path | None] = None
+    """Where compiled modules are cached; None = ``default_cache_dir()`` (env-overridable)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._engine: wasmtime.Engine | None = None
+        self._fifos: FifoUnblocker | None = None
+
+    # -- Sandbox hooks --------------------------------------------------------------
+
+    async def can_handle(self, ctx: RuntimeContext) -> None:
+        """Accept wasm modules and components, this engine's artifacts, and WAT text."""
+        src = ctx.entrypoint.source
+        if src is None or not src.is_file():
+            raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r} not found in the rootfs")
+        try:
+            with src.open("rb") as f:
+                head = f.read(_HEAD)
+        except OSError as exc:
+            raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r}: {exc.strerror}") from None
+        if detect(head) is None:
+            raise InvalidArgument(
+                f"entrypoint {ctx.entrypoint.path!r} is {describe(head)}; the pywasmtime shim "
+                "runs wasm modules, wasm components, wasmtime precompiled artifacts and "
+                "WebAssembly text"
+            )
+
+    def interrupt(self, signal: int) -> None:
+        """Stop this container's guest: bump its engine's epoch and unblock its stdio.
+
+        Any signal ends the guest (preview 1 has no signal handlers); the exit status is
+        128 + the signal recorded in the context. Quick and thread-safe.
+        """
+        with self._lock:
+            engine, fifos = self._engine, self._fifos
+        if engine is not None:
+            engine.increment_epoch()
+        if fifos is not None:
+            fifos.release()
+
+    def cache_key(self) -> str:
+        """wasmtime's version, the host machine and the engine settings artifacts depend on."""
+        return _engine_key()
+
+    def compile(self, wasm: bytes) -> bytes:
+        """Compile a module, component or WAT text into an artifact for ``run_wasi``."""
+        kind = detect(wasm[:_HEAD])
+        if kind is BinaryKind.PRECOMPILED:
+            return wasm
+        if kind is None:
+            raise InvalidArgument(f"cannot compile {describe(wasm[:_HEAD])}")
+        program = _compile(new_engine(), kind, wasm)
+        return bytes(program.compiled.serialize())
+
+    async def run_wasi(self, ctx: RuntimeContext) -> int:
+        """Run the container's program to its end on this (worker) thread; the exit code."""
+        ctx.on_kill(self.interrupt)
+        try:
+            return self._run(ctx)
+        except _Killed:
+            return _killed_status(ctx)
+        finally:
+            with self._lock:
+                fifos, self._fifos = self._fifos, None
+                self._engine = None
+            if fifos is not None:
+                fifos.close()
+
+    # -- one run, step by step ------------------------------------------------------
+
+    def _run(self, ctx: RuntimeContext) -> int:
+        _check_kill(ctx)
+        import wasmtime
+
+        engine = new_engine()
+        with self._lock:
+            self._engine = engine
+        # A kill recorded before the engine was published bumped nothing; checked below.
+        try:
+            program = self._load(engine, ctx)
+        except (wasmtime.WasmtimeError, OSError, InvalidArgument, UnicodeDecodeError) as exc:
+            return _cannot_run(ctx, f"cannot load {ctx.entrypoint.path!r}: {_message(exc)}")
+        _check_kill(ctx)
+
+        try:
+            wasi = self._wasi_config(ctx)
+        except (wasmtime.WasmtimeError, OSError) as exc:
+            return _cannot_run(ctx, f"cannot set up WASI: {_message(exc)}")
+        _check_kill(ctx)
+
+        store = wasmtime.Store(engine)
+        store.set_epoch_deadline(1)  # with epoch interruption on, no deadline = trap at once
+        if ctx.memory_limit is not None and ctx.memory_limit > 0:
+            store.set_limits(memory_size=ctx.memory_limit)
+        store.set_wasi(wasi)
+        try:
+            if program.kind is BinaryKind.COMPONENT:
+                return self._run_component(ctx, store, program.compiled)
+            return self._run_module(ctx, store, program.compiled)
+        finally:
+            # Close the guest's stdio now (EOF for containerd), not whenever GC gets to it.
+            store.close()
+
+    def _load(self, engine: wasmtime.Engine, ctx: RuntimeContext) -> _Program:
+        src = ctx.entrypoint.source
+        if src is None:
+            raise InvalidArgument("the entrypoint has no file in the rootfs")
+        with src.open("rb") as f:
+            head = f.read(_HEAD)
+        kind = detect(head)
+        if kind is None:
+            raise InvalidArgument(f"the file is {describe(head)}")
+        if kind is BinaryKind.PRECOMPILED:
+            return _deserialize(engine, src, None)
+        expected = None if kind is BinaryKind.WAT else kind
+        if ctx.precompiled is not None:
+            try:
+                return _deserialize(engine, ctx.precompiled, expected)
+            except Exception as exc:  # a stale artifact: compile instead
+                log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
+        wasm = src.read_bytes()
+        cache = self._cache()
+        key = cache_key_for(wasm, self.cache_key())
+        path = cache.get(key)
+        if path is not None:
+            try:
+                return _deserialize(engine, path, expected)
+            except Exception as exc:
+                log.warning("cached %s unusable, compiling: %s", path, exc)
+                cache.invalidate(key)
+        program = _compile(engine, kind, wasm)
+        try:
+            cache.put(key, bytes(program.compiled.serialize()))
+        except Exception as exc:  # the cache is an optimisation only
+            log.warning("compile cache %s not written: %s", cache.directory, exc)
+        return program
+
+    def _cache(self) -> CompileCache:
+        return shared_cache(self.cache_directory)
+
+    def _wasi_config(self, ctx: RuntimeContext) -> wasmtime.WasiConfig:
+        import wasmtime
+
+        wasi = wasmtime.WasiConfig()
+        wasi.argv = list(ctx.args)
+        # Only the container's own env: nothing of the shim's environment leaks in.
+        wasi.env = [tuple(e.split("=", 1)) for e in ctx.envs if "=" in e]
+        root = ctx.rootfs
+        readonly = bool(ctx.spec.get("root", {}).get("readonly", False))
+        wasi.preopen_dir(str(root), "/", fs_mutable=not readonly)
+        for m in ctx.mounts:
+            if not _is_dir_bind(m.type, m.options, m.source) or m.destination in ("", "/"):
+                continue
+            wasi.preopen_dir(m.source, m.destination, fs_mutable="ro" not in m.options)
+        # wasmtime-py cannot set the guest's working directory. Newer wasi-libc resolves
+        # relative paths from "/", older toolchains from a "." preopen: give them cwd.
+        cwd = _inside(root, ctx.cwd)
+        if cwd is not None and cwd != root.resolve():
+            wasi.preopen_dir(str(cwd), ".", fs_mutable=not readonly)
+
+        stdio = ctx.stdio
+        fifos = FifoUnblocker(stdio.stdin, [stdio.stdout, stdio.stderr])
+        with self._lock:
+            self._fifos = fifos
+        if ctx.kill_signal is not None:  # killed before the unblocker was published
+            fifos.release()
+        # Each assignment opens its path here, on the worker thread; on a FIFO it waits
+        # for containerd's end (or for FifoUnblocker.release on a kill).
+        if stdio.stdin:
+            wasi.stdin_file = stdio.stdin
+        if stdio.stdout:
+            wasi.stdout_file = stdio.stdout
+        if stdio.stderr:
+            wasi.stderr_file = stdio.stderr
+        return wasi
+
+    def _run_module(self, ctx: RuntimeContext, store: wasmtime.Store, module: Any) -> int:
+        import wasmtime
+
+        linker = wasmtime.Linker(store.engine)
+        linker.define_wasi()
+        try:
+            instance = linker.instantiate(store, module)  # runs a start section, if any
+        except wasmtime.ExitTrap as exc:
+            return exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
+            return self._ended_by_error(ctx, exc, None, store, instantiating=True)
+        _check_kill(ctx)
+        exports = instance.exports(store)
+        func_name = ctx.entrypoint.func
+        func = exports.get(func_name)
+        if not isinstance(func, wasmtime.Func):
+            names = sorted(n for n in exports if isinstance(exports[n], wasmtime.Func))
+            return _cannot_run(
+                ctx, f"{ctx.entrypoint.path!r} exports no function {func_name!r} (has: {names})"
+            )
+        if func.type(store).params:
+            return _cannot_run(ctx, f"function {func_name!r} takes parameters; it cannot be run")
+        try:
+            init = exports.get("_initialize")
+            if func_name != "_initialize" and isinstance(init, wasmtime.Func):
+                init(store)  # a WASI reactor: initialise before calling its export
+            func(store)
+        except wasmtime.ExitTrap as exc:
+            return exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
+            return self._ended_by_error(ctx, exc, instance, store, instantiating=False)
+        return 0
+
+    def _run_component(self, ctx: RuntimeContext, store: wasmtime.Store, component: Any) -> int:
+        import wasmtime
+        import wasmtime.component as wc
+
+        linker = wc.Linker(store.engine)
+        linker.add_wasip2()
+        try:
+            instance = linker.instantiate(store, component)
+        except wasmtime.ExitTrap as exc:
+            return exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
+            return self._ended_by_error(ctx, exc, None, store, instantiating=True)
+        _check_kill(ctx)
+        func, what = _component_entry(store.engine, component, instance, store, ctx)
+        if func is None:
+            return _cannot_run(ctx, what)
+        try:
+            result = func(store)
+            func.post_return(store)
+        except wasmtime.ExitTrap as exc:
+            return exc.code
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
+            return self._ended_by_error(ctx, exc, None, store, instantiating=False)
+        # wasi:cli/run returns result<_, _>: ok is 0, err is 1 (as wasmtime's CLI does).
+        return 1 if getattr(result, "tag", None) == "err" else 0
+
+    def _ended_by_error(
+        self,
+        ctx: RuntimeContext,
+        exc: Exception,
+        instance: Any,
+        store: wasmtime.Store,
+        *,
+        instantiating: bool,
+    ) -> int:
+        """A trap or a failed instantiation: killed, out of memory, or a plain trap."""
+        if ctx.kill_signal is not None:
+            return _killed_status(ctx)
+        message = _message(exc)
+        limit = ctx.memory_limit
+        if limit and (
+            (instantiating and "exceeds memory limits" in message)
+            or _memory_at_limit(instance, store, limit)
+        ):
+            ctx.report_oom()
+            log.warning("container %s: out of memory (limit %d bytes)", ctx.container_id, limit)
+            _write_stderr(ctx, f"out of memory: the {limit}-byte memory limit ended the program\n")
+            return EXIT_TRAP
+        if instantiating:
+            return _cannot_run(ctx, f"cannot instantiate {ctx.entrypoint.path!r}: {message}")
+        log.warning("container %s: wasm trap: %s", ctx.container_id, message)
+        _write_stderr(ctx, message if message.endswith("\n") else message + "\n")
+        return EXIT_TRAP
+
+
+# -- helpers ------------------------------------------------------------------------
+
+
+def new_engine() -> wasmtime.Engine:
+    """An Engine configured exactly as every run and every compile needs it."""
+    import wasmtime
+
+    config = wasmtime.Config()
+    config.epoch_interruption = True
+    return wasmtime.Engine(config)
+
+
+@functools.cache
+def _engine_key() -> str:
+    from importlib.metadata import version
+
+    # The artifact depends on these; deserialize checks them too, but a key that says
+    # them keeps two incompatible hosts sharing a cache directory from thrashing it.
+    return f"wasmtime-py-{version('wasmtime')}:{platform.machine()}:epoch-interruption"
+
+
+def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program:
+    import wasmtime
+    import wasmtime.component as wc
+
+    if kind is BinaryKind.WAT:
+        wasm = bytes(wasmtime.wat2wasm(wasm.decode("utf-8")))
+        kind = detect(wasm[:8]) or BinaryKind.MODULE
+    if kind is BinaryKind.COMPONENT:
+        return _Program(BinaryKind.COMPONENT, wc.Component(engine, wasm))
+    return _Program(BinaryKind.MODULE, wasmtime.Module(engine, wasm))
+
+
+def _deserialize(engine: wasmtime.Engine, path: Path, expected: BinaryKind | None) -> _Program:
+    """Load an artifact file as ``expected`` (None: a module, else a component)."""
+    import wasmtime
+    import wasmtime.component as wc
+
+    if expected is BinaryKind.COMPONENT:
+        return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
+    try:
+        return _Program(BinaryKind.MODULE, wasmtime.Module.deserialize_file(engine, str(path)))
+    except wasmtime.WasmtimeError:
+        if expected is not None:
+            raise
+    return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
+
+
+def _component_entry(
+    engine: wasmtime.Engine,
+    component: Any,
+    instance: Any,
+    store: wasmtime.Store,
+    ctx: RuntimeContext,
+) -> tuple[Any, str]:
+    """The function to call: ``wasi:cli/run``'s ``run``, or the top-level ``#func`` export."""
+    func_name = ctx.entrypoint.func
+    exports = list(component.type.exports(engine))
+    if func_name != "_start":
+        idx = component.get_export_index(func_name)
+        func = instance.get_func(store, idx) if idx is not None else None
+        if func is None:
+            return None, f"{ctx.entrypoint.path!r} exports no function {func_name!r} ({exports})"
+        return func, func_name
+    for name in exports:
+        if name.startswith(_RUN_INTERFACE):
+            iface = component.get_export_index(name)
+            idx = component.get_export_index("run", iface)
+            func = instance.get_func(store, idx) if idx is not None else None
+            if func is not None:
+                return func, name
+    return None, (
+        f"{ctx.entrypoint.path!r} is a component without a wasi:cli/run export "
+        f"(exports: {exports}); only command components can run"
+    )
+
+
+def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
+    """Whether the guest trapped with its memory (nearly) at the limit.
+
+    wasmtime-py's store limits make ``memory.grow`` return -1 instead of trapping and
+    offer no callback, so a refusal is invisible; the guest's allocator then traps or
+    aborts. A trap with the exported memory within a quarter of the limit (at least two
+    pages) of it is taken as out of memory: allocators grow in steps, and a refused step
+    leaves the memory short of the limit by up to that step. (A component's memories are
+    not visible from here: for components only a refused instantiation counts.)
+    """
+    import wasmtime
+
+    if instance is None:
+        return False
+    try:
+        exports = instance.exports(store)
+        used = sum(e.data_len(store) for e in exports.by_index if isinstance(e, wasmtime.Memory))
+    except Exception:  # a store that cannot be inspected: not our verdict
+        return False
+    return used > 0 and used + max(2 * _PAGE, limit // 4) > limit
+
+
+def _is_dir_bind(kind: str, options: tuple[str, ...], source: str) -> bool:
+    is_bind = kind in _BIND_TYPES or "bind" in options or "rbind" in options
+    return is_bind and os.path.isabs(source) and os.path.isdir(source)
+
+
+def _inside(root: Path, guest_path: str) -> Path | None:
+    """The host directory for ``guest_path`` inside ``root``, or None if it escapes/is absent."""
+    try:
+        base = root.resolve()
+        p = (base / guest_path.lstrip("/")).resolve()
+    except (OSError, RuntimeError):
+        return None
+    return p if p.is_relative_to(base) and p.is_dir() else None
+
+
+def _check_kill(ctx: RuntimeContext) -> None:
+    if ctx.kill_signal is not None:
+        raise _Killed
+
+
+def _killed_status(ctx: RuntimeContext) -> int:
+    sig = ctx.kill_signal
+    return 128 + (sig if sig is not None else 9)
+
+
+def _message(exc: BaseException) -> str:
+    import wasmtime
+
+    if isinstance(exc, wasmtime.Trap):
+        return exc.message
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc)
+
+
+def _cannot_run(ctx: RuntimeContext, message: str) -> int:
+    log.error("container %s: %s", ctx.container_id, message)
+    _write_stderr(ctx, message + "\n")
+    return EXIT_CANNOT_RUN
+
+
+def _write_stderr(ctx: RuntimeContext, text: str) -> None:
+    """Best effort: the container's stderr after the guest let go of it.
+
+    Non-blocking, so a FIFO nobody reads any more (ENXIO) or a full pipe is skipped
+    rather than hanging the worker.
+    """
+    path = ctx.stdio.stderr
+    if not path:
+        return
+    try:
+        fd = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600
+        )
+    except OSError:
+        return
+    try:
+        with contextlib.suppress(OSError):
+            os.write(fd, text.encode("utf-8", "replace"))
+    finally:
+        os.close(fd)

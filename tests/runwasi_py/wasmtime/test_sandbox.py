@@ -1,0 +1,440 @@
+"""WasmtimeSandbox driven directly: a RuntimeContext built by hand, run on a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from runwasi_py import InvalidArgument, Mount, RuntimeContext, Stdio
+from runwasi_py.wasmtime import WasmtimeSandbox
+from tests.runwasi_py.wasmtime.helpers import make_ctx, out, run, start, wasm
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test gets its own compile cache directory."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("RUNWASI_PY_CACHE_DIR", str(d))
+    return d
+
+
+def wait_for(predicate: object, timeout: float = 20.0) -> None:
+    """Poll until ``predicate()`` is true (not a timing assertion: a bound on a hang)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached")
+        time.sleep(0.005)
+
+
+def kill(sandbox: WasmtimeSandbox, ctx: RuntimeContext, sig: int) -> None:
+    """What the framework does on Kill: record it in the context, then interrupt."""
+    ctx.deliver_kill(sig)
+    sandbox.interrupt(sig)
+
+
+def test_hello(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "hello")
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "hello world\n"
+    assert out(tmp_path, "stderr") == ""
+
+
+def test_args_and_env_only_the_containers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHIM_SECRET", "leak")
+    ctx = make_ctx(tmp_path, "echo", args=["one", "two words"], envs=["A=1", "B=x=y", "BROKEN"])
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "/app.wasm\none\ntwo words\nA=1\nB=x=y\n"
+    assert "SHIM_SECRET" not in out(tmp_path)
+
+
+@pytest.mark.parametrize("code", [0, 3, 42])
+def test_exit_codes(tmp_path: Path, code: int) -> None:
+    ctx = make_ctx(tmp_path, "exit", args=[str(code)])
+    assert run(WasmtimeSandbox(), ctx) == code
+    assert out(tmp_path, "stderr") == ""
+
+
+def test_return_from_start_is_zero(tmp_path: Path) -> None:
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "exit")) == 0
+
+
+def test_stderr(tmp_path: Path) -> None:
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "stderr")) == 0
+    assert out(tmp_path) == "to stdout\n"
+    assert out(tmp_path, "stderr") == "to stderr\n"
+
+
+def test_reads_a_file_from_the_rootfs(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "cat", args=["/etc/motd"])
+    (ctx.rootfs / "etc").mkdir()
+    (ctx.rootfs / "etc" / "motd").write_text("inside the rootfs\n")
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "inside the rootfs\n"
+
+
+@pytest.mark.parametrize(
+    ("path", "errno"),
+    [
+        ("/../../../../../../etc/passwd", 63),  # EPERM: escapes the preopen
+        ("/etc/passwd", 44),  # ENOENT: the host's /etc is not the rootfs's
+        ("../secret.txt", 63),
+    ],
+)
+def test_files_outside_the_rootfs_are_unreachable(tmp_path: Path, path: str, errno: int) -> None:
+    (tmp_path / "secret.txt").write_text("host secret\n")
+    ctx = make_ctx(tmp_path, "cat", args=[path])
+    assert run(WasmtimeSandbox(), ctx) == 1
+    assert out(tmp_path) == ""
+    assert out(tmp_path, "stderr") == f"errno={errno}\n"
+
+
+def bind_mounts(tmp_path: Path) -> list[Mount]:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "f.txt").write_text("mounted\n")
+    return [
+        Mount(destination="/data", source=str(data), options=("rbind", "ro")),
+        Mount(destination="/proc", source="proc", type="proc"),  # no host dir: skipped
+        Mount(destination="/missing", source=str(tmp_path / "missing")),  # skipped
+    ]
+
+
+def test_preopens_are_the_rootfs_and_directory_mounts(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "preopens", mounts=bind_mounts(tmp_path))
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "/\n/data\n"
+
+
+def test_a_bind_mount_is_readable(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "cat", args=["f.txt", "4"], mounts=bind_mounts(tmp_path))
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "mounted\n"
+
+
+def test_cwd_is_offered_as_dot(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "preopens")
+    (ctx.rootfs / "work").mkdir()
+    ctx.cwd = "/work"
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "/\n.\n"
+
+
+def test_cwd_outside_the_rootfs_is_ignored(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "preopens")
+    ctx.cwd = "/../../.."
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "/\n"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_kill_ends_a_busy_loop(tmp_path: Path, sig: int) -> None:
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "loop")
+    fut = start(sandbox, ctx)
+    wait_for(lambda: out(tmp_path) == "running\n")
+    assert not fut.done()
+    kill(sandbox, ctx, sig)
+    assert fut.result(20) == 128 + sig
+    assert out(tmp_path, "stderr") == ""
+
+
+def test_on_kill_alone_ends_the_loop(tmp_path: Path) -> None:
+    """The context's kill callback is enough, even if the framework never calls interrupt."""
+    ctx = make_ctx(tmp_path, "loop")
+    fut = start(WasmtimeSandbox(), ctx)
+    wait_for(lambda: out(tmp_path) == "running\n")
+    ctx.deliver_kill(signal.SIGTERM)
+    assert fut.result(20) == 128 + signal.SIGTERM
+
+
+def test_kill_before_start(tmp_path: Path) -> None:
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "hello")
+    kill(sandbox, ctx, signal.SIGKILL)
+    assert run(sandbox, ctx) == 137
+    assert out(tmp_path) == ""
+
+
+def test_one_kill_stops_only_its_own_instance(tmp_path: Path) -> None:
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    a_dir.mkdir()
+    b_dir.mkdir()
+    a, b = WasmtimeSandbox(), WasmtimeSandbox()
+    ctx_a, ctx_b = make_ctx(a_dir, "loop"), make_ctx(b_dir, "loop")
+    fa, fb = start(a, ctx_a), start(b, ctx_b)
+    wait_for(lambda: out(a_dir) == "running\n" and out(b_dir) == "running\n")
+    kill(a, ctx_a, signal.SIGKILL)
+    assert fa.result(20) == 137
+    assert not fb.done()
+    kill(b, ctx_b, signal.SIGTERM)
+    assert fb.result(20) == 143
+
+
+def test_memory_limit_ends_the_task_as_oom(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "grow", memory_limit=4 << 20)
+    assert run(WasmtimeSandbox(), ctx) == 137
+    assert ctx.oom
+    assert out(tmp_path) == "growing\n"
+    assert "out of memory" in out(tmp_path, "stderr")
+
+
+def test_initial_memory_over_the_limit_is_oom(tmp_path: Path) -> None:
+    big = b'(module (memory 64) (func (export "_start")))'
+    ctx = make_ctx(tmp_path, big, memory_limit=1 << 20)
+    assert run(WasmtimeSandbox(), ctx) == 137
+    assert ctx.oom
+
+
+def test_without_a_limit_a_trap_is_not_oom(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "trap", memory_limit=64 << 20)
+    assert run(WasmtimeSandbox(), ctx) == 137
+    assert not ctx.oom
+
+
+def test_trap(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ctx = make_ctx(tmp_path, "trap")
+    with caplog.at_level("WARNING", logger="runwasi_py.wasmtime"):
+        assert run(WasmtimeSandbox(), ctx) == 137
+    assert out(tmp_path) == "before\n"
+    assert "integer divide by zero" in out(tmp_path, "stderr")
+    assert "integer divide by zero" in caplog.text
+    assert not ctx.oom
+
+
+def test_custom_entrypoint_function(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "entry", func="greet")
+    assert run(WasmtimeSandbox(), ctx) == 7
+    assert out(tmp_path) == "greet\n"
+
+
+def test_default_entrypoint_function(tmp_path: Path) -> None:
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "entry")) == 0
+    assert out(tmp_path) == "start\n"
+
+
+def test_missing_entrypoint_function(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "entry", func="nope")
+    assert run(WasmtimeSandbox(), ctx) == 1
+    err = out(tmp_path, "stderr")
+    assert "no function 'nope'" in err
+    assert "greet" in err
+
+
+def test_wat_text_entrypoint(tmp_path: Path) -> None:
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "hello", as_text=True)
+    asyncio.run(sandbox.can_handle(ctx))
+    assert run(sandbox, ctx) == 0
+    assert out(tmp_path) == "hello world\n"
+
+
+def test_component_prints(tmp_path: Path) -> None:
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "component")
+    asyncio.run(sandbox.can_handle(ctx))
+    assert run(sandbox, ctx) == 0
+    assert out(tmp_path) == "hello from a component\n"
+
+
+def test_component_err_is_exit_1(tmp_path: Path) -> None:
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "component_err")) == 1
+
+
+def test_component_as_wat_text(tmp_path: Path) -> None:
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "component", as_text=True)) == 0
+    assert out(tmp_path) == "hello from a component\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"#!/bin/sh\necho hi\n", "a script"),
+        (b"\x7fELF\x02\x01\x01\x00" + bytes(56), "native ELF"),
+        (b"\0asm\x02\x00\x00\x00", "unsupported version"),
+        (b"", "an empty file"),
+        (b"hello\n", "neither wasm"),
+    ],
+)
+def test_can_handle_refuses_non_wasm(tmp_path: Path, content: bytes, says: str) -> None:
+    ctx = make_ctx(tmp_path, content)
+    with pytest.raises(InvalidArgument, match=says) as info:
+        asyncio.run(WasmtimeSandbox().can_handle(ctx))
+    assert "/app.wasm" in info.value.message
+
+
+def test_can_handle_missing_file(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "hello")
+    assert ctx.entrypoint.source is not None
+    ctx.entrypoint.source.unlink()
+    with pytest.raises(InvalidArgument, match="not found"):
+        asyncio.run(WasmtimeSandbox().can_handle(ctx))
+
+
+def test_invalid_wasm_body_fails_cleanly(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, b"\0asm\x01\x00\x00\x00\xff\xff\xff")
+    assert run(WasmtimeSandbox(), ctx) == 1
+    assert "cannot load" in out(tmp_path, "stderr")
+
+
+def test_unknown_import_fails_cleanly(tmp_path: Path) -> None:
+    mod = b'(module (import "env" "nope" (func)) (func (export "_start")))'
+    ctx = make_ctx(tmp_path, mod)
+    assert run(WasmtimeSandbox(), ctx) == 1
+    assert "cannot instantiate" in out(tmp_path, "stderr")
+
+
+def test_precompiled_entrypoint(tmp_path: Path) -> None:
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, sandbox.compile(wasm("hello")))
+    asyncio.run(sandbox.can_handle(ctx))
+    assert run(sandbox, ctx) == 0
+    assert out(tmp_path) == "hello world\n"
+
+
+def test_precompiled_component_entrypoint(tmp_path: Path) -> None:
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, sandbox.compile(wasm("component")))
+    assert run(sandbox, ctx) == 0
+    assert out(tmp_path) == "hello from a component\n"
+
+
+def test_ctx_precompiled_is_used(tmp_path: Path) -> None:
+    """The artifact in ctx.precompiled runs, not the module's bytes (they differ here)."""
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "hello")
+    artifact = tmp_path / "hello.cwasm"
+    artifact.write_bytes(sandbox.compile(wasm("stderr")))
+    ctx.precompiled = artifact
+    assert run(sandbox, ctx) == 0
+    assert out(tmp_path) == "to stdout\n"
+
+
+def test_stale_precompiled_falls_back_to_compiling(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "hello")
+    stale = tmp_path / "stale.cwasm"
+    stale.write_bytes(b"\x7fELF\x02\x01\x01\xc8garbage")
+    ctx.precompiled = stale
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "hello world\n"
+
+
+def test_run_fills_the_compile_cache(tmp_path: Path, cache_dir: Path) -> None:
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "hello")) == 0
+    entries = list(cache_dir.glob("*.cwasm"))
+    assert len(entries) == 1
+    # A corrupt entry is detected and replaced on the next run.
+    entries[0].write_bytes(b"\x7fELF" + bytes(100))
+    from runwasi_py._compile_cache import _shared
+
+    _shared.clear()  # a new shim process: nothing verified in memory
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "hello")) == 0
+    assert out(tmp_path) == "hello world\n"
+
+
+def test_compile_refuses_non_wasm() -> None:
+    with pytest.raises(InvalidArgument):
+        WasmtimeSandbox().compile(b"#!/bin/sh\n")
+
+
+def test_cache_key_names_version_and_settings() -> None:
+    key = WasmtimeSandbox().cache_key()
+    assert "50." in key
+    assert "epoch" in key
+
+
+# -- FIFOs ----------------------------------------------------------------------------
+
+
+def fifo_stdio(tmp_path: Path) -> Stdio:
+    paths = {}
+    for name in ("stdin", "stdout", "stderr"):
+        p = tmp_path / f"{name}.fifo"
+        os.mkfifo(p)
+        paths[name] = str(p)
+    return Stdio(**paths)
+
+
+class FifoReader:
+    """containerd's side of an output FIFO: read everything into a buffer on a thread.
+
+    The thread opens the FIFO blocking, so it reads until the instance's end closes
+    (a reader opened earlier would see end-of-file before the instance ever opened it).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.data = b""
+        self.path = path
+        self.thread = threading.Thread(target=self._pump, daemon=True)
+        self.thread.start()
+
+    def _pump(self) -> None:
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            while chunk := os.read(fd, 65536):
+                self.data += chunk
+        finally:
+            os.close(fd)
+
+    def finish(self) -> bytes:
+        self.thread.join(20)
+        assert not self.thread.is_alive()
+        return self.data
+
+
+def test_fifo_stdio(tmp_path: Path) -> None:
+    stdio = fifo_stdio(tmp_path)
+    ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
+    readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
+    fut = start(WasmtimeSandbox(), ctx)
+    w = os.open(stdio.stdin, os.O_WRONLY)  # blocks until the worker opens its end
+    os.write(w, b"ping\n")
+    os.close(w)
+    assert fut.result(20) == 0
+    assert readers[0].finish() == b"ping\n"
+    assert readers[1].finish() == b""
+
+
+def test_kill_while_blocked_opening_a_fifo(tmp_path: Path) -> None:
+    """No peer ever opens stdin: the worker waits in open(); a kill must still end it."""
+    stdio = fifo_stdio(tmp_path)
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
+    fut = start(sandbox, ctx)
+    wait_for(lambda: sandbox._fifos is not None)
+    assert not fut.done()
+    kill(sandbox, ctx, signal.SIGKILL)
+    assert fut.result(20) == 137
+
+
+def test_kill_while_blocked_reading_stdin(tmp_path: Path) -> None:
+    stdio = fifo_stdio(tmp_path)
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
+    readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
+    fut = start(sandbox, ctx)
+    w = os.open(stdio.stdin, os.O_WRONLY)
+    os.write(w, b"first\n")
+    wait_for(lambda: readers[0].data == b"first\n")
+    assert not fut.done()
+    kill(sandbox, ctx, signal.SIGTERM)
+    assert fut.result(20) == 143
+    os.close(w)
+    for r in readers:
+        r.finish()
+
+
+def test_trap_message_reaches_a_fifo_stderr(tmp_path: Path) -> None:
+    stdio = fifo_stdio(tmp_path)
+    stdio = Stdio(stdout=stdio.stdout, stderr=stdio.stderr)
+    ctx = make_ctx(tmp_path, "trap", stdio=stdio)
+    readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
+    assert run(WasmtimeSandbox(), ctx) == 137
+    assert readers[0].finish() == b"before\n"
+    assert b"integer divide by zero" in readers[1].finish()
