@@ -10,9 +10,11 @@ from runwasi_py._errors import (
     Unimplemented,
 )
 from runwasi_py._sandbox import Sandbox
+from runwasi_py._shim import Config, Shim, version
 
 __all__ = [
     "AlreadyExists",
+    "Config",
     "Entrypoint",
     "FailedPrecondition",
     "InvalidArgument",
@@ -20,7 +22,9 @@ __all__ = [
     "NotFound",
     "RuntimeContext",
     "Sandbox",
+    "Shim",
     "ShimError",
     "Stdio",
     "Unimplemented",
+    "version",
 ]

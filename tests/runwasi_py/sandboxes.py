@@ -27,7 +27,7 @@ import threading
 import time
 from typing import BinaryIO
 
-from runwasi_py import RuntimeContext, Sandbox
+from runwasi_py import RuntimeContext, Sandbox, Shim
 
 RELEASE = threading.Event()
 """Set by tests to let a ``block`` script end (so no thread outlives the test)."""
@@ -131,3 +131,10 @@ async def _until_killed(ctx: RuntimeContext) -> int:
 def _write(f: BinaryIO | None, text: str) -> None:
     if f is not None:
         f.write(text.encode() + b"\n")
+
+
+class ScriptShim(Shim):
+    """A shim running :class:`ScriptSandbox` (``tests.runwasi_py.sandboxes:ScriptShim``)."""
+
+    name = "script-test"
+    sandbox = ScriptSandbox

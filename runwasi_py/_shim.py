@@ -1,0 +1,204 @@
+"""The class a shim author names their shim with: :class:`Shim`, plus :class:`Config`.
+
+``Shim.run()`` is the console-script entry (containerd's argv, never returns); ``serve()`` is
+the same task service as a coroutine for any asyncio program: it serves on a listening
+socket and returns once shut down, with no global state and no ``sys.exit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, NoReturn
+
+from runwasi_py._sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from runwasi_py._events import EventSink
+    from runwasi_py._task_service import TaskService
+
+__all__ = ["Config", "Shim", "version"]
+
+log = logging.getLogger("runwasi_py.shim")
+
+_UNKNOWN = "<none>"
+
+
+def version() -> tuple[str, str]:
+    """runwasi-py's own (version, revision); revision is ``<none>`` outside a git build.
+
+    >>> version()[0]
+    '0.1.0'
+    """
+    try:
+        from importlib.metadata import PackageNotFoundError
+        from importlib.metadata import version as dist_version
+
+        try:
+            ver = dist_version("runwasi-py")
+        except PackageNotFoundError:
+            ver = _UNKNOWN
+    except ImportError:  # pragma: no cover - importlib.metadata is stdlib since 3.8
+        ver = _UNKNOWN
+    return ver, os.environ.get("RUNWASI_PY_REVISION", _UNKNOWN)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Knobs of a shim. All have defaults; pass one as ``Shim.config``.
+
+    Example:
+        >>> class MyShim(Shim):
+        ...     name = "my-shim"
+        ...     sandbox = MySandbox
+        ...     config = Config(default_log_level="warning")
+    """
+
+    default_log_level: str = "info"
+    """Log level of the daemon when containerd does not pass ``-debug``."""
+    no_setup_logger: bool = False
+    """Leave logging alone (the shim author configures it)."""
+    kill_timeout: float = 2.0
+    """Seconds a SIGKILLed run_wasi may take to end before it is reported as 137 anyway."""
+    shutdown_timeout: float = 3.0
+    """Seconds in-flight calls get to finish when the shim stops (containerd waits 3 s)."""
+    compile_cache_dir: Path | None = None
+    """Where compiled modules are cached (default: see ``_compile_cache.default_cache_dir``)."""
+
+
+class Shim:
+    """A containerd shim v2 for WebAssembly: name it, give it a Sandbox, run it.
+
+    Example:
+        >>> class MyShim(Shim):
+        ...     name = "my-shim"          # runtime io.containerd.my-shim.v1
+        ...     sandbox = MySandbox       # binary containerd-shim-my-shim-v1
+        >>> if __name__ == "__main__":
+        ...     MyShim.run()
+
+    Embedding: ``await MyShim().serve(listener, namespace="default", ttrpc_address=addr)``
+    serves the task service on ``listener`` until a Shutdown finds no task left (or
+    :meth:`shutdown` is called, or the coroutine is cancelled), then returns.
+    """
+
+    name: ClassVar[str] = ""
+    """The runtime name: ``io.containerd.<name>.v1``, binary ``containerd-shim-<name>-v1``."""
+    sandbox: ClassVar[type[Sandbox]] = Sandbox
+    """The Sandbox class; one is made per container with no arguments."""
+    config: ClassVar[Config] = Config()
+
+    def __init__(self) -> None:
+        self._stop: asyncio.Event | None = None
+        self._service: TaskService | None = None
+
+    @classmethod
+    def version(cls) -> tuple[str, str]:
+        """(version, revision) printed by ``-v`` and ``-info``; override for your own."""
+        return version()
+
+    @classmethod
+    def run(cls) -> NoReturn:
+        """Run as containerd runs a shim: parse argv, ``start`` / ``delete`` / serve."""
+        from runwasi_py._cli import shim_main
+
+        shim_main(cls)
+
+    @property
+    def task_service(self) -> TaskService | None:
+        """The task service while :meth:`serve` runs (for tests and embedding)."""
+        return self._service
+
+    def shutdown(self) -> None:
+        """Ask a running :meth:`serve` to stop: running tasks are killed (SIGTERM handling)."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def serve(
+        self,
+        listener: socket.socket,
+        *,
+        namespace: str,
+        ttrpc_address: str,
+        publisher: EventSink | None = None,
+    ) -> None:
+        """Serve the Task service (v2 and v3) on ``listener`` until shut down.
+
+        Events go to ``publisher``, or to a new ``EventPublisher`` for ``ttrpc_address``
+        (flushed and closed on return). The listener is closed on return and its socket file
+        removed. Only peers running as this user may connect (``SO_PEERCRED``).
+
+        Example:
+            >>> listener = socket.socket(socket.AF_UNIX); listener.bind(path); listener.listen()
+            >>> await MyShim().serve(listener, namespace="default",
+            ...                      ttrpc_address="/run/containerd/containerd.sock.ttrpc")
+        """
+        import ttrpc
+        from runwasi_py._task_service import TASK_V3_SERVICE, TaskService
+
+        if self._stop is not None:
+            raise RuntimeError(f"{type(self).__name__}.serve is already running")
+        self._stop = stop = asyncio.Event()
+        owned_publisher = None
+        if publisher is None:
+            from runwasi_py._events import EventPublisher
+
+            owned_publisher = publisher = EventPublisher(ttrpc_address, namespace)
+        cfg = self.config
+        service = TaskService(
+            self.sandbox,
+            namespace=namespace,
+            events=publisher,
+            shim_name=self.name or "runwasi-py",
+            kill_timeout=cfg.kill_timeout,
+            compile_cache_dir=cfg.compile_cache_dir,
+        )
+        self._service = service
+        server = ttrpc.Server(require_same_user=True)
+        server.register(service)
+        server.register(service, name=TASK_V3_SERVICE)
+        path = _socket_path(listener)
+        try:
+            await server.listen_socket(listener)
+            log.info("serving %s tasks on %s", namespace, path or "an inherited socket")
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(service.shutdown_requested.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        finally:
+            # Kill first so outstanding Wait calls return, then let in-flight calls (the
+            # Shutdown reply) finish, then stop the threads; events are flushed last.
+            await service.kill_all(cfg.shutdown_timeout)
+            await server.shutdown(cfg.shutdown_timeout)
+            await service.aclose(cfg.shutdown_timeout)
+            listener.close()
+            if path:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            if owned_publisher is not None:
+                await owned_publisher.close(timeout=cfg.shutdown_timeout)
+            self._service = None
+            self._stop = None
+            log.info("shim stopped")
+
+
+def _socket_path(sock: socket.socket) -> str:
+    """The file a listening unix socket is bound to ("" for abstract or unnamed ones)."""
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return ""
+    if isinstance(name, bytes):
+        name = name.decode(errors="surrogateescape")
+    if not isinstance(name, str) or not name or name.startswith("\0"):
+        return ""
+    return name
