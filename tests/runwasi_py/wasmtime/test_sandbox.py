@@ -438,3 +438,20 @@ def test_trap_message_reaches_a_fifo_stderr(tmp_path: Path) -> None:
     assert run(WasmtimeSandbox(), ctx) == 137
     assert readers[0].finish() == b"before\n"
     assert b"integer divide by zero" in readers[1].finish()
+
+
+@pytest.mark.parametrize("fixture", ["hello", "component"])
+def test_a_cached_artifact_is_what_runs(tmp_path: Path, cache_dir: Path, fixture: str) -> None:
+    """Plant another program's artifact under this module's key: the run proves a cache hit."""
+    from runwasi_py._compile_cache import CompileCache, _shared, cache_key_for
+
+    sandbox = WasmtimeSandbox()
+    other = "stderr" if fixture == "hello" else "component_err"
+    key = cache_key_for(wasm(fixture), sandbox.cache_key())
+    CompileCache(cache_dir).put(key, sandbox.compile(wasm(other)))
+    _shared.clear()
+    code = run(sandbox, make_ctx(tmp_path, fixture))
+    if fixture == "hello":
+        assert (code, out(tmp_path)) == (0, "to stdout\n")
+    else:
+        assert (code, out(tmp_path)) == (1, "")
