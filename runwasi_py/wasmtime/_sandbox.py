@@ -19,9 +19,7 @@ import contextlib
 import functools
 import logging
 import os
-import platform
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -55,10 +53,14 @@ class _Killed(Exception):
     """A kill arrived between two steps of a run; carries no state (control flow only)."""
 
 
-@dataclass(slots=True)
 class _Program:
-    kind: BinaryKind  # MODULE or COMPONENT
-    compiled: Any  # wasmtime.Module | wasmtime.component.Component
+    """A compiled program: its kind (MODULE or COMPONENT) and the wasmtime object."""
+
+    __slots__ = ("compiled", "kind")
+
+    def __init__(self, kind: BinaryKind, compiled: Any) -> None:
+        self.kind = kind
+        self.compiled = compiled  # wasmtime.Module | wasmtime.component.Component
 
 
 class WasmtimeSandbox(Sandbox):
@@ -353,6 +355,7 @@ def new_engine() -> wasmtime.Engine:
 
 @functools.cache
 def _engine_key() -> str:
+    import platform
     from importlib.metadata import version
 
     # The artifact depends on these; deserialize checks them too, but a key that says
