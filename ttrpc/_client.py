@@ -245,13 +245,16 @@ class Client:
                 raise TtrpcError(Code.DEADLINE_EXCEEDED, _DEADLINE)
             timeout_nano = max(1, int(remaining * 1e9))
         req = Request(service, method, request.SerializeToString(), timeout_nano, metadata)
+        while proto.write_paused and not proto.is_closed:
+            await proto.drain()  # bound what we buffer when the server reads slowly
+        if proto.is_closed:
+            raise ClosedError()
+        # Allocate the id and write in one synchronous step: ids reach the server in order.
         sid, data = proto.core.send_request(req)
         fut: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         proto.calls[sid] = fut
         proto.write(data)
         try:
-            if proto.write_paused:
-                await proto.drain()
             if deadline is None:
                 response = await fut
             else:
@@ -306,13 +309,16 @@ class Client:
                 raise TtrpcError(Code.DEADLINE_EXCEEDED, _DEADLINE)
             timeout_nano = int(timeout * 1e9)
         req = Request(service, method, payload, timeout_nano, _pairs(metadata))
+        while proto.write_paused and not proto.is_closed:
+            await proto.drain()
+        if proto.is_closed:
+            raise ClosedError()
         sid, data = proto.core.send_request(req, flags)
         stream: ClientStream[T] = ClientStream(proto, sid, kind, response_type, self._stream_done)
         proto.streams[sid] = stream
         proto.write(data)
         if timeout is not None:
             stream._timer = asyncio.get_running_loop().call_later(timeout, stream._deadline)
-        await proto.drain()
         return stream
 
     def _stream_done(self, sid: int) -> None:
@@ -333,14 +339,8 @@ def _pairs(metadata: MetadataArg) -> list[tuple[str, str]]:
     if isinstance(metadata, Metadata):
         return metadata.to_wire()
     if isinstance(metadata, Mapping):
-        out: list[tuple[str, str]] = []
-        for key, value in metadata.items():
-            if isinstance(value, str):
-                out.append((key, value))
-            else:
-                out.extend((key, v) for v in value)
-        return out
-    return list(metadata)
+        return Metadata(metadata).to_wire()  # keys lower-cased, as Go's MD.Set does
+    return list(metadata)  # pairs go out verbatim
 
 
 def _loop_deadline(deadline: float) -> float:

@@ -120,6 +120,17 @@ class ServerConnection(FrameProtocol):
         self.inboxes.clear()
         self.server._connection_gone(self)
 
+    def pause_writing(self) -> None:
+        # The peer reads slower than we answer: stop taking new requests until it catches
+        # up, so buffered replies stay bounded. (Only the server does this: a client must
+        # keep reading or both ends could wait on each other.)
+        super().pause_writing()
+        self.pause_reading("write")
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.resume_reading("write")
+
     def begin_close(self) -> None:
         """Close now if idle, else as soon as the last in-flight call has replied."""
         self.closing = True
@@ -213,9 +224,9 @@ class ServerConnection(FrameProtocol):
                 code, message = Code.CANCELLED, "context canceled"
             except Exception as exc:
                 code, message = self._status(exc, ctx)
-            self._send_final(sid, payload, code, message)
-            if self.write_paused:
+            while self.write_paused and not self.is_closed:
                 await self.drain()
+            self._send_final(sid, payload, code, message)
         finally:
             ctx._finish()
             self._finished(sid)
@@ -291,12 +302,12 @@ class ServerConnection(FrameProtocol):
                 code, message = self._status(exc, ctx)
             if not self.core.is_open(sid):
                 return  # already answered (reset, stream buffer full)
+            while self.write_paused and not self.is_closed:
+                await self.drain()
             if code or not kind.server_streams:
                 self._send_final(sid, payload, code, message)
             else:
                 self.write(self.core.send_close(sid))
-            if self.write_paused:
-                await self.drain()
         finally:
             ctx._finish()
             if inbox is not None:
@@ -312,9 +323,10 @@ class ServerConnection(FrameProtocol):
         agen = method.handler(arg, ctx)
         try:
             async for item in agen:
-                self.write(self.core.send_data(sid, item.SerializeToString()))
-                if self.write_paused:
+                data = self.core.send_data(sid, item.SerializeToString())
+                while self.write_paused and not self.is_closed:
                     await self.drain()
+                self.write(data)
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:
@@ -394,6 +406,8 @@ class Server:
         A path socket gets mode 0600; a stale socket file (nobody listening) is replaced;
         a live one raises ``OSError(EADDRINUSE)``. The file is removed on close.
         """
+        if self._closing:
+            raise RuntimeError("ttrpc: server closed")
         path = parse_address(address)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:

@@ -216,10 +216,14 @@ class ClientStream(Generic[T]):
                 raise TtrpcError(Code.FAILED_PRECONDITION, "ttrpc: method is not client-streaming")
             raise ClosedError("ttrpc: stream closed")
         proto = self._proto
+        data = proto.core.send_data(self.stream_id, message.SerializeToString())
+        while proto.write_paused and not proto.is_closed:
+            await proto.drain()
         if proto.is_closed:
             raise ClosedError()
-        proto.write(proto.core.send_data(self.stream_id, message.SerializeToString()))
-        await proto.drain()
+        if self._send_closed:  # the call ended while we waited
+            raise ClosedError("ttrpc: stream closed")
+        proto.write(data)
 
     async def close_send(self) -> None:
         """Tell the server no more messages follow (an empty Data frame, flags RC|ND)."""
@@ -231,7 +235,6 @@ class ClientStream(Generic[T]):
             raise ClosedError()
         proto.write(proto.core.send_close(self.stream_id))
         self._finish_if_done()
-        await proto.drain()
 
     async def recv(self) -> T:
         """The next reply; ``EOFError`` at the end; the call's status as ``TtrpcError``."""

@@ -1,0 +1,137 @@
+"""The hand-written Request/Response codec: Go's exact bytes, and tolerant decoding."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ttrpc._envelope import (
+    EnvelopeError,
+    Request,
+    Response,
+    decode_request,
+    decode_response,
+    encode_request,
+    encode_response,
+)
+
+
+def test_request_bytes_match_go_connect_example() -> None:
+    # reference §1.2: Task/Connect with ConnectRequest{id:"c1"}, no deadline, no metadata.
+    req = Request("containerd.task.v2.Task", "Connect", bytes.fromhex("0a026331"))
+    wire = encode_request(req)
+    assert wire == (b"\x0a\x17containerd.task.v2.Task\x12\x07Connect\x1a\x04\x0a\x02c1")
+    assert len(wire) == 40
+    assert decode_request(wire) == req
+
+
+def test_success_response_has_no_status_field() -> None:
+    # Go: ConnectResponse{shim_pid:1234,task_pid:5678} -> body 12 06 08 d2 09 10 ae 2c.
+    assert encode_response(payload=bytes.fromhex("08d20910ae2c")).hex() == "120608d20910ae2c"
+    assert encode_response() == b""  # an Empty reply is a zero-length Response
+
+
+def test_unknown_service_status_bytes() -> None:
+    assert encode_response(12, "service foo") == b"\x0a\x0f\x08\x0c\x12\x0bservice foo"
+
+
+def test_rust_style_empty_status_is_ok() -> None:
+    resp = decode_response(b"\x0a\x00\x12\x01x")
+    assert (resp.code, resp.message, resp.payload) == (0, "", b"x")
+
+
+def test_negative_timeout_is_ten_byte_twos_complement() -> None:
+    wire = encode_request(Request("s", "m", timeout_nano=-1))
+    assert wire.endswith(b"\x20" + b"\xff" * 9 + b"\x01")
+    assert decode_request(wire).timeout_nano == -1
+
+
+def test_negative_status_code_round_trips() -> None:
+    wire = encode_response(-3, "odd")
+    assert decode_response(wire).code == -3
+
+
+def test_metadata_repeated_in_order_and_empty_values_kept() -> None:
+    req = Request("s", "m", metadata=[("k", "a"), ("k", "b"), ("e", ""), ("", "v")])
+    wire = encode_request(req)
+    assert b"\x2a\x03\x0a\x01e" in wire  # key only: value omitted as a proto3 default
+    assert decode_request(wire).metadata == req.metadata
+
+
+def test_details_are_kept_raw() -> None:
+    any_bytes = b"\x0a\x03foo\x12\x02hi"
+    wire = encode_response(5, "nope", details=[any_bytes, b""])
+    assert decode_response(wire).details == [any_bytes, b""]
+
+
+def test_unknown_fields_and_wire_types_are_skipped() -> None:
+    extra = b"\x30\x05" + b"\x39" + b"\x00" * 8 + b"\x45" + b"\x00" * 4 + b"\x52\x01z"
+    req = decode_request(b"\x0a\x01s" + extra + b"\x12\x01m")
+    assert (req.service, req.method) == ("s", "m")
+
+
+def test_last_scalar_wins() -> None:
+    assert decode_request(b"\x0a\x01a\x0a\x01b").service == "b"
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\x0a",  # truncated length
+        b"\x0a\x05ab",  # length past the end
+        b"\x20\xff\xff",  # truncated varint
+        b"\x20" + b"\xff" * 11,  # overlong varint
+        b"\x0b",  # group start (wire type 3)
+        b"\x00\x01",  # field number 0
+        b"\x0a\x02\xff\xfe",  # invalid UTF-8 in a string
+        b"\x20\x0a\x01\x02",  # timeout 10, then a key with field number 0
+        b"\x22\x00",  # timeout_nano with the wrong wire type
+        b"\x39\x00",  # truncated fixed64
+    ],
+)
+def test_garbage_raises_envelope_error(garbage: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        decode_request(garbage)
+
+
+_text = st.text(max_size=20)
+
+
+@given(
+    st.builds(
+        Request,
+        _text,
+        _text,
+        st.binary(max_size=300),
+        st.integers(-(2**63), 2**63 - 1),
+        st.lists(st.tuples(_text, _text), max_size=4),
+    )
+)
+def test_request_round_trip(req: Request) -> None:
+    assert decode_request(encode_request(req)) == req
+
+
+@given(
+    st.integers(-(2**31), 2**31 - 1),
+    _text,
+    st.binary(max_size=300),
+    st.lists(st.binary(max_size=10), max_size=3),
+)
+def test_response_round_trip(code: int, message: str, payload: bytes, details: list[bytes]) -> None:
+    resp = decode_response(encode_response(code, message, payload, details))
+    assert resp == Response(code, message, payload, details)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_decode_or_raise_envelope_error(data: bytes) -> None:
+    for decode in (decode_request, decode_response):
+        with contextlib.suppress(EnvelopeError):
+            decode(data)
+
+
+def test_repr_does_not_dump_payload() -> None:
+    assert "<3 bytes>" in repr(Request("s", "m", b"abc"))
+    assert "<3 bytes>" in repr(Response(payload=b"abc"))
