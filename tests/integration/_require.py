@@ -6,8 +6,10 @@ end-to-end tests must run, so the same reason fails the test instead.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 
 import pytest
 
@@ -35,9 +37,22 @@ def require_containerd() -> None:
 
 
 def require_shim() -> str:
-    """The wasmtime shim's console script is installed; returns its path."""
+    """The wasmtime shim's console script is installed and runs; returns its path."""
+    problem, path = _shim_problem()
+    if problem:
+        unavailable(problem)
+    return path
+
+
+@functools.cache
+def _shim_problem() -> tuple[str, str]:
     path = shutil.which(SHIM_BINARY, path=str(scripts_dir()))
     if path is None:
-        unavailable(f"{SHIM_BINARY} is not installed in {scripts_dir()} (pip install -e .)")
-    assert path is not None
-    return path
+        return f"{SHIM_BINARY} is not installed in {scripts_dir()} (pip install -e .)", ""
+    res = subprocess.run(
+        [path, "-v"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+    )
+    if res.returncode != 0:
+        tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+        return f"{SHIM_BINARY} -v exited {res.returncode}: {tail[0]}", path
+    return "", path
