@@ -469,6 +469,19 @@ class ShimUnderTest:
     """The Shim object in in-process mode."""
     executable: Path | None = None
     """The shim program in subprocess mode (``containerd-shim-<name>-v1``)."""
+    serving: asyncio.Future[None] | None = None
+    """The ``serve()`` task in in-process mode."""
+
+    async def wait_stopped(self, timeout: float = 15.0) -> bool:  # noqa: ASYNC109
+        """Wait until the shim stopped serving (after a Shutdown); False on timeout."""
+        if self.serving is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await asyncio.shield(self.serving)
+            except TimeoutError:
+                return False
+            return True
+        return await _wait_pid_gone(self.shim_pid, timeout)
 
 
 def _short_dir() -> Path:
@@ -582,7 +595,9 @@ async def _in_process(
     try:
         client = await ttrpc.Client.connect(path)
         driver = TaskDriver(client, service=service)
-        yield ShimUnderTest(path, driver, events, namespace, os.getpid(), "in-process", shim=shim)
+        yield ShimUnderTest(
+            path, driver, events, namespace, os.getpid(), "in-process", shim=shim, serving=serving
+        )
         await driver.cleanup()
         if not serving.done():
             with contextlib.suppress(ttrpc.TtrpcError):
