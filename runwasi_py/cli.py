@@ -25,6 +25,7 @@ from runwasi_py.containerd import (
     PrivateContainerd,
     default_workdir,
 )
+from runwasi_py.examples._demo import DemoError, run_demo, scripts_dir
 from runwasi_py.image import ImageError, build_image, import_image, parse_file_spec
 
 __all__ = ["main"]
@@ -136,8 +137,6 @@ def _image_build(ns: argparse.Namespace) -> int:
 
 
 def _shim_dirs(extra: Sequence[str]) -> list[str]:
-    from runwasi_py.examples._demo import scripts_dir
-
     return [*extra, str(scripts_dir())]
 
 
@@ -181,10 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _image_build(ns)
         if ns.command == "containerd":
             return _containerd(ns)
-        from runwasi_py.examples._demo import run_demo
-
         return run_demo(ns.args, mode=ns.mode)
-    except (ImageError, ContainerdUnavailable, ContainerdError) as e:
+    except (ImageError, ContainerdUnavailable, ContainerdError, DemoError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

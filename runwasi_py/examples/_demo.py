@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import sysconfig
 import tempfile
@@ -18,13 +19,17 @@ from pathlib import Path
 
 from runwasi_py.containerd import ContainerdUnavailable, PrivateContainerd, check_available
 from runwasi_py.examples import example_path
-from runwasi_py.image import build_image
+from runwasi_py.image import build_image, read_image
 
-__all__ = ["IMAGE_REF", "RUNTIME", "SHIM_BINARY", "run_demo", "scripts_dir"]
+__all__ = ["IMAGE_REF", "RUNTIME", "SHIM_BINARY", "DemoError", "run_demo", "scripts_dir"]
 
 SHIM_BINARY = "containerd-shim-pywasmtime-v1"
 RUNTIME = "io.containerd.pywasmtime.v1"
 IMAGE_REF = "docker.io/library/runwasi-py-hello:latest"
+
+
+class DemoError(Exception):
+    """The demo could not run its container (the message says where it failed)."""
 
 
 def scripts_dir() -> Path:
@@ -42,8 +47,18 @@ def _containerd_blocker() -> str | None:
         check_available()
     except ContainerdUnavailable as e:
         return str(e)
-    if shutil.which(SHIM_BINARY, path=str(scripts_dir())) is None:
+    shim = shutil.which(SHIM_BINARY, path=str(scripts_dir()))
+    if shim is None:
         return f"{SHIM_BINARY} is not installed in {scripts_dir()} (run `pip install -e .`)"
+    try:
+        res = subprocess.run(
+            [shim, "-v"], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{shim} -v failed: {e}"
+    if res.returncode != 0:
+        last = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
+        return f"{shim} -v exited {res.returncode}: {last[0]}"
     return None
 
 
@@ -99,4 +114,30 @@ def _run_containerd(workdir: Path, tarball: Path, args: Sequence[str]) -> tuple[
 
 
 def _run_in_process(workdir: Path, tarball: Path, args: Sequence[str]) -> int:
-    raise NotImplementedError("in-process path: waiting for runwasi_py.testing")
+    import asyncio
+
+    from runwasi_py.testing import run
+    from runwasi_py.wasmtime import PyWasmtimeShim
+
+    # The driver does what containerd would: the image's files become the bundle's rootfs,
+    # its entrypoint and env the process's.
+    image = read_image(tarball)
+    argv = [image.entrypoint[0], *args] if args else image.args
+    files = {path.lstrip("/"): data for path, data in image.files.items()}
+    try:
+        result = asyncio.run(
+            run(
+                PyWasmtimeShim,
+                args=argv,
+                files=files,
+                env=image.env or ["PATH=/"],
+                directory=workdir / "bundles",
+                container_id="demo",
+            )
+        )
+    except Exception as e:
+        raise DemoError(f"the in-process driver failed: {type(e).__name__}: {e}") from e
+    sys.stdout.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.write(result.stderr)
+    return result.exit_code

@@ -17,10 +17,12 @@ from runwasi_py.image._layout import (
     build_image_from_files,
     parse_file_spec,
 )
+from runwasi_py.image._read import ImageContents, read_image
 from runwasi_py.image._ref import normalize_ref
 
 __all__ = [
     "BuiltImage",
+    "ImageContents",
     "ImageError",
     "LayerFile",
     "Platform",
@@ -30,4 +32,5 @@ __all__ = [
     "import_image",
     "normalize_ref",
     "parse_file_spec",
+    "read_image",
 ]

@@ -22,6 +22,7 @@ from runwasi_py.image import (
     import_image,
     normalize_ref,
     parse_file_spec,
+    read_image,
 )
 
 HELLO_WAT = """(module
@@ -317,3 +318,38 @@ def test_cli_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
         main(["image", "build", "x.wasm"])
     assert e.value.code == 2
     assert "required" in capsys.readouterr().err
+
+
+def test_read_image_round_trip(wat: Path, tmp_path: Path) -> None:
+    f = tmp_path / "a.txt"
+    f.write_text("A")
+    img = build_image(
+        wat, "rt:1", tmp_path / "img.tar", files=[(f, "/d/a.txt")], env=["E=1"], cmd=["x"]
+    )
+    got = read_image(img.path)
+    assert got.ref == "docker.io/library/rt:1"
+    assert str(got.platform) == "wasip1/wasm"
+    assert got.args == ["/hello.wasm", "x"]
+    assert got.env == ["E=1"]
+    assert sorted(got.files) == ["/d/a.txt", "/hello.wasm"]
+    assert got.files["/d/a.txt"] == b"A"
+    assert got.files["/hello.wasm"].startswith(b"\0asm")
+
+
+def test_read_image_detects_corruption(wat: Path, tmp_path: Path) -> None:
+    img = build_image(wat, "rt", tmp_path / "img.tar")
+    members = _members(img.path)
+    layer_name = "blobs/sha256/" + img.layer_digest.split(":")[1]
+    bad = tmp_path / "bad.tar"
+    with tarfile.open(bad, "w") as tar:
+        for name, data in members.items():
+            if name == layer_name:
+                data = data[:-1] + bytes([data[-1] ^ 1])
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ImageError, match="does not match its digest"):
+        read_image(bad)
+    (tmp_path / "junk.tar").write_bytes(b"not a tar at all")
+    with pytest.raises(ImageError, match="cannot read image"):
+        read_image(tmp_path / "junk.tar")
