@@ -259,7 +259,24 @@ class PrivateContainerd:
     def leftover_processes(self) -> list[int]:
         """Live processes started for this containerd (shim daemons), excluding containerd."""
         own = self.pid
-        return [p for p in processes_of(self.paths.address, self.workdir) if p != own]
+        found = set(processes_of(self.paths.address, self.workdir))
+        found.update(self._bundle_pids())
+        found.discard(own or -1)
+        return sorted(found)
+
+    def _bundle_pids(self) -> list[int]:
+        """Live shims named by bundles' ``shim.pid`` files (checked to be shims)."""
+        out = []
+        root = self.paths.bundles()
+        if root.is_dir():
+            for f in root.glob("*/*/shim.pid"):
+                with contextlib.suppress(OSError, ValueError):
+                    pid = int(f.read_text().strip())
+                    # A script shim runs as `python3 /path/containerd-shim-x-v1 ...`.
+                    head = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+                    if b"containerd-shim" in b" ".join(head) and process_alive(pid):
+                        out.append(pid)
+        return out
 
     def cleanup(self) -> None:
         """Kill leftover shims, unmount, remove sockets and directories (keeps log, config)."""
