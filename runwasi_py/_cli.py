@@ -1,0 +1,676 @@
+"""The shim executable: containerd's argv, ``-v``, ``-info``, ``start``, ``delete``, the daemon.
+
+Theory of operation (containerd shim v2): containerd runs the shim binary with Go-style
+flags and an action. ``start`` must print the address of a listening ttrpc socket and exit;
+containerd dials it at once (1.6 does not retry), and reads ``start``'s stdout and stderr
+*combined*, so nothing else may be written there. This module therefore
+
+1. computes the socket address from (``-address``, namespace, group), where the group is the
+   CRI sandbox id of the container or its id, so one shim serves a whole pod;
+2. reuses a live shim already listening there, else binds and listens *before* printing;
+3. writes ``<bundle>/address`` (containerd 1.6/1.7 read it back after a restart);
+4. re-executes the same program as the long-running daemon with the listening socket as
+   fd 3, stdio on ``/dev/null`` and a new session, so containerd's pipes close when
+   ``start`` exits (``subprocess`` spawns; ``start`` never forks a process with threads);
+5. prints the address and exits 0.
+
+The daemon (no action) logs to the bundle's ``log`` FIFO, becomes a child subreaper and
+runs ``Shim.serve`` on fd 3 until Shutdown. ``delete`` is containerd's cleanup after a shim
+died: unmount the rootfs, remove a dead socket, print a ``DeleteResponse`` (exit 137).
+
+``start`` is latency-critical (containerd waits for it on every container): this module
+imports only light standard-library modules at the top and everything else where needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from runwasi_py._address import is_listening, socket_address, socket_path
+
+if TYPE_CHECKING:
+    import socket
+
+    from runwasi_py._shim import Shim
+
+__all__ = ["Flags", "UsageError", "parse_flags", "shim_main"]
+
+ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+_STRING_FLAGS = frozenset(
+    {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-socket"}
+)
+_BOOL_FLAGS = frozenset({"debug", "v", "info"})
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+_LISTENER_FD = 3
+_DELETE_EXIT_STATUS = 128 + 9  # what the runc shim reports for a task it could not reap
+_USAGE = """\
+Usage of {prog}:
+  -address string
+        grpc address back to main containerd
+  -bundle string
+        path to the bundle if not workdir
+  -debug
+        enable debug output in logs
+  -id string
+        id of the task
+  -info
+        get the runtime info and exit
+  -namespace string
+        namespace that owns the shim
+  -publish-binary string
+        path to publish binary (used for publishing events)
+  -socket string
+        socket path to serve
+  -v    show the shim version and exit
+Actions: start | delete | (none: serve as the daemon)
+"""
+
+
+class UsageError(Exception):
+    """The command line is wrong (Go's flag package exits 2 with this message)."""
+
+
+@dataclass
+class Flags:
+    """containerd's shim command line, parsed the way Go's ``flag`` package does."""
+
+    namespace: str = ""
+    address: str = ""
+    publish_binary: str = ""
+    id: str = ""
+    bundle: str = ""
+    socket: str = ""
+    debug_socket: str = ""
+    debug: bool = False
+    v: bool = False
+    info: bool = False
+    help: bool = False
+    action: str = ""
+    args: list[str] = field(default_factory=list)
+
+
+def parse_flags(argv: list[str]) -> Flags:
+    """Parse ``argv`` (without the program name) like Go's ``flag.Parse``.
+
+    Single or double dash, ``-k v`` or ``-k=v``; boolean flags take no separate value
+    (``-debug`` or ``-debug=false``); parsing stops at the first non-flag (the action) or
+    after ``--``. Raises UsageError for an unknown flag or a missing value.
+
+    >>> parse_flags(["-namespace", "default", "-id=c1", "-debug", "start"]).action
+    'start'
+    """
+    flags = Flags()
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--":
+            i += 1
+            break
+        if len(arg) < 2 or not arg.startswith("-"):
+            break
+        i += 1
+        name = arg[2:] if arg.startswith("--") else arg[1:]
+        if not name or name[0] in "-=":
+            raise UsageError(f"bad flag syntax: {arg}")
+        name, has_value, value = name.partition("=")
+        if name in ("h", "help"):
+            flags.help = True
+        elif name in _BOOL_FLAGS:
+            if has_value and value not in _TRUE | _FALSE:
+                raise UsageError(f'invalid boolean value "{value}" for -{name}: parse error')
+            setattr(flags, name, not has_value or value in _TRUE)
+        elif name in _STRING_FLAGS:
+            if not has_value:
+                if i >= len(argv):
+                    raise UsageError(f"flag needs an argument: -{name}")
+                value = argv[i]
+                i += 1
+            setattr(flags, name.replace("-", "_"), value)
+        else:
+            raise UsageError(f"flag provided but not defined: -{name}")
+    rest = argv[i:]
+    flags.action = rest[0] if rest else ""
+    flags.args = rest[1:]
+    return flags
+
+
+def shim_main(shim: type[Shim], argv: list[str] | None = None) -> NoReturn:
+    """Run ``shim`` as containerd runs a shim binary; never returns.
+
+    ``argv`` defaults to ``sys.argv[1:]``. Exit status 0 on success, 1 on failure (the
+    message on stderr, which containerd reports), 2 on a bad command line.
+
+    Example (the body of a console script ``containerd-shim-my-shim-v1``):
+        >>> def main() -> None:
+        ...     shim_main(MyShim)
+    """
+    sys.exit(_main(shim, argv))
+
+
+def _main(shim: type[Shim], argv: list[str] | None) -> int:
+    explicit = argv is not None
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "shim"
+    try:
+        flags = parse_flags(args)
+    except UsageError as e:
+        sys.stderr.write(f"{e}\n{_USAGE.format(prog=prog)}")
+        return 2
+    if flags.help:
+        sys.stderr.write(_USAGE.format(prog=prog))
+        return 0
+    if flags.v:
+        from runwasi_py._version import version_text
+
+        ver, rev = shim.version()
+        sys.stdout.write(version_text(sys.argv[0] if sys.argv else prog, shim.name, ver, rev))
+        sys.stdout.flush()
+        return 0
+    if flags.info:
+        return _info(shim)
+    flags.namespace = flags.namespace or os.environ.get("NAMESPACE", "")
+    flags.address = flags.address or os.environ.get("GRPC_ADDRESS", "")
+    if not flags.namespace:
+        sys.stderr.write("shim namespace cannot be empty\n")
+        return 1
+    try:
+        if flags.action == "start":
+            return _start(shim, flags, explicit)
+        if flags.action == "delete":
+            return _delete(flags)
+        if flags.action == "":
+            return _daemon(shim, flags)
+    except Exception as e:
+        # containerd shows start's combined output as the error: one clear line
+        sys.stderr.write(f"{flags.action or 'shim'}: {e}\n")
+        return 1
+    sys.stderr.write(f"unknown action {flags.action!r}: want start, delete or none\n")
+    return 1
+
+
+# --- -info ------------------------------------------------------------------------------
+
+
+def _info(shim: type[Shim]) -> int:
+    from runwasi_py._proto import Any as AnyMessage
+    from runwasi_py._proto import RuntimeInfo, RuntimeVersion
+    from runwasi_py._version import runtime_name
+
+    options = None
+    data = _read_stdin()
+    if data:
+        try:
+            options = AnyMessage.FromString(data)
+        except Exception:
+            options = None  # not an Any: containerd only echoes options it sent
+    ver, rev = shim.version()
+    info = RuntimeInfo(
+        name=runtime_name(shim.name or "runwasi-py"),
+        version=RuntimeVersion(version=ver, revision=rev),
+        options=options if options is not None and options.type_url else None,
+    )
+    sys.stdout.buffer.write(bytes(info))
+    sys.stdout.flush()
+    return 0
+
+
+def _read_stdin() -> bytes:
+    """What containerd wrote on stdin ("" for a terminal or a closed stdin)."""
+    try:
+        if os.isatty(0):
+            return b""
+        chunks = []
+        while chunk := os.read(0, 1 << 16):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError:
+        return b""
+
+
+# --- start -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Bootstrap:
+    """The parts of containerd 2.3's BootstrapParams that ``start`` needs."""
+
+    ttrpc_address: str = ""
+    grpc_address: str = ""
+    socket_dir: str | None = None
+    debug: bool = False
+
+
+def _proto_fields(data: bytes) -> dict[int, list[bytes | int]]:
+    """A minimal protobuf wire decoder (varints and length-delimited fields only matter here).
+
+    Hand-written so that ``start`` does not import the generated classes (~100 ms).
+    Raises ValueError on malformed input.
+    """
+    out: dict[int, list[bytes | int]] = {}
+    pos, end = 0, len(data)
+
+    def varint() -> int:
+        nonlocal pos
+        shift = result = 0
+        while True:
+            if pos >= end or shift > 63:
+                raise ValueError("truncated varint")
+            b = data[pos]
+            pos += 1
+            result |= (b & 0x7F) << shift
+            if b < 0x80:
+                return result
+            shift += 7
+
+    while pos < end:
+        key = varint()
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        value: bytes | int
+        if wire == 0:
+            value = varint()
+        elif wire == 2:
+            n = varint()
+            if pos + n > end:
+                raise ValueError("truncated field")
+            value, pos = data[pos : pos + n], pos + n
+        elif wire == 1:
+            value, pos = data[pos : pos + 8], pos + 8
+        elif wire == 5:
+            value, pos = data[pos : pos + 4], pos + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > end:
+            raise ValueError("truncated field")
+        out.setdefault(number, []).append(value)
+    return out
+
+
+def _bootstrap(data: bytes, flags: Flags) -> _Bootstrap | None:
+    """Decode ``data`` as BootstrapParams if it is one for this shim (containerd 2.3+).
+
+    Before 2.3, stdin carries the runtime options as a bare ``Any`` (or nothing); such bytes
+    may even decode as BootstrapParams, so the instance id and namespace must match the flags.
+    """
+    if not data:
+        return None
+    try:
+        fields = _proto_fields(data)
+
+        def text(n: int) -> str | None:
+            values = fields.get(n)
+            if not values or not isinstance(values[-1], bytes):
+                return None
+            return values[-1].decode("utf-8")
+
+        if text(1) != flags.id or text(2) != flags.namespace:
+            return None
+        level = fields.get(3, [0])[-1]
+        if isinstance(level, int) and level >= 1 << 63:
+            level -= 1 << 64  # enum values are int32, negative ones come as 10-byte varints
+        return _Bootstrap(
+            ttrpc_address=text(5) or "",
+            grpc_address=text(6) or "",
+            socket_dir=text(9),
+            debug=isinstance(level, int) and level < 0,  # TRACE -8, DEBUG -4
+        )
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _group(bundle: str, container_id: str) -> str:
+    """The shim group: the CRI sandbox id from config.json, else the container id."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+        annotations = spec.get("annotations") or {}
+        group = annotations.get(ANNOTATION_SANDBOX_ID)
+        if isinstance(group, str) and group:
+            return group
+    except (OSError, ValueError, AttributeError):
+        pass  # Create will report a bad bundle clearly; start only needs a name
+    return container_id
+
+
+def _write_address(bundle: str, address: str) -> None:
+    """``<bundle>/address``, atomically, without a newline (as Go shims write it)."""
+    final = os.path.join(bundle, "address")
+    tmp = final + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, address.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+
+
+def _listen(address: str) -> socket.socket | None:
+    """Bind and listen on ``address``; None when a live shim already listens there."""
+    import errno
+    import socket as socket_mod
+    import time
+
+    path = socket_path(address)
+    directory = os.path.dirname(path)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    for attempt in range(50):
+        if is_listening(address):
+            return None
+        sock = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)  # a stale socket file of a dead shim
+            sock.bind(path)
+        except OSError as e:
+            sock.close()
+            if e.errno != errno.EADDRINUSE:
+                raise
+            # another start for the same group won the race; it listens very soon
+            time.sleep(0.005 * (attempt + 1))
+            continue
+        try:
+            os.chmod(path, 0o600)
+            sock.listen(128)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+    raise OSError(f"cannot bind {path}: address in use and nobody answers")
+
+
+def _daemon_command(shim: type[Shim], flags: Flags, explicit: bool) -> list[str]:
+    """How to run this same program again as the daemon (no action)."""
+    daemon_flags = [
+        "-namespace", flags.namespace,
+        "-id", flags.id,
+        "-address", flags.address,
+        "-publish-binary", flags.publish_binary,
+        "-bundle", flags.bundle,
+    ]  # fmt: skip
+    if flags.debug:
+        daemon_flags.append("-debug")
+    orig = list(getattr(sys, "orig_argv", []))
+    tail = sys.argv[1:]
+    if not explicit and len(orig) > len(tail) and orig[len(orig) - len(tail) :] == tail:
+        # the exact interpreter options and script / -m module / -c code we were run with
+        return [sys.executable, *orig[1 : len(orig) - len(tail)], *daemon_flags]
+    module, qualname = shim.__module__, shim.__qualname__
+    if module == "__main__" or "<locals>" in qualname:
+        raise RuntimeError(
+            f"cannot re-run {qualname} as a daemon: define the Shim class in an importable "
+            "module or call shim_main without argv"
+        )
+    root = _import_root(module)
+    code = (
+        "import sys; root = sys.argv.pop(1); root and sys.path.insert(0, root); "
+        "from runwasi_py._cli import _daemon_entry; _daemon_entry()"
+    )
+    return [sys.executable, "-c", code, root or "", f"{module}:{qualname}", *daemon_flags]
+
+
+def _import_root(module: str) -> str | None:
+    """The sys.path entry ``module`` was imported from (so the daemon can import it too)."""
+    mod = sys.modules.get(module)
+    file = getattr(mod, "__file__", None)
+    if not isinstance(file, str) or not file:
+        return None
+    path = os.path.dirname(os.path.abspath(file))
+    is_package = os.path.basename(file) == "__init__.py"
+    for _ in range(module.count(".") + (1 if is_package else 0)):
+        path = os.path.dirname(path)
+    return path
+
+
+def _daemon_entry() -> NoReturn:
+    """Entry of a daemon started through ``python -c``: ``<module>:<qualname> <flags…>``."""
+    import importlib
+
+    target = sys.argv.pop(1)
+    module, _, qualname = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    shim_main(obj, sys.argv[1:])
+
+
+def _start(shim: type[Shim], flags: Flags, explicit: bool) -> int:
+    import subprocess
+
+    if not flags.id:
+        raise ValueError("-id is required")
+    flags.bundle = os.path.abspath(flags.bundle or os.getcwd())
+    boot = _bootstrap(_read_stdin(), flags)
+    env = None
+    if boot is not None:
+        flags.debug = flags.debug or boot.debug
+        flags.address = flags.address or boot.grpc_address
+        if boot.ttrpc_address and not os.environ.get("TTRPC_ADDRESS"):
+            env = dict(os.environ, TTRPC_ADDRESS=boot.ttrpc_address)
+    address = socket_address(
+        flags.address,
+        flags.namespace,
+        _group(flags.bundle, flags.id),
+        directory=boot.socket_dir if boot is not None else None,
+    )
+    listener = _listen(address)
+    if listener is None:  # a live shim serves this group: containerd connects to it
+        _write_address(flags.bundle, address)
+        _print_address(address)
+        return 0
+    try:
+        _write_address(flags.bundle, address)
+        command = _daemon_command(shim, flags, explicit)
+        if listener.fileno() != _LISTENER_FD:
+            os.dup2(listener.fileno(), _LISTENER_FD)  # start is exiting: fd 3 is free to take
+        else:
+            os.set_inheritable(_LISTENER_FD, True)
+        child = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(_LISTENER_FD,),
+            cwd=flags.bundle,
+            env=env,
+            start_new_session=True,
+        )
+    except BaseException:
+        os.unlink(socket_path(address))
+        listener.close()
+        raise
+    _raise_oom_score(child.pid)
+    _print_address(address)
+    # the daemon lives on; do not let Popen's destructor or exit-time code wait for it
+    child.returncode = 0
+    return 0
+
+
+def _print_address(address: str) -> None:
+    sys.stdout.write(address)
+    sys.stdout.flush()
+
+
+def _raise_oom_score(pid: int) -> None:
+    """Daemon's oom_score_adj = ours + 1, as Go shims do: killed before containerd."""
+    try:
+        with open("/proc/self/oom_score_adj") as f:
+            score = int(f.read().strip())
+        with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+            f.write(str(min(score + 1, 1000)))
+    except (OSError, ValueError):
+        pass
+
+
+# --- delete ----------------------------------------------------------------------------
+
+
+def _delete(flags: Flags) -> int:
+    import datetime
+
+    from runwasi_py._mount import unmount_all
+    from runwasi_py._proto import DeleteResponse
+
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
+    try:
+        unmount_all(os.path.join(bundle, "rootfs"))
+    except Exception as e:  # containerd logs delete's stderr as a warning on success
+        sys.stderr.write(f"delete: unmount rootfs: {e}\n")
+    try:
+        with open(os.path.join(bundle, "address")) as f:
+            address = f.read().strip()
+    except OSError:
+        address = ""
+    if address and not is_listening(address):
+        try:
+            os.unlink(socket_path(address))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            sys.stderr.write(f"delete: remove socket: {e}\n")
+    response = DeleteResponse(
+        pid=0,
+        exit_status=_DELETE_EXIT_STATUS,
+        exited_at=datetime.datetime.now(datetime.UTC),
+    )
+    sys.stdout.buffer.write(bytes(response))
+    sys.stdout.flush()
+    return 0
+
+
+# --- the daemon ------------------------------------------------------------------------
+
+
+def _daemon(shim: type[Shim], flags: Flags) -> int:
+    import logging
+    import signal
+    import socket as socket_mod
+
+    import ttrpc
+    from runwasi_py._logging import setup_logging
+
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
+    log = logging.getLogger("runwasi_py.daemon")
+    if not shim.config.no_setup_logger:
+        level = logging.getLevelName(shim.config.default_log_level.upper())
+        setup_logging(
+            bundle,
+            debug=flags.debug,
+            default_level=level if isinstance(level, int) else logging.INFO,
+        )
+    try:
+        listener = socket_mod.socket(fileno=_LISTENER_FD)
+    except OSError as e:
+        log.error("no listening socket on fd %d: %s", _LISTENER_FD, e)
+        return 1
+    path = _bound_path(listener)
+    inode = _inode(path)
+    _set_child_subreaper()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
+    log.info("shim %s starting", shim.name, extra={"namespace": flags.namespace, "id": flags.id})
+    try:
+        ttrpc.run(_serve(shim(), listener, flags.namespace, ttrpc_address))
+    except Exception:
+        log.exception("shim failed")
+        return 1
+    finally:
+        if path and _inode(path) == inode:  # still ours: not replaced by a newer shim
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return 0
+
+
+async def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
+    import asyncio
+    import logging
+    import signal
+
+    from runwasi_py._events import EventPublisher
+
+    log = logging.getLogger("runwasi_py.daemon")
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, shim.shutdown)
+    reaper = asyncio.ensure_future(_reap_orphans())
+    publisher = None
+    if ttrpc_address:
+        publisher = EventPublisher(ttrpc_address, namespace)
+    else:
+        log.warning("TTRPC_ADDRESS is not set: task events are not published")
+    try:
+        await shim.serve(
+            listener, namespace=namespace, ttrpc_address=ttrpc_address, publisher=publisher
+        )
+    finally:
+        reaper.cancel()
+        if publisher is not None:
+            await publisher.close(timeout=shim.config.shutdown_timeout)
+
+
+async def _reap_orphans(interval: float = 5.0) -> None:
+    """Reap zombies nobody waits for: as a subreaper the daemon inherits orphans.
+
+    Not ``waitpid(-1)`` on SIGCHLD: that would steal the exit status of subprocesses a
+    Sandbox (or the event loop's own child watcher; uvloop even refuses a SIGCHLD handler)
+    is waiting for. A child found a zombie on two scans ``interval`` apart is one nobody
+    will ever wait for.
+    """
+    import asyncio
+
+    seen: set[int] = set()
+    while True:
+        await asyncio.sleep(interval)
+        zombies = _zombie_children()
+        for pid in zombies & seen:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG never blocks
+        seen = zombies - seen
+
+
+def _zombie_children() -> set[int]:
+    found: set[int] = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError), open(f"/proc/self/task/{tid}/children") as f:
+                for pid in f.read().split():
+                    with contextlib.suppress(OSError, IndexError), open(f"/proc/{pid}/stat") as s:
+                        if s.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            found.add(int(pid))
+    return found
+
+
+def _set_child_subreaper() -> None:
+    import ctypes
+
+    pr_set_child_subreaper = 36
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_child_subreaper, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _bound_path(sock: socket.socket) -> str:
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return ""
+    if isinstance(name, bytes):
+        name = name.decode(errors="surrogateescape")
+    return name if isinstance(name, str) and name and not name.startswith("\0") else ""
+
+
+def _inode(path: str) -> int | None:
+    if not path:
+        return None
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
