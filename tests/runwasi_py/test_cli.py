@@ -405,18 +405,22 @@ def test_start_replaces_stale_socket_and_reads_bootstrap(
     _wait_gone(pid)
 
 
+@pytest.mark.parametrize("ref", ["class", "string"])
 def test_start_through_importable_class(
-    tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int]
+    tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int], ref: str
 ) -> None:
-    # shim_main(cls, argv) with an explicit argv: the daemon is started by importing cls
+    # shim_main(cls_or_path, argv) with an explicit argv: the daemon is started by importing
+    # the class (python -c), not by re-running this command line
     (tmp_path / "fakeshim_mod.py").write_text(shim_script.read_text())
-    bundle = make_bundle(tmp_path, "c3")
+    bundle = make_bundle(tmp_path, f"c3{ref}")
+    target = "FakeShim" if ref == "class" else "'fakeshim_mod:FakeShim'"
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from fakeshim_mod import FakeShim; "
-        "from runwasi_py._cli import shim_main; shim_main(FakeShim, sys.argv[2:])"
+        f"from runwasi_py._cli import shim_main; shim_main({target}, sys.argv[2:])"
     )
-    command = [sys.executable, "-c", code, str(tmp_path), *START, "-id", "c3", "start"]
-    result = run_shim(command, bundle, shim_env(sockdir))
+    env = shim_env(sockdir, PYTHONPATH=str(tmp_path))
+    command = [sys.executable, "-c", code, str(tmp_path), *START, "-id", f"c3{ref}", "start"]
+    result = run_shim(command, bundle, env)
     assert (result.returncode, result.stderr) == (0, b"")
     address = result.stdout.decode()
     pid = ask(address, b"pid\n")
@@ -426,6 +430,13 @@ def test_start_through_importable_class(
     assert "start" not in info["argv"]
     ask(address, b"quit\n")
     _wait_gone(pid)
+
+
+def test_version_with_import_path(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        shim_main(f"{__name__}:TinyShim", ["-v"])
+    assert info.value.code == 0
+    assert "  Runtime: tiny\n  Version: 1.2.3\n" in capsys.readouterr().out
 
 
 def test_start_failure_is_one_line_on_stderr(
