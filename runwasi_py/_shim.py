@@ -144,10 +144,12 @@ class Shim:
             raise RuntimeError(f"{type(self).__name__}.serve is already running")
         self._stop = stop = asyncio.Event()
         owned_publisher = None
-        if publisher is None:
+        if publisher is None and ttrpc_address:
             from runwasi_py._events import EventPublisher
 
             owned_publisher = publisher = EventPublisher(ttrpc_address, namespace)
+        elif publisher is None:
+            log.warning("no TTRPC_ADDRESS: task events are not published")
         cfg = self.config
         service = TaskService(
             self.sandbox,
@@ -162,6 +164,7 @@ class Shim:
         server.register(service)
         server.register(service, name=TASK_V3_SERVICE)
         path = _socket_path(listener)
+        inode = _inode(path)
         try:
             await server.listen_socket(listener)
             log.info("serving %s tasks on %s", namespace, path or "an inherited socket")
@@ -181,7 +184,7 @@ class Shim:
             await server.shutdown(cfg.shutdown_timeout)
             await service.aclose(cfg.shutdown_timeout)
             listener.close()
-            if path:
+            if path and _inode(path) == inode:  # still ours, not a newer shim's
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             if owned_publisher is not None:
@@ -202,3 +205,10 @@ def _socket_path(sock: socket.socket) -> str:
     if not isinstance(name, str) or not name or name.startswith("\0"):
         return ""
     return name
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino if path else None
+    except OSError:
+        return None

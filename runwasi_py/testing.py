@@ -36,7 +36,7 @@ import signal as signal_mod
 import stat
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
@@ -471,6 +471,8 @@ class ShimUnderTest:
     """The shim program in subprocess mode (``containerd-shim-<name>-v1``)."""
     serving: asyncio.Future[None] | None = None
     """The ``serve()`` task in in-process mode."""
+    log: Output | None = None
+    """The daemon's log FIFO (``<bundle>/log``) in subprocess mode; ``log.data`` so far."""
 
     async def wait_stopped(self, timeout: float = 15.0) -> bool:  # noqa: ASYNC109
         """Wait until the shim stopped serving (after a Shutdown); False on timeout."""
@@ -536,6 +538,7 @@ async def serve_shim(
     bundle: Bundle | None = None,
     namespace: str = "default",
     service: str = TASK_V2,
+    events_server: Callable[[Path], RecordingEventsServer] = RecordingEventsServer,
 ) -> AsyncIterator[ShimUnderTest]:
     """Run a shim for the duration of the block, with a recording events server.
 
@@ -543,7 +546,8 @@ async def serve_shim(
     the shim program is started with the ``start`` action from ``bundle``'s directory,
     exactly as containerd does, and the daemon it leaves behind is served to the block.
     On exit, tasks the driver created are killed and deleted, Shutdown is sent, and the
-    shim (thread or process) is waited for.
+    shim (thread or process) is waited for. ``events_server`` makes the fake events server
+    from its socket path (a subclass can, say, count instead of record).
 
     Example:
         >>> async with serve_shim("my_pkg.shim:MyShim", mode="subprocess", bundle=b) as s:
@@ -552,7 +556,7 @@ async def serve_shim(
     """
     cls, spec = _resolve_shim(shim)
     workdir = _short_dir()
-    events = RecordingEventsServer(workdir / "events.sock")
+    events = events_server(workdir / "events.sock")
     await events.start()
     try:
         if mode == "in-process":
@@ -669,31 +673,50 @@ async def _subprocess(
     env = dict(os.environ)
     env["TTRPC_ADDRESS"] = events.address
     env.setdefault("RUNWASI_PY_SOCKET_DIR", str(workdir / "s"))
-    rc, out = await _run_process([*base, "start"], cwd=bundle.path, env=env)
-    address = out.decode(errors="replace").strip()
-    if rc != 0 or not address:
-        raise RuntimeError(
-            f"shim start failed (exit {rc}): {address!r}\n  argv: {shlex.join([*base, 'start'])}"
-        )
-    client = await ttrpc.Client.connect(address)
+    # containerd makes the log FIFO before `start` and copies it into its own log
+    log_path = bundle.path / "log"
+    if not log_path.exists():
+        os.mkfifo(log_path, 0o700)
+    log = Output(log_path)
+    log.open()
+    client: ttrpc.Client | None = None
     shim_pid = 0
     try:
+        rc, out = await _run_process([*base, "start"], cwd=bundle.path, env=env)
+        address = out.decode(errors="replace").strip()
+        if rc != 0 or not address:
+            raise RuntimeError(
+                f"shim start failed (exit {rc}): {address!r}\n"
+                f"  argv: {shlex.join([*base, 'start'])}\n"
+                f"  log: {log.data.decode(errors='replace')}"
+            )
+        client = await ttrpc.Client.connect(address)
         driver = TaskDriver(client, service=service)
-        shim_pid = (await driver.connect(bundle.id)).shim_pid
+        try:
+            shim_pid = (await driver.connect(bundle.id)).shim_pid
+        except ttrpc.TtrpcError as e:
+            await asyncio.sleep(0.2)  # let the daemon's last words reach the log
+            raise RuntimeError(
+                f"shim at {address} did not answer Connect ({e}); its log:\n"
+                + log.data.decode(errors="replace")
+            ) from e
         yield ShimUnderTest(
-            address, driver, events, namespace, shim_pid, "subprocess", executable=program
+            address, driver, events, namespace, shim_pid, "subprocess", executable=program, log=log
         )
         await driver.cleanup()
         with contextlib.suppress(ttrpc.TtrpcError):
             await driver.shutdown(bundle.id)
     finally:
-        await client.close()
+        if client is not None:
+            await client.close()
         if shim_pid and not await _wait_pid_gone(shim_pid, 10):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(shim_pid, signal_mod.SIGKILL)
             await _wait_pid_gone(shim_pid, 5)
         # what containerd runs after the connection closed
         await _run_process([*base, "-bundle", str(bundle.path), "delete"], cwd=bundle.path, env=env)
+        await log.read(timeout=1)
+        log.close()
 
 
 async def run(
