@@ -455,3 +455,32 @@ def test_a_cached_artifact_is_what_runs(tmp_path: Path, cache_dir: Path, fixture
         assert (code, out(tmp_path)) == (0, "to stdout\n")
     else:
         assert (code, out(tmp_path)) == (1, "")
+
+
+def test_worker_thread_runs_niced_and_is_restored(tmp_path: Path) -> None:
+    """The guest runs at worker_nice; the thread gets its old priority back afterwards."""
+    seen: list[int] = []
+    ctx = make_ctx(tmp_path, "loop")
+    sandbox = WasmtimeSandbox()
+    done = threading.Event()
+
+    def worker() -> None:
+        tid = threading.get_native_id()
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+        fut = asyncio.run(sandbox.run_wasi(ctx))
+        seen.append(fut)
+        seen.append(os.getpriority(os.PRIO_PROCESS, tid))
+        done.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    wait_for(lambda: out(tmp_path) == "running\n")
+    tid = t.native_id
+    assert tid is not None
+    assert os.getpriority(os.PRIO_PROCESS, tid) == WasmtimeSandbox.worker_nice
+    kill(sandbox, ctx, signal.SIGKILL)
+    assert done.wait(20)
+    t.join(20)
+    assert seen[1] == 137
+    if os.geteuid() == 0:  # raising priority back needs CAP_SYS_NICE
+        assert seen[2] == seen[0]
