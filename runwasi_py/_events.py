@@ -108,7 +108,7 @@ class _Item:
         self.attempts = 0
 
 
-class EventPublisher:
+class EventPublisher(EventSink):
     """Forward task events to containerd over ttrpc, in order, surviving restarts.
 
     Create it inside the event loop that will run the forwarding task (the daemon's loop);
