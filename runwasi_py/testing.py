@@ -509,11 +509,11 @@ def _resolve_shim(shim: type[Shim] | str) -> tuple[type[Shim] | None, str]:
 def write_shim_program(shim: type[Shim] | str, directory: str | os.PathLike[str]) -> Path:
     """Write an executable ``containerd-shim-<name>-v1`` that runs ``shim`` (``module:Class``).
 
-    It is what a console script is: the current interpreter, the current ``sys.path``,
-    ``Class.run()``. containerd (or :func:`serve_shim`) can exec it.
+    It is what a console script is: the current interpreter and ``sys.path``, then
+    ``shim_main("module:Class")``, so ``start`` and ``delete`` never import the shim's
+    module. containerd (or :func:`serve_shim`) can exec it.
     """
     cls, spec = _resolve_shim(shim)
-    module, _, qualname = spec.partition(":")
     name = getattr(cls, "name", "") or "test"
     path = Path(directory) / f"containerd-shim-{name}-v1"
     paths = [p for p in sys.path if p]
@@ -521,10 +521,8 @@ def write_shim_program(shim: type[Shim] | str, directory: str | os.PathLike[str]
         f"#!{sys.executable}\n"
         "import sys\n"
         f"sys.path[:0] = {paths!r}\n"
-        f"import {module} as _m\n"
-        f"_shim = _m\n"
-        + "".join(f"_shim = getattr(_shim, {p!r})\n" for p in qualname.split("."))
-        + "_shim.run()\n"
+        "from runwasi_py._cli import shim_main\n"
+        f"shim_main({spec!r})\n"
     )
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
