@@ -7,7 +7,6 @@ through the real ``start`` path (the shim program started as containerd starts i
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import signal
 from pathlib import Path
 from typing import Literal
@@ -23,16 +22,7 @@ SHIM = "runwasi_py.wasmtime:PyWasmtimeShim"
 LIFECYCLE = ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"]
 
 Mode = Literal["in-process", "subprocess"]
-MODES = [
-    pytest.param("in-process"),
-    pytest.param(
-        "subprocess",
-        marks=pytest.mark.skipif(
-            importlib.util.find_spec("runwasi_py._cli") is None,
-            reason="the shim CLI (runwasi_py._cli) has not landed yet",
-        ),
-    ),
-]
+MODES = ["in-process", "subprocess"]
 
 
 @pytest.fixture(autouse=True)
