@@ -407,24 +407,28 @@ def _listen(address: str) -> socket.socket | None:
     path = socket_path(address)
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    for attempt in range(50):
-        if is_listening(address):
-            return None
+    for attempt in range(40):
         sock = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
         try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)  # a stale socket file of a dead shim
             sock.bind(path)
         except OSError as e:
             sock.close()
             if e.errno != errno.EADDRINUSE:
                 raise
-            # another start for the same group won the race; it listens very soon
-            time.sleep(0.005 * (attempt + 1))
+            if is_listening(address):
+                return None  # a live shim serves this group
+            # Nobody answers: a dead shim's file, or one that a concurrent start for the
+            # same group has bound and is about to listen on. Give the latter a moment
+            # before removing the file (binding first, as Go shims do, keeps this rare).
+            if attempt < 3:
+                time.sleep(0.005)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             continue
         try:
-            os.chmod(path, 0o600)
             sock.listen(128)
+            os.chmod(path, 0o600)
         except BaseException:
             sock.close()
             raise

@@ -374,6 +374,36 @@ def test_start_reuses_live_shim_for_same_sandbox(
     _wait_gone(pid)
 
 
+def test_concurrent_starts_for_one_pod_make_one_daemon(
+    tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int]
+) -> None:
+    pod = {"io.kubernetes.cri.sandbox-id": "pod2"}
+    bundles = [make_bundle(tmp_path, f"p{i}", pod) for i in range(6)]
+    env = shim_env(sockdir)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(shim_script), *START, "-id", b.name, "start"],
+            cwd=b,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for b in bundles
+    ]
+    outputs = [p.communicate(timeout=30) for p in procs]
+    expected = socket_address("/run/test/containerd.sock", "ns1", "pod2", directory=str(sockdir))
+    pid = ask(expected, b"pid\n")
+    daemons.append(pid)
+    assert [p.returncode for p in procs] == [0] * 6
+    assert outputs == [(expected.encode(), b"")] * 6
+    spawned = [b for b in bundles if (b / "daemon.json").exists()]
+    assert len(spawned) == 1  # one shim for the pod, whichever start won
+    assert json.loads((spawned[0] / "daemon.json").read_text())["pid"] == pid
+    ask(expected, b"quit\n")
+    _wait_gone(pid)
+
+
 def test_start_replaces_stale_socket_and_reads_bootstrap(
     tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int]
 ) -> None:
