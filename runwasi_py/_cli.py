@@ -640,21 +640,22 @@ async def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_addr
     import logging
     import signal
 
-    from runwasi_py._events import EventPublisher
+    from runwasi_py._events import EventPublisher, NullEventSink
 
     log = logging.getLogger("runwasi_py.daemon")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shim.shutdown)
     reaper = asyncio.ensure_future(_reap_orphans())
-    publisher = None
-    if ttrpc_address:
-        publisher = EventPublisher(ttrpc_address, namespace)
-    else:
+    publisher = EventPublisher(ttrpc_address, namespace) if ttrpc_address else None
+    if publisher is None:
         log.warning("TTRPC_ADDRESS is not set: task events are not published")
     try:
         await shim.serve(
-            listener, namespace=namespace, ttrpc_address=ttrpc_address, publisher=publisher
+            listener,
+            namespace=namespace,
+            ttrpc_address=ttrpc_address,
+            publisher=publisher if publisher is not None else NullEventSink(),
         )
     finally:
         reaper.cancel()

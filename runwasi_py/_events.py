@@ -54,6 +54,7 @@ __all__ = [
     "NAMESPACE_METADATA_KEY",
     "EventPublisher",
     "EventSink",
+    "NullEventSink",
     "topic_for",
 ]
 
@@ -97,6 +98,13 @@ class EventSink(Protocol):
     """Where the task service sends events. ``publish`` is non-blocking and keeps order."""
 
     def publish(self, topic: str, event: betterproto2.Message) -> None: ...
+
+
+class NullEventSink(EventSink):
+    """Discards events (logged at debug): for a shim run without ``TTRPC_ADDRESS``."""
+
+    def publish(self, topic: str, event: betterproto2.Message) -> None:
+        logger.debug("no TTRPC_ADDRESS: %s event not published", topic)
 
 
 class _Item:

@@ -430,6 +430,7 @@ def test_start_replaces_stale_socket_and_reads_bootstrap(
     daemons.append(pid)
     info = json.loads((bundle / "daemon.json").read_text())
     assert info["ttrpc_address"] == "/from/bootstrap.ttrpc"
+    assert info["publisher"] == "EventPublisher"
     assert "-debug" in info["argv"]  # DEBUG log level from BootstrapParams
     ask(expected, b"quit\n")
     _wait_gone(pid)
@@ -467,6 +468,22 @@ def test_version_with_import_path(capsys: pytest.CaptureFixture[str]) -> None:
         shim_main(f"{__name__}:TinyShim", ["-v"])
     assert info.value.code == 0
     assert "  Runtime: tiny\n  Version: 1.2.3\n" in capsys.readouterr().out
+
+
+def test_daemon_without_ttrpc_address_discards_events(
+    tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int]
+) -> None:
+    bundle = make_bundle(tmp_path, "c8")
+    env = shim_env(sockdir)
+    del env["TTRPC_ADDRESS"]
+    result = run_shim([sys.executable, str(shim_script), *START, "-id", "c8", "start"], bundle, env)
+    assert (result.returncode, result.stderr) == (0, b"")
+    pid = ask(result.stdout.decode(), b"pid\n")
+    daemons.append(pid)
+    info = json.loads((bundle / "daemon.json").read_text())
+    assert (info["ttrpc_address"], info["publisher"]) == ("", "NullEventSink")
+    ask(result.stdout.decode(), b"quit\n")
+    _wait_gone(pid)
 
 
 def test_start_failure_is_one_line_on_stderr(

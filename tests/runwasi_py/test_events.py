@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import ttrpc
-from runwasi_py._events import EventPublisher, EventSink, topic_for
+from runwasi_py._events import EventPublisher, EventSink, NullEventSink, topic_for
 from runwasi_py._events_fake import RecordingEventsServer
 from runwasi_py._proto import (
     GO_ZERO_TIME,
@@ -224,3 +224,9 @@ async def test_slow_containerd_times_out_and_retries(events: RecordingEventsServ
     await publisher.close()
     assert publisher.dropped == 0
     assert publisher.pending == 0
+
+
+def test_null_sink_discards() -> None:
+    sink = NullEventSink()
+    assert isinstance(sink, EventSink)
+    sink.publish("/tasks/start", TaskStart(container_id="c"))  # no loop, no error
