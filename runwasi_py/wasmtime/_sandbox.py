@@ -357,6 +357,33 @@ class WasmtimeSandbox(Sandbox):
 
 # -- helpers ------------------------------------------------------------------------
 
+_preload_lock = threading.Lock()
+_preloading: threading.Thread | None = None
+
+
+def preload() -> None:
+    """Import wasmtime on a background thread, once per process (quick; any thread).
+
+    A fresh shim daemon otherwise pays the import (~28 ms, more on a busy machine) inside
+    the first task's Start or Create. Python's import lock makes a run that starts before
+    the import finished wait for it rather than import twice.
+    """
+    global _preloading
+    with _preload_lock:
+        if _preloading is not None:
+            return
+
+        def load() -> None:
+            try:
+                import wasmtime  # noqa: F401
+
+                _engine_key()
+            except Exception:  # the run that needs it will report the problem
+                log.debug("preloading wasmtime failed", exc_info=True)
+
+        _preloading = threading.Thread(target=load, name="wasmtime-preload", daemon=True)
+        _preloading.start()
+
 
 def new_engine() -> wasmtime.Engine:
     """An Engine configured exactly as every run and every compile needs it."""

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._shim import Shim
-from runwasi_py.wasmtime._sandbox import WasmtimeSandbox
+from runwasi_py.wasmtime._sandbox import WasmtimeSandbox, preload
+
+if TYPE_CHECKING:
+    import socket
+
+    from runwasi_py._events import EventSink
 
 __all__ = ["PyWasmtimeShim"]
 
@@ -23,3 +28,18 @@ class PyWasmtimeShim(Shim):
 
     name: ClassVar[str] = "pywasmtime"
     sandbox: ClassVar[type[Sandbox]] = WasmtimeSandbox
+
+    async def serve(
+        self,
+        listener: socket.socket,
+        *,
+        namespace: str,
+        ttrpc_address: str,
+        publisher: EventSink | None = None,
+    ) -> None:
+        """As :meth:`Shim.serve`; wasmtime is imported in the background meanwhile."""
+        # containerd sends Create right after start: overlap the engine's import with it.
+        preload()
+        await super().serve(
+            listener, namespace=namespace, ttrpc_address=ttrpc_address, publisher=publisher
+        )

@@ -484,3 +484,15 @@ def test_worker_thread_runs_niced_and_is_restored(tmp_path: Path) -> None:
     assert seen[1] == 137
     if os.geteuid() == 0:  # raising priority back needs CAP_SYS_NICE
         assert seen[2] == seen[0]
+
+
+def test_preload_imports_wasmtime_once() -> None:
+    from runwasi_py.wasmtime import _sandbox
+
+    _sandbox.preload()
+    first = _sandbox._preloading
+    assert first is not None
+    _sandbox.preload()
+    assert _sandbox._preloading is first  # once per process
+    first.join(30)
+    assert not first.is_alive()
