@@ -17,7 +17,7 @@ from typing import Any
 import ttrpc
 from ttrpc.example._gen.ttrpc.example.v1 import EchoRequest, FailRequest, SleepRequest
 from ttrpc.example._service import ExampleService
-from ttrpc.example.example_ttrpc import ExampleClient
+from ttrpc.example.example_ttrpc import ExampleBase, ExampleClient
 
 __all__ = ["main"]
 
@@ -42,23 +42,25 @@ def _loop_name() -> str:
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
 
 
-async def serve(address: str) -> None:
-    """Serve the Example service on ``address`` until SIGTERM/SIGINT, then shut down.
+async def serve(
+    address: str, *, service: ExampleBase | None = None, stop: asyncio.Event | None = None
+) -> None:
+    """Serve the Example service on ``address`` until SIGTERM/SIGINT (or ``stop`` is set),
+    then shut down gracefully: in-flight calls finish, the socket file is removed.
 
     Example:
         >>> ttrpc.run(serve("/tmp/example.sock"))  # doctest: +SKIP
     """
-    stop = asyncio.Event()
+    stop = stop if stop is not None else asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     server = ttrpc.Server()
-    server.register(ExampleService())
+    server.register(service if service is not None else ExampleService())
     try:
         await server.listen(address)
         print(
-            f"ttrpc.example: serving {ExampleService.service_name} on {address} "
-            f"({_loop_name()} loop)",
+            f"ttrpc.example: serving {ExampleBase.service_name} on {address} ({_loop_name()} loop)",
             file=sys.stderr,
             flush=True,
         )
