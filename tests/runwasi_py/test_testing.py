@@ -79,13 +79,19 @@ async def test_output_collects_until_the_writer_closes(tmp_path: Path) -> None:
     out = Output(path)
     out.open()
 
+    opened = threading.Event()
+
     def writer() -> None:
         with open(path, "wb") as f:
+            opened.set()
             f.write(b"a" * 100_000)
             f.write(b"end")
 
     t = threading.Thread(target=writer)
     t.start()
+    # read() ends at the first moment no writer holds the FIFO, as containerd's copy does
+    # once the task has exited: the writer must have opened it by then.
+    assert await asyncio.to_thread(opened.wait, 30)
     data = await out.read()
     t.join()
     assert data == b"a" * 100_000 + b"end"
