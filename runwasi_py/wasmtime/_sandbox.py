@@ -79,6 +79,12 @@ class WasmtimeSandbox(Sandbox):
 
     cache_directory: ClassVar[Path | None] = None
     """Where compiled modules are cached; None = ``default_cache_dir()`` (env-overridable)."""
+    accept_precompiled: ClassVar[bool] = True
+    """Run entrypoints that are wasmtime artifacts (as runwasi does).
+
+    An artifact is native code that wasmtime maps and runs without validation: accept
+    them only from images you trust, or set this to False in a subclass.
+    """
     worker_nice: ClassVar[int] = 10
     """Nice value of the worker thread while wasm runs (0 = leave it alone).
 
@@ -106,7 +112,13 @@ class WasmtimeSandbox(Sandbox):
                 head = f.read(_HEAD)
         except OSError as exc:
             raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r}: {exc.strerror}") from None
-        if detect(head) is None:
+        kind = detect(head)
+        if kind is BinaryKind.PRECOMPILED and not self.accept_precompiled:
+            raise InvalidArgument(
+                f"entrypoint {ctx.entrypoint.path!r} is a precompiled wasmtime artifact, "
+                "which this shim does not accept (native code); ship the .wasm instead"
+            )
+        if kind is None:
             raise InvalidArgument(
                 f"entrypoint {ctx.entrypoint.path!r} is {describe(head)}; the pywasmtime shim "
                 "runs wasm modules, wasm components, wasmtime precompiled artifacts and "
@@ -204,6 +216,8 @@ class WasmtimeSandbox(Sandbox):
         if kind is None:
             raise InvalidArgument(f"the file is {describe(head)}")
         if kind is BinaryKind.PRECOMPILED:
+            if not self.accept_precompiled:
+                raise InvalidArgument("precompiled artifacts are not accepted")
             return _deserialize(engine, src, None)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
@@ -237,7 +251,7 @@ class WasmtimeSandbox(Sandbox):
         wasi = wasmtime.WasiConfig()
         wasi.argv = list(ctx.args)
         # Only the container's own env: nothing of the shim's environment leaks in.
-        wasi.env = [tuple(e.split("=", 1)) for e in ctx.envs if "=" in e]
+        wasi.env = [tuple(e.split("=", 1)) for e in ctx.envs if e.partition("=")[0] and "=" in e]
         root = ctx.rootfs
         readonly = bool(ctx.spec.get("root", {}).get("readonly", False))
         wasi.preopen_dir(str(root), "/", fs_mutable=not readonly)
@@ -340,9 +354,13 @@ class WasmtimeSandbox(Sandbox):
             return _killed_status(ctx)
         message = _message(exc)
         limit = ctx.memory_limit
-        if limit and (
-            (instantiating and "exceeds memory limits" in message)
-            or _memory_at_limit(instance, store, limit)
+        if (
+            limit is not None
+            and limit > 0
+            and (
+                (instantiating and "exceeds memory limits" in message)
+                or _memory_at_limit(instance, store, limit)
+            )
         ):
             ctx.report_oom()
             log.warning("container %s: out of memory (limit %d bytes)", ctx.container_id, limit)

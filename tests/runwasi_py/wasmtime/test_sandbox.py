@@ -496,3 +496,30 @@ def test_preload_imports_wasmtime_once() -> None:
     assert _sandbox._preloading is first  # once per process
     first.join(30)
     assert not first.is_alive()
+
+
+def test_unlimited_memory_limit_is_no_oom(tmp_path: Path) -> None:
+    """OCI's -1 means no limit: a trap stays a trap."""
+    ctx = make_ctx(tmp_path, "trap", memory_limit=-1)
+    assert run(WasmtimeSandbox(), ctx) == 137
+    assert not ctx.oom
+    assert "integer divide by zero" in out(tmp_path, "stderr")
+
+
+def test_env_entries_without_a_name_are_dropped(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "echo", envs=["=nameless", "A=1", "NOVALUE"])
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert out(tmp_path) == "/app.wasm\nA=1\n"
+
+
+class StrictSandbox(WasmtimeSandbox):
+    accept_precompiled = False
+
+
+def test_precompiled_entrypoints_can_be_refused(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, WasmtimeSandbox().compile(wasm("hello")))
+    with pytest.raises(InvalidArgument, match="precompiled"):
+        asyncio.run(StrictSandbox().can_handle(ctx))
+    assert run(StrictSandbox(), ctx) == 1
+    assert out(tmp_path) == ""
+    assert "not accepted" in out(tmp_path, "stderr")
