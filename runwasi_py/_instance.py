@@ -32,8 +32,10 @@ import resource
 import signal as signal_mod
 import threading
 import time
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from runwasi_py._context import RuntimeContext
 from runwasi_py._sandbox import Sandbox
@@ -111,9 +113,30 @@ def _thread_loop() -> asyncio.AbstractEventLoop:
     loop: asyncio.AbstractEventLoop | None = getattr(_local, "loop", None)
     if loop is None or loop.is_closed():
         loop = asyncio.SelectorEventLoop()
+        tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
+
+        def task_factory(
+            loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any], **kw: Any
+        ) -> asyncio.Task[Any]:
+            task = asyncio.Task(coro, loop=loop, **kw)
+            tasks.add(task)
+            return task
+
+        loop.set_task_factory(task_factory)  # type: ignore[arg-type]
         asyncio.set_event_loop(loop)
         _local.loop = loop
+        _local.tasks = tasks
     return loop
+
+
+def _loop_tasks() -> set[asyncio.Task[Any]]:
+    """The unfinished tasks of this thread's loop.
+
+    Not ``asyncio.all_tasks(loop)``: that walks every task of the process, and the control
+    loop holds one per outstanding Wait call; per instance that cost over a millisecond.
+    """
+    tasks: weakref.WeakSet[asyncio.Task[Any]] = getattr(_local, "tasks", weakref.WeakSet())
+    return {t for t in tasks if not t.done()}
 
 
 def _reuse_or_drop_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -121,7 +144,7 @@ def _reuse_or_drop_loop(loop: asyncio.AbstractEventLoop) -> None:
     # A timer or callback left behind by run_wasi must never fire inside another
     # container's run_wasi: such a loop is closed, not reused.
     dirty = getattr(loop, "_scheduled", True) or getattr(loop, "_ready", True)
-    if dirty or asyncio.all_tasks(loop):
+    if dirty or _loop_tasks():
         _drop_thread_loop()
 
 
@@ -465,7 +488,7 @@ def _clean_loop(loop: asyncio.AbstractEventLoop, instance_id: str) -> None:
     """Cancel what run_wasi left running and finish its async generators (as asyncio.Runner
     does at close), then keep the loop for the next instance or drop it."""
     try:
-        pending = asyncio.all_tasks(loop)
+        pending = _loop_tasks()
         for t in pending:
             t.cancel()
         if pending:
@@ -477,7 +500,12 @@ def _clean_loop(loop: asyncio.AbstractEventLoop, instance_id: str) -> None:
                         instance_id,
                         t.exception(),
                     )
-        loop.run_until_complete(loop.shutdown_asyncgens())
+        if getattr(loop, "_asyncgens", True):
+            # Live async generators: finalize them. A loop that did this cannot register
+            # new ones any more, so it is not reused.
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            _drop_thread_loop()
+            return
     except BaseException:
         log.exception("instance %s: cleaning up its event loop failed", instance_id)
         _drop_thread_loop()

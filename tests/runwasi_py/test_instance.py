@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -286,3 +286,67 @@ def test_pool_close_joins_idle_workers() -> None:
     assert not any(w.is_alive() for w in workers)
     with pytest.raises(RuntimeError, match="closed"):
         pool.acquire()
+
+
+async def test_next_instance_on_a_worker_never_sees_leftovers(
+    tmp_path: Path, pool: WorkerPool
+) -> None:
+    fired = threading.Event()
+    leftover_cancelled = threading.Event()
+
+    class Messy(ScriptSandbox):
+        async def run_wasi(self, ctx: RuntimeContext) -> int:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, fired.set)  # a timer left behind
+
+            async def forever() -> None:
+                try:
+                    await asyncio.Event().wait()
+                finally:
+                    leftover_cancelled.set()
+
+            loop.create_task(forever())  # noqa: RUF006 - left behind on purpose
+            await asyncio.sleep(0)
+
+            async def agen() -> AsyncIterator[int]:
+                yield 1
+                yield 2
+
+            async for _ in agen():
+                break  # an async generator left unfinished
+            return 0
+
+    first = make(pool, make_ctx(tmp_path, cid="messy"))
+    first.sandbox = Messy()
+    first.start()
+    assert (await first.wait()).code == 0
+    assert leftover_cancelled.is_set()
+
+    class Patient(ScriptSandbox):
+        async def run_wasi(self, ctx: RuntimeContext) -> int:
+            await asyncio.sleep(0.2)  # long enough for a stale 50 ms timer to fire
+            return 0
+
+    second = make(pool, make_ctx(tmp_path, cid="next"))
+    second.sandbox = Patient()
+    assert second.pid == first.pid  # the same worker thread
+    second.start()
+    assert (await second.wait()).code == 0
+    assert not fired.is_set()
+
+
+async def test_clean_loop_is_reused_and_works(tmp_path: Path, pool: WorkerPool) -> None:
+    loops: list[int] = []
+
+    class Probe(ScriptSandbox):
+        async def run_wasi(self, ctx: RuntimeContext) -> int:
+            loops.append(id(asyncio.get_running_loop()))
+            await asyncio.sleep(0.001)
+            return len(loops)
+
+    for n in (1, 2, 3):
+        inst = make(pool, make_ctx(tmp_path, cid=f"r{n}"))
+        inst.sandbox = Probe()
+        inst.start()
+        assert (await inst.wait()).code == n
+    assert len(set(loops)) == 1
