@@ -67,6 +67,11 @@ class CpuUsage:
     system_ns: int = 0
 
 
+_Job = Callable[[], Callable[[], None] | None]
+"""Work for a worker; it may return a callback to run once the worker is back in the pool
+(the exit report: the control loop may then reuse this very worker at once)."""
+
+
 class _Worker(threading.Thread):
     """A worker thread that runs the jobs it is given, one at a time, until told to stop."""
 
@@ -75,10 +80,10 @@ class _Worker(threading.Thread):
         # daemon: an abandoned worker (a run_wasi that never returns) must not keep the
         # interpreter alive at exit.
         self._pool = pool
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self.abandoned = False
 
-    def submit(self, job: Callable[[], None]) -> None:
+    def submit(self, job: _Job) -> None:
         self._jobs.put(job)
 
     def stop(self) -> None:
@@ -90,12 +95,16 @@ class _Worker(threading.Thread):
                 job = self._jobs.get()
                 if job is None:
                     return
+                after: Callable[[], None] | None = None
                 try:
-                    job()
+                    after = job()
                 except BaseException:  # a bug in the framework; keep the thread's death visible
                     log.exception("worker %s: job failed", self.name)
                     self.abandoned = True
-                if self.abandoned or not self._pool._give_back(self):
+                keep = not self.abandoned and self._pool._give_back(self)
+                if after is not None:
+                    after()
+                if not keep:
                     return
         finally:
             _drop_thread_loop()
@@ -421,7 +430,7 @@ class Instance:
 
     # -- worker thread -------------------------------------------------------------------
 
-    def _run_on_worker(self) -> None:
+    def _run_on_worker(self) -> Callable[[], None]:
         self._cpu_start_ns = time.thread_time_ns()
         ru = resource.getrusage(resource.RUSAGE_THREAD)
         self._ru_start = (ru.ru_utime, ru.ru_stime)
@@ -434,10 +443,14 @@ class Instance:
             min(total, int((ru.ru_stime - self._ru_start[1]) * 1e9)),
         )
         exited_at = time.time_ns()
-        try:
-            self._control_loop.call_soon_threadsafe(self._report_from_worker, code, exited_at)
-        except RuntimeError:  # the control loop is closed: nobody is waiting any more
-            log.warning("instance %s: exited with %d after the shim stopped", self.id, code)
+
+        def report() -> None:
+            try:
+                self._control_loop.call_soon_threadsafe(self._report_from_worker, code, exited_at)
+            except RuntimeError:  # the control loop is closed: nobody is waiting any more
+                log.warning("instance %s: exited with %d after the shim stopped", self.id, code)
+
+        return report
 
     def _run_to_end(self) -> int:
         """Run run_wasi in this thread's loop; return the exit status."""
