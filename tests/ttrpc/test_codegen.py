@@ -219,6 +219,23 @@ def test_protoc_shows_the_plugin_error(tmp_path: Path) -> None:
     assert "layout 'sideways'" in result.stderr
 
 
+def test_rpcs_that_collide_in_python_are_an_error(tmp_path: Path) -> None:
+    (tmp_path / "c.proto").write_text(
+        'syntax = "proto3";\npackage p;\nmessage M {}\n'
+        "service S { rpc GetFoo(M) returns (M); rpc Get_Foo(M) returns (M); }\n"
+    )
+    result = _protoc(
+        tmp_path,
+        f"-I{tmp_path}",
+        f"--plugin=protoc-gen-ttrpc-python={_plugin(tmp_path)}",
+        f"--ttrpc-python_out={tmp_path}",
+        "--ttrpc-python_opt=messages_package=x",
+        str(tmp_path / "c.proto"),
+    )
+    assert result.returncode != 0
+    assert "rpcs GetFoo and Get_Foo would both be the Python method get_foo" in result.stderr
+
+
 def test_files_without_services_produce_nothing(tmp_path: Path) -> None:
     (tmp_path / "m.proto").write_text('syntax = "proto3";\npackage p;\nmessage M {}\n')
     out = tmp_path / "out"

@@ -18,7 +18,7 @@ Example (the repository's ``scripts/gen_example.sh`` does exactly this)::
         --plugin=protoc-gen-ttrpc-python=.venv/bin/protoc-gen-ttrpc-python \\
         --ttrpc-python_out=ttrpc/example \\
         --ttrpc-python_opt=messages_package=ttrpc.example._gen,layout=flat \\
-        ttrpc/example/ttrpc/example/v1/example.proto
+        ttrpc/example/example.proto
 
 Options (``--ttrpc-python_opt``, comma separated):
 

@@ -196,6 +196,14 @@ def _service(
     comments: dict[tuple[int, ...], str],
 ) -> Iterator[str]:
     full_name = f"{proto.package}.{service.name}" if proto.package else service.name
+    attributes: dict[str, str] = {}
+    for method in service.method:
+        other = attributes.setdefault(rpc_attribute(method.name), method.name)
+        if other != method.name:
+            raise ValueError(
+                f"{full_name}: rpcs {other} and {method.name} would both be the Python "
+                f"method {rpc_attribute(method.name)}"
+            )
     const = f"_{rpc_attribute(service.name).upper()}_SERVICE"
     service_doc = comments.get((_SERVICE_FIELD, index_in_file))
     method_docs = [
