@@ -293,7 +293,8 @@ IDENTICAL_CASES: dict[str, bytes] = {
         SERVICE,
         "Echo",
         _echo(b"m", 1),
-        metadata=(("foo", "b"), ("k", "v"), ("foo", "a")),
+        # keys as sent (no lower-casing on receive), values of one key in order
+        metadata=(("foo", "b"), ("Key-Upper", "v"), ("foo", "a")),
     ),
     "empty_reply": _request(1, SERVICE, "Sleep", SleepRequest(millis=1).SerializeToString()),
     "fail_ok": _request(1, SERVICE, "Fail"),
@@ -306,6 +307,13 @@ IDENTICAL_CASES: dict[str, bytes] = {
         "Sleep",
         SleepRequest(millis=60_000).SerializeToString(),
         timeout_nano=50_000_000,
+    ),
+    "expired_deadline": _request(
+        1,
+        SERVICE,
+        "Sleep",
+        SleepRequest(millis=60_000).SerializeToString(),
+        timeout_nano=-1,
     ),
     "unknown_service": _request(1, "foo", "Echo"),
     "unknown_method": _request(1, SERVICE, "Nope"),
