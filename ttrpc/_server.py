@@ -173,7 +173,18 @@ class ServerConnection(FrameProtocol):
         if method.kind is MethodKind.UNARY:
             coro = self._unary(sid, method, request)
         else:
-            coro = self._streaming(sid, flags, method, request)
+            inbox = None
+            if method.kind.client_streams:
+                # Registered now, not when the task starts: Data may be in this very chunk.
+                inbox = Inbox(self, sid, lambda: self._stream_full(sid))
+                self.inboxes[sid] = inbox
+                # Go's rule (ttrpc #126): the Request payload is a first message only when
+                # non-empty, for client-streaming methods.
+                if request.payload:
+                    inbox.put(request.payload)
+                if not flags & FLAG_REMOTE_OPEN:
+                    inbox.end()
+            coro = self._streaming(sid, inbox, method, request)
         task = self._loop.create_task(coro)
         self.tasks[sid] = task
 
@@ -263,24 +274,17 @@ class ServerConnection(FrameProtocol):
             data = self.core.send_response(sid, b"", exc.code, exc.message)
         self.write(data)
 
-    async def _streaming(self, sid: int, flags: int, method: _Method, request: Request) -> None:
+    async def _streaming(
+        self, sid: int, inbox: Inbox | None, method: _Method, request: Request
+    ) -> None:
         ctx = self._context(request)
         kind = method.kind
-        inbox: Inbox | None = None
         try:
             code: int = 0
             message = ""
             payload = b""
             try:
-                if kind.client_streams:
-                    inbox = Inbox(self, sid, lambda: self._stream_full(sid))
-                    self.inboxes[sid] = inbox
-                    # Go's rule (ttrpc #126): the Request payload is a first message only
-                    # when non-empty, for client-streaming methods.
-                    if request.payload:
-                        inbox.put(request.payload)
-                    if not flags & FLAG_REMOTE_OPEN:
-                        inbox.end()
+                if inbox is not None:
                     arg: Any = RequestStream(inbox, method.request_type)
                 else:
                     try:

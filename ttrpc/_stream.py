@@ -74,7 +74,7 @@ class Inbox:
         self.end(error)
 
     def _full(self) -> None:
-        self._timer = None
+        # fail() -> end() -> _unblock() cancels the (fired) timer and resumes reading.
         self.fail(TtrpcError(Code.RESOURCE_EXHAUSTED, STREAM_FULL))
         self._on_full()
 
