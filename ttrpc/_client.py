@@ -173,7 +173,11 @@ class Client:
     async def close(self) -> None:
         """Close the connection; pending calls fail with ClosedError."""
         proto = self._proto
-        if proto is not None and not proto.is_closed:
+        if proto is None:
+            if not self._closed.done():
+                self._closed.set_result(None)  # never connected
+            return
+        if not proto.is_closed:
             proto.close()
         await self.wait_closed()
 

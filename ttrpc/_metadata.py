@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 
-__all__ = ["Metadata", "MetadataLike"]
-
-MetadataLike = "Metadata | Mapping[str, str | list[str]] | Iterable[tuple[str, str]]"
+__all__ = ["Metadata"]
 
 
 class Metadata:

@@ -50,12 +50,17 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         core = self.core
-        events = core.receive_data(self._view[:nbytes])
-        reply = core.data_to_send()
-        if reply:
-            self.write(reply)
-        if events:
-            self.events_received(events)
+        try:
+            events = core.receive_data(self._view[:nbytes])
+            reply = core.data_to_send()
+            if reply:
+                self.write(reply)
+            if events:
+                self.events_received(events)
+        except Exception:
+            # A bug of ours, not the peer's: drop this connection, keep the process.
+            logger.exception("ttrpc: internal error handling received data; closing connection")
+            self.abort()
 
     def eof_received(self) -> bool:
         return False  # close our side too: ttrpc has no half-close

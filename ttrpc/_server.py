@@ -376,7 +376,7 @@ class Server:
         self._connections: set[ServerConnection] = set()
         self._closing = False
         self._done: asyncio.Event | None = None
-        self._conns_gone: asyncio.Event | None = None
+        self._conns_gone: asyncio.Event | None = None  # made when stopping starts
 
     # --- registration -----------------------------------------------------------------
 
@@ -453,8 +453,12 @@ class Server:
         if not self._connections and self._conns_gone is not None:
             self._conns_gone.set()
 
-    def _stop_listening(self) -> None:
+    def _stop_listening(self) -> asyncio.Event:
         self._closing = True
+        if self._conns_gone is None:
+            self._conns_gone = asyncio.Event()
+        if not self._connections:
+            self._conns_gone.set()
         for listener in self._listeners:
             listener.close()
         self._listeners.clear()
@@ -463,6 +467,7 @@ class Server:
                 if os.stat(path).st_ino == ino:
                     os.unlink(path)
         self._paths.clear()
+        return self._conns_gone
 
     async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
         """Stop accepting, let in-flight calls finish and reply, close connections as they
@@ -471,14 +476,13 @@ class Server:
         Do not await this from inside a handler of this server (it waits for that
         handler); start it as a task instead.
         """
-        self._stop_listening()
-        self._conns_gone = asyncio.Event()
+        gone = self._stop_listening()
         for conn in list(self._connections):
             conn.begin_close()
         if self._connections:
             try:
                 async with asyncio.timeout(timeout):
-                    await self._conns_gone.wait()
+                    await gone.wait()
             except TimeoutError:
                 logger.warning(
                     "ttrpc: shutdown timed out; closing %d connections", len(self._connections)
@@ -489,7 +493,6 @@ class Server:
     async def close(self) -> None:
         """Stop accepting, cancel in-flight handlers and close every connection now."""
         self._stop_listening()
-        self._conns_gone = asyncio.Event()
         await self._close_all()
         self._done_event().set()
 
@@ -530,11 +533,14 @@ def _remove_stale(path: str) -> None:
     if not stat.S_ISSOCK(st.st_mode):
         raise FileExistsError(errno.EEXIST, "not a socket; refusing to replace it", path)
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.setblocking(False)  # a full backlog must not block the loop: EAGAIN = alive
     try:
         probe.connect(path)
-    except OSError:
+    except (ConnectionRefusedError, FileNotFoundError):
         os.unlink(path)  # nobody listens: a leftover from a dead process
         return
+    except BlockingIOError:
+        pass
     finally:
         probe.close()
     raise OSError(errno.EADDRINUSE, "address already in use (a server is listening)", path)

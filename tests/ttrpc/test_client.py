@@ -287,3 +287,9 @@ async def test_client_from_plain_path(tmp_path_factory: pytest.TempPathFactory) 
         await server.listen(path)
         async with await Client.connect(path) as client:
             assert (await call_test(client, "p")).foo == "pp"
+
+
+async def test_close_of_a_never_connected_client_returns() -> None:
+    client = Client()
+    assert client.closed
+    await asyncio.wait_for(client.close(), 1)

@@ -562,3 +562,24 @@ async def test_shutdown_timeout_forces_close() -> None:
 async def test_error_reply_bytes_for_status() -> None:
     # an error Response: status with code and message, no payload
     assert encode_response(5, "x") == b"\x0a\x05\x08\x05\x12\x01x"
+
+
+async def test_concurrent_shutdowns_all_return() -> None:
+    service = TestService()
+    async with leak_check():
+        server = Server()
+        server.register(service)
+        address = unique_address()
+        await server.listen(address)
+        client = await Client.connect(address)
+        service.release.clear()
+        call = asyncio.create_task(call_test(client, "s"))
+        assert await wait_for(lambda: service.parked == 1)
+        first = asyncio.create_task(server.shutdown())
+        second = asyncio.create_task(server.shutdown())
+        await asyncio.sleep(0.01)
+        service.release.set()
+        assert (await call).foo == "ss"
+        await asyncio.wait_for(asyncio.gather(first, second), 5)
+        await server.close()  # after shutdown: a no-op
+        await client.close()
