@@ -16,12 +16,13 @@ connections. Every connection keeps one call in flight (closed loop), as a shim'
 do. The server is pinned to CPU 0 and the client to CPU 1 when there are two or more CPUs
 (``taskset``), so each side has one core; the Python server runs on uvloop when installed
 (the table says which). ``ratio`` is calls/s divided by the ``go -> go`` figure of the same
-scenario; ``srv CPU`` is the server process's CPU time per call.
+scenario; ``srv CPU`` is the server process's CPU time per call. Rows are the median of
+interleaved rounds.
 
 Run (one command; needs Go and Debian's ttrpc sources for the Go rows):
 
-    .venv/bin/python benchmarks/ttrpc_bench.py            # 3 s per row
-    .venv/bin/python benchmarks/ttrpc_bench.py --quick    # 1 s per row
+    .venv/bin/python benchmarks/ttrpc_bench.py            # 3 rounds of 3 s per row, ~4 min
+    .venv/bin/python benchmarks/ttrpc_bench.py --quick    # 1 round of 1 s per row
 
 Results are saved as JSON under benchmarks/results/.
 """
@@ -345,9 +346,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 s per row instead of 3 s")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per row")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (median kept)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client CPUs")
     args = parser.parse_args()
     seconds = args.seconds or (1.0 if args.quick else 3.0)
+    rounds = max(1, args.rounds or (1 if args.quick else 3))
     warmup = 0.3 if args.quick else 0.5
     cpus: tuple[int | None, int | None] = (None, None)
     if not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
@@ -356,21 +359,30 @@ def main() -> None:
     loop = _python_loop()
     go_peer = _build_go()
 
-    rows: list[Row] = []
+    # Rounds interleave every pair, so a burst of load elsewhere on the machine hits one
+    # round of every pair rather than all rounds of one; each row is the median round.
+    samples: dict[tuple[str, str], list[Row]] = {}
     with tempfile.TemporaryDirectory(prefix="ttrpc-bench-") as tmp:
         pb2_dir = _generate_pb2(Path(tmp))
-        for scenario in SCENARIOS:
-            scenario_rows = []
-            for pair in PAIRS:
-                row = measure(pair, scenario, go_peer, pb2_dir, seconds, warmup, cpus, Path(tmp))
-                if row is not None:
-                    scenario_rows.append(row)
-                    print(f"  {row.scenario:<16} {row.pair:<9} {row.calls_per_s:>10,.0f}/s")
-            anchor = next((r for r in scenario_rows if r.pair == "go -> go"), None)
-            for row in scenario_rows:
-                if anchor is not None and anchor.calls_per_s:
-                    row.ratio_to_go = row.calls_per_s / anchor.calls_per_s
-            rows.extend(scenario_rows)
+        for round_no in range(1, rounds + 1):
+            for scenario in SCENARIOS:
+                for pair in PAIRS:
+                    row = measure(
+                        pair, scenario, go_peer, pb2_dir, seconds, warmup, cpus, Path(tmp)
+                    )
+                    if row is not None:
+                        samples.setdefault((row.scenario, row.pair), []).append(row)
+                        print(
+                            f"  round {round_no}/{rounds}  {row.scenario:<16} {row.pair:<13}"
+                            f" {row.calls_per_s:>10,.0f}/s",
+                            flush=True,
+                        )
+    rows = [sorted(runs, key=lambda r: r.calls_per_s)[len(runs) // 2] for runs in samples.values()]
+    for row in rows:
+        anchor = samples.get((row.scenario, "go -> go"))
+        if anchor:
+            go = sorted(r.calls_per_s for r in anchor)[len(anchor) // 2]
+            row.ratio_to_go = row.calls_per_s / go if go else None
     print_table(rows, loop)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -383,6 +395,7 @@ def main() -> None:
                 "python_server_loop": loop,
                 "pinned_cpus": {"server": cpus[0], "client": cpus[1]},
                 "seconds_per_row": seconds,
+                "rounds": rounds,
                 "warmup_seconds": warmup,
                 "go_ttrpc": "1.1.1 (Debian golang-github-containerd-ttrpc-dev)"
                 if go_peer
