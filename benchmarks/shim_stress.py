@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -84,6 +85,8 @@ class CountingEventsServer(RecordingEventsServer):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.count = 0
+        self.target = 0
+        self.reached = asyncio.Event()
 
     async def start(self) -> None:
         owner = self
@@ -94,6 +97,8 @@ class CountingEventsServer(RecordingEventsServer):
             @ttrpc.rpc(name="Forward")
             async def forward(self, request: Raw, context: ttrpc.CallContext) -> Raw:
                 owner.count += 1
+                if owner.target and owner.count >= owner.target:
+                    owner.reached.set()
                 return Raw()
 
         server = ttrpc.Server()
@@ -198,6 +203,18 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
             shim_cpu = _cpu(sut.shim_pid)
             elapsed = await _lifecycle(d.client, bundles[args.warmup :], args.parallel)
             shim_cpu = _cpu(sut.shim_pid) - shim_cpu
+            # every task's 4 events (+2 of the pause task) must reach "containerd"
+            events = sut.events
+            assert isinstance(events, CountingEventsServer)
+            expected = 4 * (args.count + args.warmup) + 2
+            t0 = time.perf_counter()
+            events.target = expected
+            if events.count >= expected:
+                events.reached.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(events.reached.wait(), 30)
+            events_done = time.perf_counter() - t0
+            events_got = events.count
             mem: dict[str, float] = {}
             if not args.no_memory:
                 pid = sut.shim_pid
@@ -216,6 +233,9 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
         "seconds": elapsed,
         "tasks_per_s": rate,
         "shim_cpu_us_per_task": shim_cpu / args.count * 1e6,
+        "events_expected": expected,
+        "events_received": events_got,
+        "events_lag_s": events_done,
         "cpus": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
         **mem,
@@ -234,6 +254,10 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     print(
         f"{'shim CPU per task (us)':<34}{per_task:>14.0f}{'':>16}"
         f"   (= {1e6 / per_task:.0f} tasks/s per shim core)"
+    )
+    print(
+        f"{'events received / published':<34}{f'{events_got}/{expected}':>14}"
+        f"{'':>16}   (last one {events_done:.2f} s after the last task)"
     )
     if mem:
         per = mem["mb_per_extra_task"]
