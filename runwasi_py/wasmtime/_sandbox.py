@@ -28,7 +28,7 @@ from runwasi_py._context import RuntimeContext
 from runwasi_py._errors import InvalidArgument
 from runwasi_py._sandbox import Sandbox
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
-from runwasi_py.wasmtime._stdio import FifoUnblocker
+from runwasi_py.wasmtime._stdio import FifoUnblocker, stdin_opens_at_once
 
 if TYPE_CHECKING:
     import wasmtime
@@ -274,7 +274,8 @@ class WasmtimeSandbox(Sandbox):
         # Each assignment opens its path here, on the worker thread; on a FIFO it waits
         # for containerd's end (or for FifoUnblocker.release on a kill).
         if stdio.stdin:
-            wasi.stdin_file = stdio.stdin
+            with stdin_opens_at_once(stdio.stdin):
+                wasi.stdin_file = stdio.stdin
         if stdio.stdout:
             wasi.stdout_file = stdio.stdout
         if stdio.stderr:

@@ -1,12 +1,15 @@
-"""Keep a kill from hanging on the container's stdio FIFOs: :class:`FifoUnblocker`.
+"""The container's stdio FIFOs: never let an open or a read outlive a kill.
 
 wasmtime-py takes stdio only as paths and opens them itself, and opening one end of a FIFO
-blocks until the other end is opened. containerd opens its ends first, so this normally
-costs nothing; but a task killed while the worker waits (a peer that never came, a
-debugger holding the pipe) would never exit. Likewise a guest blocked in ``fd_read`` on
-stdin sits in host code, where epoch interruption cannot reach it.
+blocks until the other end is opened.
 
-The fix, done from the kill callback on the control thread: open every stdio FIFO
+- stdin: :func:`stdin_opens_at_once` (the client may never open its end).
+- stdout/stderr: containerd opens its readers before Create, so the open normally returns
+  at once; it is allowed to wait for a late reader. But a task killed while the worker
+  waits (a peer that never came) must still exit, and a guest blocked in ``fd_read`` on
+  stdin sits in host code, where epoch interruption cannot reach it: :class:`FifoUnblocker`.
+
+The kill side, done from the kill callback on the control thread: open every stdio FIFO
 ``O_RDWR | O_NONBLOCK``. On Linux an ``O_RDWR`` open of a FIFO never blocks and counts as
 both a reader and a writer, so any open the worker is blocked in (or is about to start)
 returns at once, whichever end it wants. The fds stay open until the run ends, because
@@ -15,11 +18,6 @@ the worker's open would be missed. For stdin, one newline is written as well: th
 only way to return a blocked ``fd_read`` (containerd still holds its writer, so no EOF
 comes); the guest is back in wasm code, past its epoch deadline, and traps at its next
 function entry or loop header.
-
-Alternatives weighed: opening the FIFOs ourselves ``O_RDWR`` before wasmtime does would
-make the worker never block, but then the instance would hold a writer on its own stdin
-(no EOF, ever) or lose the blocking wait for containerd's writer; an ``/proc/self/fd``
-path would have the same problem.
 """
 
 from __future__ import annotations
@@ -28,8 +26,9 @@ import contextlib
 import os
 import stat
 import threading
+from collections.abc import Iterator
 
-__all__ = ["FifoUnblocker"]
+__all__ = ["FifoUnblocker", "stdin_opens_at_once"]
 
 
 class FifoUnblocker:
@@ -69,6 +68,30 @@ class FifoUnblocker:
         for fd in fds:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+@contextlib.contextmanager
+def stdin_opens_at_once(path: str) -> Iterator[None]:
+    """While inside, an ``O_RDONLY`` open of the stdin FIFO ``path`` does not wait for a writer.
+
+    containerd's client may have come and gone: ``ctr run`` without ``-i`` copies an empty
+    stdin and closes its end before it ever opened, so no writer will come and wasmtime's
+    blocking open would wait forever (runc's shim opens stdin ``O_NONBLOCK`` for the same
+    reason). Holding an ``O_RDWR`` fd makes the open return at once; it is closed on the
+    way out so the guest does see end-of-file once the real writers are gone. A writer
+    that is late is no problem: containerd's writer waits in ``open(O_WRONLY)``, and Linux
+    counts a writer from the moment its open starts, so the guest's read blocks for its
+    data instead of seeing a false end-of-file.
+    """
+    fd = None
+    if _is_fifo(path):
+        with contextlib.suppress(OSError):
+            fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _is_fifo(path: str) -> bool:

@@ -392,22 +392,70 @@ def test_fifo_stdio(tmp_path: Path) -> None:
     stdio = fifo_stdio(tmp_path)
     ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
     readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
-    fut = start(WasmtimeSandbox(), ctx)
-    w = os.open(stdio.stdin, os.O_WRONLY)  # blocks until the worker opens its end
+    # containerd's writer, connected before the task starts (O_RDWR: no wait for a reader)
+    w = os.open(stdio.stdin, os.O_RDWR)
     os.write(w, b"ping\n")
+    fut = start(WasmtimeSandbox(), ctx)
+    wait_for(lambda: readers[0].data == b"ping\n")
+    assert not fut.done()  # the writer is still there: no end-of-file yet
     os.close(w)
     assert fut.result(20) == 0
     assert readers[0].finish() == b"ping\n"
     assert readers[1].finish() == b""
 
 
+def test_stdin_fifo_nobody_ever_writes_is_eof(tmp_path: Path) -> None:
+    """``ctr run`` without -i: the client closed stdin before opening it; no writer comes."""
+    stdio = fifo_stdio(tmp_path)
+    ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
+    readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
+    assert run(WasmtimeSandbox(), ctx) == 0
+    assert readers[0].finish() == b""
+    assert readers[1].finish() == b""
+
+
+def thread_state(tid: int) -> str:
+    return Path(f"/proc/self/task/{tid}/wchan").read_text()
+
+
+def test_stdin_fifo_late_writer_is_not_eof(tmp_path: Path) -> None:
+    """containerd's writer still waiting in open(O_WRONLY) counts: the guest waits for data."""
+    stdio = fifo_stdio(tmp_path)
+    ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
+    readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
+    proceed = threading.Event()
+
+    def late_writer() -> None:
+        w = os.open(stdio.stdin, os.O_WRONLY)  # blocks until the task opens its end
+        proceed.wait(20)
+        os.write(w, b"late\n")
+        os.close(w)
+
+    writer = threading.Thread(target=late_writer)
+    writer.start()
+    assert writer.native_id is not None
+    wait_for(lambda: thread_state(writer.native_id) == "wait_for_partner")
+    fut = start(WasmtimeSandbox(), ctx)
+    # the writer's open returned and the guest sits in fd_read: it did not see end-of-file
+    wait_for(lambda: thread_state(writer.native_id) != "wait_for_partner")
+    assert not fut.done()
+    proceed.set()
+    assert fut.result(20) == 0
+    writer.join(20)
+    assert readers[0].finish() == b"late\n"
+    assert readers[1].finish() == b""
+
+
 def test_kill_while_blocked_opening_a_fifo(tmp_path: Path) -> None:
-    """No peer ever opens stdin: the worker waits in open(); a kill must still end it."""
+    """Nobody reads stdout: the worker waits in open(); a kill must still end it."""
     stdio = fifo_stdio(tmp_path)
     sandbox = WasmtimeSandbox()
-    ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
+    ctx = make_ctx(tmp_path, "hello", stdio=stdio)
     fut = start(sandbox, ctx)
     wait_for(lambda: sandbox._fifos is not None)
+    worker = next(t for t in threading.enumerate() if t.name == "wasm-worker")
+    assert worker.native_id is not None
+    wait_for(lambda: thread_state(worker.native_id) == "wait_for_partner")
     assert not fut.done()
     kill(sandbox, ctx, signal.SIGKILL)
     assert fut.result(20) == 137
@@ -418,9 +466,9 @@ def test_kill_while_blocked_reading_stdin(tmp_path: Path) -> None:
     sandbox = WasmtimeSandbox()
     ctx = make_ctx(tmp_path, "stdin", stdio=stdio)
     readers = FifoReader(stdio.stdout), FifoReader(stdio.stderr)
-    fut = start(sandbox, ctx)
-    w = os.open(stdio.stdin, os.O_WRONLY)
+    w = os.open(stdio.stdin, os.O_RDWR)  # containerd's writer, which never closes here
     os.write(w, b"first\n")
+    fut = start(sandbox, ctx)
     wait_for(lambda: readers[0].data == b"first\n")
     assert not fut.done()
     kill(sandbox, ctx, signal.SIGTERM)
