@@ -274,7 +274,7 @@ class Instance:
         *,
         pool: WorkerPool,
         on_exit: Callable[[Instance], None] | None = None,
-        kill_timeout: float = 2.0,
+        kill_timeout: float = 1.0,
     ) -> None:
         self.id = container_id
         self.sandbox = sandbox

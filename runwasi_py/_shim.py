@@ -63,7 +63,7 @@ class Config:
     """Log level of the daemon when containerd does not pass ``-debug``."""
     no_setup_logger: bool = False
     """Leave logging alone (the shim author configures it)."""
-    kill_timeout: float = 2.0
+    kill_timeout: float = 1.0
     """Seconds a SIGKILLed run_wasi may take to end before it is reported as 137 anyway."""
     shutdown_timeout: float = 3.0
     """Seconds in-flight calls get to finish when the shim stops (containerd waits 3 s)."""

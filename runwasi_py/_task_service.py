@@ -161,7 +161,7 @@ class TaskService(TaskBase):
         namespace: str,
         events: EventSink | None = None,
         shim_name: str = "runwasi-py",
-        kill_timeout: float = 2.0,
+        kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
     ) -> None:
         self._sandbox = sandbox
