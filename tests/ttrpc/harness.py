@@ -78,10 +78,19 @@ async def wait_for(predicate: Any, within: float = 2.0) -> bool:
 
 @asynccontextmanager
 async def leak_check() -> AsyncIterator[None]:
-    """Fail if the block leaves file descriptors or tasks behind."""
+    """Fail if the block leaves file descriptors or tasks behind, or if the loop saw an
+    unhandled exception (a callback that raised, a task whose error nobody retrieved)."""
     fds = fd_count()
     tasks = set(asyncio.all_tasks())
-    yield
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+    assert not unhandled, f"unhandled loop exceptions: {unhandled}"
     assert await wait_for(lambda: fd_count() <= fds), f"fd leak: {fd_count()} > {fds}"
 
     def no_new_tasks() -> bool:

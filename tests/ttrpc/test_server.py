@@ -583,3 +583,21 @@ async def test_concurrent_shutdowns_all_return() -> None:
         await asyncio.wait_for(asyncio.gather(first, second), 5)
         await server.close()  # after shutdown: a no-op
         await client.close()
+
+
+async def test_random_garbage_never_takes_the_server_down() -> None:
+    import random
+
+    rng = random.Random(1234)
+    async with serving() as (server, address):
+        for _ in range(20):
+            raw = await RawConnection.open(address)
+            junk = bytes(rng.getrandbits(8) for _ in range(rng.randrange(1, 400)))
+            if rng.random() < 0.5:
+                # a plausible header in front makes the junk reach the envelope decoder
+                junk = pack_header(len(junk), rng.randrange(0, 8), rng.randrange(0, 5), 0) + junk
+            await raw.send(junk)
+            await raw.close()
+        async with await Client.connect(address) as client:
+            assert (await call_test(client, "alive")).foo == "alivealive"
+        assert await wait_for(lambda: server.connection_count == 0)
