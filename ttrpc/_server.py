@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import inspect
 import os
 import socket
 import stat
@@ -140,6 +141,8 @@ class ServerConnection(FrameProtocol):
     # --- dispatch ---------------------------------------------------------------------
 
     def events_received(self, events: list[Event]) -> None:
+        if self.is_closed:
+            return  # rejected at connect, or already gone: nothing more is served
         for event in events:
             if type(event) is RequestReceived:
                 self._request(event.stream_id, event.flags, event.request)
@@ -325,6 +328,9 @@ class ServerConnection(FrameProtocol):
                 raise TtrpcError(Code.UNKNOWN, "ttrpc: marshal called with nil")
             return result.SerializeToString()  # type: ignore[no-any-return]
         agen = method.handler(arg, ctx)
+        if inspect.iscoroutine(agen):
+            # ``async def`` returning an async iterator (or raising) rather than yielding
+            agen = await agen
         try:
             async for item in agen:
                 data = self.core.send_data(sid, item.SerializeToString())

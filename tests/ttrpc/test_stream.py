@@ -424,3 +424,32 @@ async def test_unary_call_to_stream_method_and_back() -> None:
         assert (reply.sum, reply.num) == (4, 1)
         with pytest.raises(ValueError, match="call"):
             await client.stream(NAME, "Echo", MethodKind.UNARY, EchoPayload)
+
+
+class NotAGenerator(Service):
+    service_name = "test.v1.NotAGenerator"
+
+    @rpc
+    async def refuse(self, request: Part, context: CallContext) -> AsyncIterator[Part]:
+        raise TtrpcError(Code.UNIMPLEMENTED, "method Refuse")
+
+    @rpc
+    async def handoff(self, request: Part, context: CallContext) -> AsyncIterator[Part]:
+        async def parts() -> AsyncIterator[Part]:
+            for i in range(request.add):
+                yield Part(add=i + 1)
+
+        return parts()
+
+
+async def test_server_stream_handler_may_be_a_coroutine() -> None:
+    name = NotAGenerator.service_name
+    async with serving(NotAGenerator()) as (_, address), await Client.connect(address) as client:
+        stream = await client.stream(name, "Refuse", MethodKind.SERVER_STREAM, Part, request=Part())
+        with pytest.raises(TtrpcError) as info:
+            await stream.recv()
+        assert (info.value.code, info.value.message) == (Code.UNIMPLEMENTED, "method Refuse")
+        stream = await client.stream(
+            name, "Handoff", MethodKind.SERVER_STREAM, Part, request=Part(add=3)
+        )
+        assert [p.add async for p in stream] == [1, 2, 3]
