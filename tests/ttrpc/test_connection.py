@@ -365,3 +365,26 @@ def test_arbitrary_bytes_give_only_events_and_statuses(data: bytes, cuts: list[i
             assert decode_response(out[pos + 10 : pos + 10 + length]).code != 0
             pos += 10 + length
         assert pos == len(out)
+
+
+def test_read_write_messages_over_a_socket_pair() -> None:
+    """Go's TestReadWriteMessage: frames written by one core arrive byte-exact, then EOF."""
+    import socket
+
+    client, server = Connection(Role.CLIENT), Connection(Role.SERVER)
+    a, b = socket.socketpair()
+    with a, b:
+        sent = []
+        for payload in (b"hello", b"this is a test", b"x" * 70000):
+            sid, wire = client.send_request(Request("svc", "M", payload))
+            sent.append((sid, payload))
+            a.sendall(wire)
+        a.shutdown(socket.SHUT_WR)
+        events: list[Event] = []
+        while chunk := b.recv(4096):
+            events += server.receive_data(chunk)
+    assert [
+        (e.stream_id, e.request.payload) for e in events if isinstance(e, RequestReceived)
+    ] == sent
+    assert len(events) == 3
+    assert server._buf == b""  # nothing left over at EOF
