@@ -244,7 +244,7 @@ class TaskService(TaskBase):
         finally:
             self._creating.discard(task_id)
         self._tasks[task_id] = task
-        log.info("task %s created, pid %d", task_id, task.instance.pid)
+        log.debug("task %s created, pid %d", task_id, task.instance.pid)
         self._publish(
             TOPIC_CREATE,
             TaskCreate(
@@ -354,7 +354,7 @@ class TaskService(TaskBase):
         self._no_exec(request.exec_id, request.id)
         task.state = transition(task.state, TaskState.RUNNING, task_id=task.id)
         pid = task.instance.start()
-        log.info("task %s started", task.id)
+        log.debug("task %s started", task.id)
         # Queued before this returns; the instance's exit reaches the control loop only
         # through call_soon_threadsafe, so TaskExit can never be queued ahead of this.
         self._publish(TOPIC_START, TaskStart(container_id=task.id, pid=pid))
@@ -398,7 +398,7 @@ class TaskService(TaskBase):
         status = task.instance.exit_status
         assert status is not None
         exited_at = _timestamp(status.exited_at_ns)
-        log.info("task %s deleted", task.id)
+        log.debug("task %s deleted", task.id)
         self._publish(
             TOPIC_DELETE,
             TaskDelete(
