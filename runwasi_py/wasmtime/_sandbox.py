@@ -287,12 +287,15 @@ class WasmtimeSandbox(Sandbox):
 
         linker = wasmtime.Linker(store.engine)
         linker.define_wasi()
+        exited = _shadow_proc_exit(linker, store.engine)
         try:
             instance = linker.instantiate(store, module)  # runs a start section, if any
-        except wasmtime.ExitTrap as exc:
-            return exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
+            if exited:
+                return exited[0]
             return self._ended_by_error(ctx, exc, None, store, instantiating=True)
+        if exited:
+            return exited[0]
         _check_kill(ctx)
         exports = instance.exports(store)
         func_name = ctx.entrypoint.func
@@ -309,11 +312,11 @@ class WasmtimeSandbox(Sandbox):
             if func_name != "_initialize" and isinstance(init, wasmtime.Func):
                 init(store)  # a WASI reactor: initialise before calling its export
             func(store)
-        except wasmtime.ExitTrap as exc:
-            return exc.code
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
+            if exited:
+                return exited[0]
             return self._ended_by_error(ctx, exc, instance, store, instantiating=False)
-        return 0
+        return exited[0] if exited else 0
 
     def _run_component(self, ctx: RuntimeContext, store: wasmtime.Store, component: Any) -> int:
         import wasmtime
@@ -448,6 +451,34 @@ def _deserialize(engine: wasmtime.Engine, path: Path, expected: BinaryKind | Non
         if expected is not None:
             raise
     return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
+
+
+def _shadow_proc_exit(linker: wasmtime.Linker, engine: wasmtime.Engine) -> list[int]:
+    """Replace WASI's ``proc_exit`` so that every status survives; returns its record.
+
+    wasmtime's own ``proc_exit`` refuses statuses of 126 and above (a trap: "exit with
+    invalid exit status outside of [0..126)"), but a container may exit 255. Ours records
+    the status and bumps this instance's engine epoch: the guest stops at its next function
+    entry or loop header (wasi-libc executes ``unreachable`` right after the call), and the
+    record, not the trap, gives the exit status. It does not raise: wasmtime-py passes an
+    exception out of a host function through one process-wide variable, which concurrent
+    instances on other threads could pick up.
+    """
+    import wasmtime
+
+    exited: list[int] = []
+
+    def proc_exit(status: int) -> None:
+        if not exited:
+            exited.append(status & 0xFFFFFFFF)  # the i32 arrives signed
+        engine.increment_epoch()
+
+    linker.allow_shadowing = True
+    i32 = wasmtime.ValType.i32()
+    linker.define_func(
+        "wasi_snapshot_preview1", "proc_exit", wasmtime.FuncType([i32], []), proc_exit
+    )
+    return exited
 
 
 def _component_entry(

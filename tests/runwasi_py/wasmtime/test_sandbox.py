@@ -54,7 +54,7 @@ def test_args_and_env_only_the_containers(tmp_path: Path, monkeypatch: pytest.Mo
     assert "SHIM_SECRET" not in out(tmp_path)
 
 
-@pytest.mark.parametrize("code", [0, 3, 42])
+@pytest.mark.parametrize("code", [0, 3, 42, 125, 126, 255, 256, 4294967295])
 def test_exit_codes(tmp_path: Path, code: int) -> None:
     ctx = make_ctx(tmp_path, "exit", args=[str(code)])
     assert run(WasmtimeSandbox(), ctx) == code
@@ -571,3 +571,32 @@ def test_precompiled_entrypoints_can_be_refused(tmp_path: Path) -> None:
     assert run(StrictSandbox(), ctx) == 1
     assert out(tmp_path) == ""
     assert "not accepted" in out(tmp_path, "stderr")
+
+
+def test_code_after_proc_exit_does_not_run_on(tmp_path: Path) -> None:
+    """A guest that keeps going after proc_exit (no ``unreachable``) is stopped: exit 9."""
+    mod = b"""(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (func (export "_start") (call $exit (i32.const 9)) (loop $spin (br $spin))))"""
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, mod)) == 9
+
+
+def test_proc_exit_in_a_start_section(tmp_path: Path) -> None:
+    mod = b"""(module
+      (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+      (func $init (call $exit (i32.const 200)))
+      (start $init)
+      (func (export "_start") unreachable))"""
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, mod)) == 200
+
+
+def test_kill_during_a_start_section_loop(tmp_path: Path) -> None:
+    mod = (
+        b"""(module (func $init (loop $spin (br $spin))) (start $init) (func (export "_start")))"""
+    )
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, mod)
+    fut = start(sandbox, ctx)
+    wait_for(lambda: sandbox._engine is not None and sandbox._fifos is not None)
+    kill(sandbox, ctx, signal.SIGTERM)
+    assert fut.result(20) == 143
