@@ -262,8 +262,74 @@ def _signed32(v: int) -> int:
     return v - (1 << 32) if v >= 1 << 31 else v
 
 
+_LEN_TAGS = frozenset((0x0A, 0x12, 0x1A, 0x2A))
+
+
 def decode_request(data: bytes) -> Request:
-    """Parse a ``ttrpc.Request``; raise :class:`EnvelopeError` on malformed input."""
+    """Parse a ``ttrpc.Request``; raise :class:`EnvelopeError` on malformed input.
+
+    The fast path reads the fields every peer sends, in one pass without intermediate
+    lists; anything unusual (unknown fields, wrong wire types, bad input) is left to the
+    general decoder, which gives the same result or the error.
+    """
+    end = len(data)
+    pos = 0
+    service = method = ""
+    payload = b""
+    timeout = 0
+    metadata: list[tuple[str, str]] = []
+    try:
+        while pos < end:
+            tag = data[pos]
+            n = data[pos + 1]
+            if tag == 0x20:
+                if n < 0x80:
+                    timeout = n
+                    pos += 2
+                else:
+                    v, pos = _read_varint(data, pos + 1, end)
+                    timeout = _signed64(v)
+                continue
+            if tag not in _LEN_TAGS:
+                return _decode_request_general(data)
+            if n < 0x80:
+                start = pos + 2
+            else:
+                n, start = _read_varint(data, pos + 1, end)
+            pos = start + n
+            if pos > end:
+                return _decode_request_general(data)
+            if tag == 0x1A:
+                payload = data[start:pos]
+            elif tag == 0x0A:
+                service = data[start:pos].decode()
+            elif tag == 0x12:
+                method = data[start:pos].decode()
+            else:
+                metadata.append(_key_value(data[start:pos]))
+    except (IndexError, UnicodeDecodeError, EnvelopeError):
+        return _decode_request_general(data)
+    return Request(service, method, payload, timeout, metadata)
+
+
+def _key_value(data: bytes) -> tuple[str, str]:
+    # The usual encoding: 0a <len> key 12 <len> value, short lengths; else the general path.
+    end = len(data)
+    key = value = ""
+    pos = 0
+    if pos < end and data[0] == 0x0A and end > 1 and data[1] < 0x80:
+        pos = 2 + data[1]
+        key = data[2:pos].decode()
+    if pos < end and data[pos] == 0x12 and pos + 1 < end and data[pos + 1] < 0x80:
+        stop = pos + 2 + data[pos + 1]
+        value = data[pos + 2 : stop].decode()
+        pos = stop
+    if pos != end:
+        raise EnvelopeError("unusual KeyValue encoding")  # the general path decides
+    return key, value
+
+
+def _decode_request_general(data: bytes) -> Request:
     req = Request("", "")
     for number, wire, value in _fields(data, 0, len(data)):
         if number == 1:
@@ -297,6 +363,25 @@ def decode_request(data: bytes) -> Request:
 
 def decode_response(data: bytes) -> Response:
     """Parse a ``ttrpc.Response``; a missing status and ``0a 00`` both mean OK."""
+    # Fast path: a Go success reply is empty or just the payload field.
+    if not data:
+        return Response()
+    if data[0] == 0x12:
+        end = len(data)
+        if end > 1 and data[1] < 0x80:
+            if data[1] + 2 == end:
+                return Response(payload=data[2:])
+        else:
+            try:
+                n, start = _read_varint(data, 1, end)
+            except EnvelopeError:
+                n, start = -1, 0
+            if start + n == end:
+                return Response(payload=data[start:])
+    return _decode_response_general(data)
+
+
+def _decode_response_general(data: bytes) -> Response:
     resp = Response()
     for number, wire, value in _fields(data, 0, len(data)):
         if number == 1:

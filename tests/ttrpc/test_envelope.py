@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -12,6 +13,8 @@ from ttrpc._envelope import (
     EnvelopeError,
     Request,
     Response,
+    _decode_request_general,
+    _decode_response_general,
     decode_request,
     decode_response,
     encode_request,
@@ -135,3 +138,39 @@ def test_arbitrary_bytes_decode_or_raise_envelope_error(data: bytes) -> None:
 def test_repr_does_not_dump_payload() -> None:
     assert "<3 bytes>" in repr(Request("s", "m", b"abc"))
     assert "<3 bytes>" in repr(Response(payload=b"abc"))
+
+
+def _outcome(decode: Any, data: bytes) -> object:
+    try:
+        return decode(data)
+    except EnvelopeError:
+        return EnvelopeError
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.builds(
+            lambda r: encode_request(r),
+            st.builds(
+                Request,
+                _text,
+                _text,
+                st.binary(max_size=300),
+                st.integers(-(2**63), 2**63 - 1),
+                st.lists(st.tuples(_text, _text), max_size=4),
+            ),
+        ),
+    )
+)
+def test_fast_request_path_agrees_with_general_decoder(data: bytes) -> None:
+    assert _outcome(decode_request, data) == _outcome(_decode_request_general, data)
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=200), st.binary(max_size=300).map(lambda p: encode_response(payload=p))
+    )
+)
+def test_fast_response_path_agrees_with_general_decoder(data: bytes) -> None:
+    assert _outcome(decode_response, data) == _outcome(_decode_response_general, data)
