@@ -178,7 +178,11 @@ class Client:
                 self._closed.set_result(None)  # never connected
             return
         if not proto.is_closed:
-            proto.close()
+            transport = proto.transport
+            if transport is not None and transport.get_write_buffer_size():
+                proto.abort()  # a server that stopped reading must not hold up close()
+            else:
+                proto.close()
         await self.wait_closed()
 
     async def __aenter__(self) -> Client:

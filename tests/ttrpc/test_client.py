@@ -293,3 +293,21 @@ async def test_close_of_a_never_connected_client_returns() -> None:
     client = Client()
     assert client.closed
     await asyncio.wait_for(client.close(), 1)
+
+
+async def test_close_does_not_wait_for_a_server_that_stopped_reading() -> None:
+    stop = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await stop.wait()  # never reads
+
+    async with fake_server(handler) as address:
+        client = await Client.connect(address)
+        big = TestPayload(foo="x" * (MAX_MESSAGE - 100))
+        calls = [asyncio.create_task(client.call("s", "m", big, TestPayload)) for _ in range(4)]
+        await asyncio.sleep(0.05)
+        await asyncio.wait_for(client.close(), 5)
+        for call in calls:
+            with pytest.raises(ClosedError):
+                await call
+        stop.set()
