@@ -103,13 +103,27 @@ def _new_id(kind: str) -> str:
     return f"bench-{kind}-{uuid.uuid4().hex[:10]}"
 
 
+STDIN: dict[str, int] = {"fd": subprocess.DEVNULL}
+
+
+def use_open_stdin() -> None:
+    """Give every ctr an empty stdin that stays open instead of /dev/null (both shims).
+
+    A workaround switch: a shim that opens its stdin FIFO with a blocking open hangs when
+    ctr's stdin is at EOF (ctr then never opens the FIFO's write end).
+    """
+    r, _w = os.pipe()
+    STDIN["fd"] = r
+    STDIN["keep"] = _w
+
+
 def one_run(c8d: PrivateContainerd, kind: str) -> float:
     """Wall seconds of one ``ctr run --rm``; raises if the container did not say hello."""
     image, runtime = (WASM_HELLO, WASM_RUNTIME) if kind == "wasm" else (NATIVE_HELLO, None)
     argv = c8d.run_argv(image, _new_id(kind), runtime=runtime)
     t0 = time.perf_counter()
     res = subprocess.run(
-        argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120, check=False
+        argv, stdin=STDIN["fd"], capture_output=True, text=True, timeout=120, check=False
     )
     dt = time.perf_counter() - t0
     if res.returncode != 0 or "Hello" not in res.stdout:
@@ -189,7 +203,17 @@ def memory(c8d: PrivateContainerd, kind: str, counts: list[int]) -> list[dict[st
         for target in counts:
             while len(started) < target:
                 cid = _new_id(f"{kind}-idle")
-                c8d.run(image, cid, runtime=runtime, rm=False, detach=True, check=True, timeout=120)
+                # No stdio: nothing would read it, and the instance should run, not wait.
+                c8d.run(
+                    image,
+                    cid,
+                    runtime=runtime,
+                    rm=False,
+                    detach=True,
+                    extra=["--null-io"],
+                    check=True,
+                    timeout=120,
+                )
                 started.append(cid)
             _wait(lambda: set(started) <= _running(c8d), f"{target} {kind} containers running")
             time.sleep(1.0)  # let the daemons settle after their start-up allocations
@@ -286,7 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput-n", type=int, default=100, help="containers for containers/s")
     p.add_argument("--rss", default="1,10,50", help="running-container counts for memory")
     p.add_argument("--no-runc-memory", action="store_true", help="skip runc's memory rows")
+    p.add_argument(
+        "--stdin",
+        choices=("devnull", "open-pipe"),
+        default="devnull",
+        help="ctr's stdin: /dev/null (default) or an empty pipe kept open",
+    )
     ns = p.parse_args(argv)
+    if ns.stdin == "open-pipe":
+        use_open_stdin()
     counts = [int(x) for x in ns.rss.split(",") if x]
 
     with tempfile.TemporaryDirectory(prefix="ctr-bench-") as tmp:
@@ -314,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "cpus": os.cpu_count(),
+        "ctr_stdin": ns.stdin,
         "sequential": seq,
         "concurrent": conc,
         "throughput": tput,

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,6 +41,10 @@ def scripts_dir() -> Path:
 
 def _say(msg: str) -> None:
     print(f"runwasi-py demo: {msg}", file=sys.stderr, flush=True)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _containerd_blocker() -> str | None:
@@ -71,6 +77,18 @@ def run_demo(args: Sequence[str] = (), *, mode: str = "auto") -> int:
         >>> run_demo(["world"])   # prints the greeting; path taken goes to stderr
         0
     """
+    # SIGTERM ends the demo through its cleanup (containerd stopped, shims killed, dirs
+    # removed) instead of leaving a private containerd running.
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _demo(args, mode)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _demo(args: Sequence[str], mode: str) -> int:
     blocker = _containerd_blocker() if mode != "in-process" else "in-process was asked for"
     if mode == "containerd" and blocker:
         raise ContainerdUnavailable(blocker)
@@ -103,7 +121,7 @@ def _run_containerd(workdir: Path, tarball: Path, args: Sequence[str]) -> tuple[
             f"demo-{os.getpid()}",
             *(["/hello.wasm", *args] if args else []),
             runtime=RUNTIME,
-            timeout=60,
+            timeout=30,
         )
         sys.stdout.write(res.stdout)
         sys.stdout.flush()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py.containerd import PrivateContainerd
+from runwasi_py.containerd import ContainerdError, PrivateContainerd
 from runwasi_py.containerd._cleanup import process_alive
 from tests.integration._ctr import (
     RUNTIME,
@@ -53,10 +53,22 @@ def cid(imported: PrivateContainerd) -> Iterator[str]:
     remove_container(imported, ident)
 
 
+# A container that should finish by itself but whose ctr run hung: later runs fail at once
+# instead of each waiting out its timeout (the cause is the same; the first failure says it).
+_HUNG: list[str] = []
+
+
 def run(
     c8d: PrivateContainerd, cid: str, *args: str, **kw: object
 ) -> subprocess.CompletedProcess[str]:
-    return c8d.run(PROBE, cid, *args, runtime=RUNTIME, timeout=45, **kw)  # type: ignore[arg-type]
+    if _HUNG:
+        pytest.fail(f"not run: an earlier ctr run hung ({_HUNG[0]})", pytrace=False)
+    try:
+        return c8d.run(PROBE, cid, *args, runtime=RUNTIME, timeout=30, **kw)  # type: ignore[arg-type]
+    except ContainerdError as e:
+        if "did not finish" in str(e):
+            _HUNG.append(f"{cid} {' '.join(args)}".strip())
+        raise
 
 
 def start_spinning(c8d: PrivateContainerd, cid: str) -> None:
