@@ -36,6 +36,7 @@ class Misc(Service):
     service_name = "test.v1.Misc"
 
     def __init__(self) -> None:
+        self.gate = asyncio.Event()
         self.started = asyncio.Event()
         self.cancelled = asyncio.Event()
         self.contexts: list[CallContext] = []
@@ -61,6 +62,12 @@ class Misc(Service):
         if kind == "none":
             return None  # type: ignore[return-value]
         raise ValueError("boom")
+
+    @rpc
+    async def gated(self, request: EchoRequest, context: CallContext) -> EchoResponse:
+        if request.payload == b"wait":
+            await self.gate.wait()
+        return EchoResponse(seq=request.seq)
 
     @rpc
     async def big(self, request: EchoRequest, context: CallContext) -> EchoResponse:
@@ -366,11 +373,13 @@ async def test_peer_disconnecting_mid_call_cancels_handler() -> None:
 
 
 async def test_replies_in_completion_order() -> None:
-    async with serving(Misc()) as (_, address):
+    misc = Misc()
+    async with serving(misc) as (_, address):
         raw = await RawConnection.open(address)
-        await raw.send_request(1, "test.v1.Misc", "Sleep", bytes(EchoRequest(seq=300)))
-        await raw.send_request(3, "test.v1.Misc", "Sleep", bytes(EchoRequest(seq=0)))
+        await raw.send_request(1, "test.v1.Misc", "Gated", bytes(EchoRequest(payload=b"wait")))
+        await raw.send_request(3, "test.v1.Misc", "Gated", bytes(EchoRequest(seq=3)))
         assert (await raw.read_response())[0] == 3
+        misc.gate.set()
         assert (await raw.read_response())[0] == 1
         await raw.close()
 
