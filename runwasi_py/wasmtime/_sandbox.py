@@ -9,6 +9,15 @@ thread (wasmtime releases the GIL inside wasm): load, configure WASI (which open
 stdio FIFOs), instantiate, call. A kill is looked for between those steps too, so one
 that lands before the guest runs needs no trap.
 
+Exit statuses: ``proc_exit`` is our own host function (wasmtime's refuses 126 and up); a
+trap, or the memory limit, is 137 with the message on the container's stderr; a kill is
+128 + signal. wasmtime-py's store limits make a refused ``memory.grow`` return -1 with no
+callback, so "out of memory" is inferred: a trap with the memory near the limit.
+
+Limits: epoch interruption reaches wasm code only. A guest inside a host call is stopped
+when the call returns: a blocked stdin read is woken (see ``_stdio``), but a ``sleep``
+(``poll_oneoff`` on a clock) runs to its end.
+
 ``import wasmtime`` costs ~28 ms, more than a shim's whole ``start`` budget, so this module
 imports it only inside methods; importing the shim class stays cheap.
 """
@@ -157,7 +166,10 @@ class WasmtimeSandbox(Sandbox):
         ctx.on_kill(self.interrupt)
         before = _renice(self.worker_nice) if self.worker_nice else None
         try:
-            return self._run(ctx)
+            code = self._run(ctx)
+            # Killed, but the guest got to its end first (it sat in a host call, where no
+            # epoch check happens): still killed, as a process would be.
+            return code if ctx.kill_signal is None else _killed_status(ctx)
         except _Killed:
             return _killed_status(ctx)
         finally:
