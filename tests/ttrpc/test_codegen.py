@@ -236,6 +236,34 @@ def test_rpcs_that_collide_in_python_are_an_error(tmp_path: Path) -> None:
     assert "rpcs GetFoo and Get_Foo would both be the Python method get_foo" in result.stderr
 
 
+def test_a_package_python_cannot_import_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "k.proto").write_text(
+        'syntax = "proto3";\npackage my.import.v1;\nmessage M {}\n'
+        "service S { rpc Do(M) returns (M); }\n"
+    )
+    result = _protoc(
+        tmp_path,
+        f"-I{tmp_path}",
+        f"--plugin=protoc-gen-ttrpc-python={_plugin(tmp_path)}",
+        f"--ttrpc-python_out={tmp_path}",
+        "--ttrpc-python_opt=messages_package=x",
+        str(tmp_path / "k.proto"),
+    )
+    assert result.returncode != 0
+    assert "x.my.import.v1, which Python cannot import ('import')" in result.stderr
+    _run_plugin(
+        tmp_path,
+        tmp_path,
+        tmp_path / "out",
+        "messages_package=x,Mmy.import.v1=x.my_import_v1",
+        str(tmp_path / "k.proto"),
+    )
+    assert (
+        "import x.my_import_v1 as pb_x_my_import_v1"
+        in (tmp_path / "out" / "my" / "import" / "v1" / "k_ttrpc.py").read_text()
+    )
+
+
 def test_files_without_services_produce_nothing(tmp_path: Path) -> None:
     (tmp_path / "m.proto").write_text('syntax = "proto3";\npackage p;\nmessage M {}\n')
     out = tmp_path / "out"

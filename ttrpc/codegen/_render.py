@@ -7,6 +7,7 @@ ends in a magic trailing comma, so the formatter keeps it as written) and passes
 
 from __future__ import annotations
 
+import keyword
 import posixpath
 import textwrap
 from collections.abc import Iterator
@@ -75,6 +76,12 @@ class _Imports:
             raise ValueError(f"type {proto_type} is not defined in any file protoc passed")
         package, prefixed = self.index[proto_type]
         module = self.options.module_for(package)
+        bad = [p for p in module.split(".") if not p.isidentifier() or keyword.iskeyword(p)]
+        if bad:
+            raise ValueError(
+                f"type {proto_type} would come from module {module}, which Python cannot "
+                f"import ({bad[0]!r}); map its package with M{package}=<python.module>"
+            )
         if module not in self.aliases:
             self.aliases[module] = module_alias(module, self.taken)
         return f"{self.aliases[module]}.{message_class_name(prefixed)}"
