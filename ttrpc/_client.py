@@ -215,7 +215,7 @@ class Client:
         ctx = CallContext(
             service,
             method,
-            metadata if isinstance(metadata, Metadata) else Metadata(metadata),
+            Metadata(metadata),  # a copy: interceptors may change it
             None if timeout is None else time.monotonic() + timeout,
         )
 
