@@ -1,16 +1,31 @@
 """Task events to containerd: one ordered queue, ``Events/Forward``, retry without loss.
 
 Theory of operation: :meth:`EventPublisher.publish` never blocks and never does IO. It
-stamps the event with the current time, packs it into an ``Any`` with the bare type url
-containerd 1.6 needs, and appends it to one FIFO queue (callable from any thread). A single
-background task owns one ttrpc connection to containerd's ``TTRPC_ADDRESS`` and forwards the
-head of the queue, one event at a time, so the order containerd sees is the publish order.
+stamps the event with the current time, encodes the whole ``ForwardRequest`` at once (an
+``Any`` with the bare type url containerd 1.6 needs; see :mod:`runwasi_py._events_wire`) and
+appends the bytes to one FIFO queue (callable from any thread). A single background task owns
+one ttrpc connection to containerd's ``TTRPC_ADDRESS`` and forwards the head of the queue,
+one event at a time, so the order containerd sees is the publish order.
 An event leaves the queue only once containerd acknowledged it. If the connection cannot be
 made or breaks (containerd restarting), the same event is retried after a capped exponential
 backoff on a fresh connection, forever: losing a TaskExit would leave a task hanging in
 containerd. An event that containerd *answers* with an error (for instance InvalidArgument for
 a bad namespace) is retried a few times and then dropped with an error log, because it would
-otherwise block every later event. The queue is bounded; overflowing it is logged loudly.
+otherwise block every later event.
+
+Why strictly one call in flight: containerd's ttrpc server runs each request in its own
+goroutine, so two pipelined Forward calls may be published in either order (a TaskExit before
+its TaskStart). Throughput comes from making each round trip cheap instead: the request is
+pre-encoded bytes, the reply (``Empty``) is not decoded, and the metadata is built once.
+A call gets no per-call ttrpc deadline either: arming and cancelling ``asyncio.timeout`` in
+the client (and the server's matching one) roughly doubled the CPU of a round trip. A
+watchdog timer that ticks every ``call_timeout / 2`` while a call is in flight abandons a
+connection whose call is older than ``call_timeout`` (so a wedged containerd is noticed
+within 1.5 x ``call_timeout``) and the event is retried on a fresh connection.
+
+The queue absorbs bursts: it holds encoded bytes (a few hundred bytes per event), warns
+loudly as the backlog grows past each power of ten from 10,000, and only past a safety cap
+(default 1,000,000 events, a few hundred MB) does it drop, with an error log.
 
 The Go shim re-queues a failed event at most 5 times and then drops it; runwasi sends once
 and drops on any error.
@@ -29,10 +44,8 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 import betterproto2
 
 import ttrpc
+from runwasi_py._events_wire import encode_forward
 from runwasi_py._proto import (
-    Empty,
-    Envelope,
-    ForwardRequest,
     TaskCheckpointed,
     TaskCreate,
     TaskDelete,
@@ -43,7 +56,7 @@ from runwasi_py._proto import (
     TaskPaused,
     TaskResumed,
     TaskStart,
-    pack_any,
+    full_name,
 )
 
 if TYPE_CHECKING:
@@ -79,6 +92,28 @@ _TOPICS: dict[type[betterproto2.Message], str] = {
 # Errors that say "containerd is not there right now": retried without limit.
 _TRANSPORT_CODES = frozenset({ttrpc.Code.UNAVAILABLE, ttrpc.Code.DEADLINE_EXCEEDED})
 _ANSWERED_RETRIES = 5
+DEFAULT_MAX_QUEUE: Final = 1_000_000
+_BACKLOG_WARN_FROM = 10_000
+
+
+class _Encoded:
+    """A message already in wire form: ttrpc only needs ``SerializeToString``/``FromString``."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def FromString(cls, data: bytes) -> _Encoded:
+        # The reply is google.protobuf.Empty: nothing in it is worth decoding.
+        return _EMPTY
+
+
+_EMPTY: Final = _Encoded()
 
 
 def topic_for(event: betterproto2.Message) -> str:
@@ -110,9 +145,9 @@ class NullEventSink(EventSink):
 class _Item:
     __slots__ = ("attempts", "request", "topic")
 
-    def __init__(self, topic: str, request: ForwardRequest) -> None:
+    def __init__(self, topic: str, request: bytes) -> None:
         self.topic = topic
-        self.request = request
+        self.request = _Encoded(request)
         self.attempts = 0
 
 
@@ -133,7 +168,7 @@ class EventPublisher(EventSink):
         ttrpc_address: str,
         namespace: str,
         *,
-        max_queue: int = 4096,
+        max_queue: int = DEFAULT_MAX_QUEUE,
         call_timeout: float = 5.0,
         backoff_initial: float = 0.1,
         backoff_max: float = 2.0,
@@ -158,6 +193,11 @@ class EventPublisher(EventSink):
         self._dropped = 0
         self._forwarded = 0
         self._task: asyncio.Task[None] | None = None
+        self._metadata = [(NAMESPACE_METADATA_KEY, namespace)]
+        self._call_started: float | None = None  # loop time of the Forward in flight
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._abandoned: set[asyncio.Task[None]] = set()  # connections being closed
+        self._warn_at = _BACKLOG_WARN_FROM
 
     # --- producer side -------------------------------------------------------------
 
@@ -165,15 +205,13 @@ class EventPublisher(EventSink):
         """Queue ``event`` under ``topic``; returns at once. Thread-safe.
 
         The envelope's timestamp is taken now, so it reflects when the event happened
-        rather than when containerd finally received it.
+        rather than when containerd finally received it; the event is encoded now, so later
+        changes to the message object do not leak into what containerd sees.
         """
-        envelope = Envelope(
-            timestamp=self._clock(),
-            namespace=self.namespace,
-            topic=topic,
-            event=pack_any(event),
+        data = encode_forward(
+            self._clock(), self.namespace, topic, full_name(type(event)), bytes(event)
         )
-        item = _Item(topic, ForwardRequest(envelope=envelope))
+        item = _Item(topic, data)
         with self._lock:
             if self._closing:
                 logger.error("event publisher closed: dropping %s event", topic)
@@ -191,6 +229,16 @@ class EventPublisher(EventSink):
                 )
                 return
             self._queue.append(item)
+            backlog = len(self._queue)
+            if backlog >= self._warn_at:
+                self._warn_at *= 10
+                logger.warning(
+                    "event backlog: %d events waiting for containerd at %s (%d forwarded "
+                    "so far); containerd is slow or away",
+                    backlog,
+                    self.address,
+                    self._forwarded,
+                )
         if threading.get_ident() == self._loop_thread:
             self._kick()
         else:
@@ -251,6 +299,8 @@ class EventPublisher(EventSink):
         with self._lock:
             if self._queue and self._queue[0] is item:
                 self._queue.popleft()
+            if not self._queue:
+                self._warn_at = _BACKLOG_WARN_FROM  # drained: warn again on the next backlog
 
     def _retry_after(self, item: _Item, exc: Exception) -> bool:
         """Log the failure; True to retry ``item``, False to drop it."""
@@ -288,7 +338,7 @@ class EventPublisher(EventSink):
         )
         return False
 
-    async def _forward(self, request: ForwardRequest) -> None:
+    async def _forward(self, request: _Encoded) -> None:
         client = self._client
         if client is None or client.closed:
             if client is not None:
@@ -297,14 +347,16 @@ class EventPublisher(EventSink):
             async with asyncio.timeout(self._call_timeout):
                 client = await ttrpc.Client.connect(self.address)
             self._client = client
+        self._call_started = self._loop.time()
+        if self._watchdog is None:
+            self._watchdog = self._loop.call_later(self._call_timeout / 2, self._check_call)
         try:
             await client.call(
                 EVENTS_SERVICE,
                 "Forward",
                 request,
-                Empty,
-                timeout=self._call_timeout,
-                metadata={NAMESPACE_METADATA_KEY: self.namespace},
+                _Encoded,
+                metadata=self._metadata,  # pairs go out verbatim: no per-call Metadata
             )
         except (ttrpc.ClosedError, TimeoutError, OSError):
             self._client = None
@@ -316,6 +368,30 @@ class EventPublisher(EventSink):
                 self._client = None
                 await client.close()
             raise
+        finally:
+            self._call_started = None
+
+    def _check_call(self) -> None:
+        """The watchdog: abandon the connection if its Forward is older than call_timeout."""
+        self._watchdog = None
+        started = self._call_started
+        if started is None:
+            return  # idle: the next call re-arms
+        if self._loop.time() - started < self._call_timeout:
+            self._watchdog = self._loop.call_later(self._call_timeout / 2, self._check_call)
+            return
+        client, self._client = self._client, None
+        if client is None:
+            return
+        logger.warning(
+            "containerd at %s did not answer a Forward within %.1f s: reconnecting",
+            self.address,
+            self._call_timeout,
+        )
+        # closing fails the pending call with ClosedError: the event is retried afresh
+        task = self._loop.create_task(client.close())
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
 
     async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - a bounded drain, see close()
         """Wait until every queued event was forwarded (or dropped); False on timeout."""
@@ -350,9 +426,14 @@ class EventPublisher(EventSink):
             logger.error(
                 "event publisher closed with %d events not delivered to %s", lost, self.address
             )
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         client, self._client = self._client, None
         if client is not None:
             await client.close()
+        for abandoned in list(self._abandoned):
+            await abandoned
 
     async def __aenter__(self) -> EventPublisher:
         return self
