@@ -157,6 +157,10 @@ class EventPublisher(EventSink):
     Create it inside the event loop that will run the forwarding task (the daemon's loop);
     ``publish`` may then be called from any thread.
 
+    ``max_queue`` is a safety cap on events waiting for containerd (beyond it they are
+    dropped with an error log); a warning is logged when the backlog first reaches
+    ``backlog_warning`` and again at each tenfold, re-armed once the queue drains.
+
     Example:
         >>> publisher = EventPublisher(os.environ["TTRPC_ADDRESS"], "default")
         >>> publisher.publish("/tasks/start", TaskStart(container_id="c1", pid=42))
@@ -173,6 +177,7 @@ class EventPublisher(EventSink):
         backoff_initial: float = 0.1,
         backoff_max: float = 2.0,
         clock: Callable[[], datetime.datetime] | None = None,
+        backlog_warning: int = _BACKLOG_WARN_FROM,
     ) -> None:
         self.address = ttrpc_address
         self.namespace = namespace
@@ -197,7 +202,8 @@ class EventPublisher(EventSink):
         self._call_started: float | None = None  # loop time of the Forward in flight
         self._watchdog: asyncio.TimerHandle | None = None
         self._abandoned: set[asyncio.Task[None]] = set()  # connections being closed
-        self._warn_at = _BACKLOG_WARN_FROM
+        self._backlog_warning = backlog_warning
+        self._warn_at = backlog_warning
 
     # --- producer side -------------------------------------------------------------
 
@@ -300,7 +306,7 @@ class EventPublisher(EventSink):
             if self._queue and self._queue[0] is item:
                 self._queue.popleft()
             if not self._queue:
-                self._warn_at = _BACKLOG_WARN_FROM  # drained: warn again on the next backlog
+                self._warn_at = self._backlog_warning  # drained: warn again on the next backlog
 
     def _retry_after(self, item: _Item, exc: Exception) -> bool:
         """Log the failure; True to retry ``item``, False to drop it."""

@@ -12,16 +12,29 @@ from pathlib import Path
 import pytest
 
 import ttrpc
-from runwasi_py._events import EventPublisher, EventSink, NullEventSink, topic_for
+from runwasi_py._events import (
+    EVENTS_SERVICE,
+    EventPublisher,
+    EventSink,
+    NullEventSink,
+    topic_for,
+)
 from runwasi_py._events_fake import RecordingEventsServer
+from runwasi_py._events_wire import decode_forward, encode_forward
 from runwasi_py._proto import (
     GO_ZERO_TIME,
+    Any,
     Empty,
+    Envelope,
+    ForwardRequest,
     TaskCreate,
     TaskDelete,
     TaskExit,
     TaskOom,
     TaskStart,
+    full_name,
+    pack_any,
+    unpack_any,
 )
 
 pytestmark = pytest.mark.anyio
@@ -230,3 +243,165 @@ def test_null_sink_discards() -> None:
     sink = NullEventSink()
     assert isinstance(sink, EventSink)
     sink.publish("/tasks/start", TaskStart(container_id="c"))  # no loop, no error
+
+
+async def test_burst_arrives_complete_and_in_order(events: RecordingEventsServer) -> None:
+    # 1,250 tasks' lifecycles published at once: more than the old 4,096 bound
+    publisher = fast(events.address)
+    expected = [(t, cid) for i in range(1250) for cid in [f"t{i}"] for t, _ in lifecycle(cid)]
+    for i in range(1250):
+        for topic, event in lifecycle(f"t{i}"):
+            publisher.publish(topic, event)
+    assert publisher.pending > 0  # publish returned before anything could be forwarded
+    got = await events.wait_for(5000, timeout=50)
+    await publisher.close()
+    assert [(e.topic, getattr(e.event, "container_id", None)) for e in got] == expected
+    assert publisher.forwarded == 5000
+    assert publisher.dropped == 0
+
+
+async def test_burst_from_several_threads_keeps_each_threads_order(
+    events: RecordingEventsServer,
+) -> None:
+    publisher = fast(events.address)
+
+    def worker(name: str) -> None:
+        for i in range(500):
+            publisher.publish("/tasks/start", TaskStart(container_id=name, pid=i))
+
+    threads = [threading.Thread(target=worker, args=(f"w{n}",)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        await asyncio.to_thread(thread.join)
+    got = await events.wait_for(2000, timeout=50)
+    await publisher.close()
+    for n in range(4):
+        pids = [
+            e.event.pid
+            for e in got
+            if isinstance(e.event, TaskStart) and e.event.container_id == f"w{n}"
+        ]
+        assert pids == list(range(500))
+    assert publisher.dropped == 0
+
+
+async def test_backlog_warns_then_rearms_after_draining(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    events = RecordingEventsServer(tmp_path / "events.sock")  # containerd away for now
+    publisher = fast(events.address, backlog_warning=10)
+    with caplog.at_level(logging.WARNING, "runwasi_py.events"):
+        for i in range(120):
+            publisher.publish("/tasks/start", TaskStart(container_id=str(i)))
+    backlog = [r.getMessage() for r in caplog.records if "event backlog" in r.getMessage()]
+    assert len(backlog) == 2  # at 10 and at 100
+    assert backlog[0].startswith("event backlog: 10 events waiting")
+    assert publisher.dropped == 0
+    await events.start()
+    try:
+        await events.wait_for(120)
+        assert await publisher.flush(timeout=10)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "runwasi_py.events"):
+            await events.stop()
+            for i in range(10):
+                publisher.publish("/tasks/exit", TaskExit(container_id=str(i)))
+        assert "event backlog: 10 events waiting" in caplog.text
+    finally:
+        await publisher.close(timeout=0.05)
+        await events.stop()
+
+
+async def test_naive_clock_is_a_clear_error(events: RecordingEventsServer) -> None:
+    publisher = fast(events.address, clock=lambda: datetime.datetime(2026, 1, 1))
+    with pytest.raises(ValueError, match="timezone aware"):
+        publisher.publish("/tasks/start", TaskStart(container_id="c"))
+    await publisher.close()
+    assert publisher.pending == 0
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        datetime.datetime(2026, 11, 28, 23, 59, 59, 123456, tzinfo=datetime.UTC),
+        datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC),  # all-zero Timestamp
+        datetime.datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=datetime.UTC),  # negative
+        GO_ZERO_TIME,
+        datetime.datetime(2026, 1, 1, 2, tzinfo=datetime.timezone(datetime.timedelta(hours=2))),
+    ],
+)
+@pytest.mark.parametrize(
+    ("namespace", "event"),
+    [
+        (
+            "default",
+            TaskExit(container_id="c1", id="c1", pid=7, exit_status=3, exited_at=GO_ZERO_TIME),
+        ),
+        ("", TaskOom()),  # empty strings and an empty event are omitted, as proto3 does
+        ("k8s.io", TaskCreate(container_id="x" * 300, bundle="/b")),  # multi-byte lengths
+    ],
+)
+def test_wire_encoding_is_byte_identical_to_betterproto(
+    stamp: datetime.datetime, namespace: str, event: TaskExit | TaskOom | TaskCreate
+) -> None:
+    topic = topic_for(event)
+    reference = ForwardRequest(
+        envelope=Envelope(timestamp=stamp, namespace=namespace, topic=topic, event=pack_any(event))
+    )
+    data = encode_forward(stamp, namespace, topic, full_name(type(event)), bytes(event))
+    assert data == bytes(reference)
+    fields = decode_forward(data)
+    assert fields.timestamp == stamp
+    assert (fields.namespace, fields.topic) == (namespace, topic)
+    assert fields.type_url == full_name(type(event))
+    assert unpack_any(Any(type_url=fields.type_url, value=fields.value)) == event
+    # and what betterproto2 encodes, the hand decoder reads
+    assert decode_forward(bytes(reference)) == fields
+
+
+def test_wire_decoder_skips_unknown_fields_and_reports_absent_ones() -> None:
+    # field 9 (varint), field 10 (fixed64), field 11 (fixed32) around an envelope
+    data = b"\x48\x01" + b"\x51" + bytes(8) + b"\x5d" + bytes(4) + bytes(ForwardRequest())
+    fields = decode_forward(data)
+    assert fields.timestamp is None
+    assert fields.type_url is None
+    assert (fields.namespace, fields.topic, fields.value) == ("", "", b"")
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"\x0a\x05ab", "runs past the end"),
+        (b"\x0a", "truncated varint"),
+        (b"\x0b", "unsupported wire type 3"),
+        (b"\x0a\x03\x12\x01\xff", "decode"),  # namespace not UTF-8
+        (b"\x0a\x0c\x0a\x0a\x08" + b"\xff" * 8 + b"\x7f", "out of range"),
+    ],
+)
+def test_wire_decoder_rejects_malformed_input(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        decode_forward(data)
+
+
+async def test_fake_answers_malformed_request_with_invalid_argument(
+    events: RecordingEventsServer,
+) -> None:
+    class Raw:
+        def __init__(self, data: bytes = b"") -> None:
+            self.data = data
+
+        def SerializeToString(self) -> bytes:
+            return self.data
+
+        @classmethod
+        def FromString(cls, data: bytes) -> Raw:
+            return cls(data)
+
+    async with await ttrpc.Client.connect(events.address) as client:
+        with pytest.raises(ttrpc.TtrpcError, match="malformed ForwardRequest") as info:
+            await client.call(EVENTS_SERVICE, "Forward", Raw(b"\x0a\x05ab"), Raw)
+        assert info.value.code == ttrpc.Code.INVALID_ARGUMENT
+        with pytest.raises(ttrpc.TtrpcError, match="envelope and event required"):
+            await client.call(EVENTS_SERVICE, "Forward", Raw(b""), Raw)
+    assert events.events == []
