@@ -27,7 +27,8 @@ from ttrpc._context import CallContext
 from ttrpc._envelope import Request
 from ttrpc._errors import Code, TtrpcError, status_from_exception
 from ttrpc._metadata import Metadata
-from ttrpc._peercred import PeerCheck, PeerCredentials, peer_credentials, require_same_user
+from ttrpc._peercred import PeerCheck, PeerCredentials, peer_credentials
+from ttrpc._peercred import require_same_user as _same_user_check
 from ttrpc._protocol import FrameProtocol, logger
 from ttrpc._service import MethodKind, MethodSpec, Service
 from ttrpc._stream import STREAM_FULL, Inbox, RequestStream
@@ -375,7 +376,7 @@ class Server:
         self._services: dict[str, dict[str, _Method]] = {}
         self._peer_check: PeerCheck | None = peer_check
         if require_same_user:
-            same = _require_same_user()
+            same = _same_user_check()  # the parameter shadows the function's name
             self._peer_check = same if peer_check is None else _both(same, peer_check)
         self._listeners: list[asyncio.Server] = []
         self._paths: list[tuple[str, int]] = []
@@ -521,10 +522,6 @@ class Server:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
-
-
-def _require_same_user() -> PeerCheck:
-    return require_same_user()
 
 
 def _both(a: PeerCheck, b: PeerCheck) -> PeerCheck:

@@ -66,3 +66,46 @@ async def test_rejected_peer_is_closed_silently(caplog: pytest.LogCaptureFixture
             assert await wait_for(lambda: server.connection_count == 0)
             await asyncio.sleep(0)
     assert any("invalid credentials" in r.getMessage() for r in caplog.records)
+
+
+_OTHER_USER_CLIENT = """
+import os, socket, sys
+os.setgid(65534)
+os.setuid(65534)
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(bytes.fromhex(sys.argv[1]))
+s.settimeout(10)
+try:
+    s.sendall(bytes.fromhex(sys.argv[2]))
+    print(len(s.recv(100)))
+except (BrokenPipeError, ConnectionResetError):  # closed on us: a reset, not a reply
+    print(0)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become another user")
+async def test_same_user_server_rejects_another_user() -> None:
+    import sys
+
+    from ttrpc._envelope import Request, encode_request
+    from ttrpc._wire import pack_header
+
+    body = encode_request(Request("test.v1.Who", "Who"))
+    frame = (pack_header(len(body), 1, 1, 0) + body).hex()
+    async with serving(Who(), require_same_user=True) as (server, address):
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _OTHER_USER_CLIENT,
+            address.encode().hex(),
+            frame,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err.decode()
+        assert out.strip() == b"0"  # closed without a reply
+        assert server.connection_count == 0
+        # and the same user still gets served
+        async with await Client.connect(address) as client:
+            await client.call("test.v1.Who", "Who", TestPayload(), TestPayload)
