@@ -28,6 +28,7 @@ import contextlib
 import functools
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -37,7 +38,7 @@ from runwasi_py._context import RuntimeContext
 from runwasi_py._errors import InvalidArgument
 from runwasi_py._sandbox import Sandbox
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
-from runwasi_py.wasmtime._stdio import FifoUnblocker, stdin_opens_at_once
+from runwasi_py.wasmtime._stdio import AppendingOutput, FifoUnblocker, stdin_opens_at_once
 
 if TYPE_CHECKING:
     import wasmtime
@@ -108,6 +109,7 @@ class WasmtimeSandbox(Sandbox):
         self._lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
         self._fifos: FifoUnblocker | None = None
+        self._appenders: list[AppendingOutput] = []  # worker thread only
 
     # -- Sandbox hooks --------------------------------------------------------------
 
@@ -178,6 +180,9 @@ class WasmtimeSandbox(Sandbox):
                 self._engine = None
             if fifos is not None:
                 fifos.close()
+            for appender in self._appenders:
+                appender.close()
+            self._appenders.clear()
             if before is not None:
                 # The framework may reuse this thread; raising priority back needs
                 # CAP_SYS_NICE (a root shim has it), so this is best effort.
@@ -288,10 +293,18 @@ class WasmtimeSandbox(Sandbox):
         if stdio.stdin:
             with stdin_opens_at_once(stdio.stdin):
                 wasi.stdin_file = stdio.stdin
-        if stdio.stdout:
-            wasi.stdout_file = stdio.stdout
-        if stdio.stderr:
-            wasi.stderr_file = stdio.stderr
+        for path, native, custom in (
+            (stdio.stdout, "stdout_file", "stdout_custom"),
+            (stdio.stderr, "stderr_file", "stderr_custom"),
+        ):
+            if not path:
+                continue
+            if _is_regular_or_missing(path):
+                appender = AppendingOutput(path)
+                self._appenders.append(appender)
+                setattr(wasi, custom, appender)
+            else:
+                setattr(wasi, native, path)
         return wasi
 
     def _run_module(self, ctx: RuntimeContext, store: wasmtime.Store, module: Any) -> int:
@@ -542,6 +555,15 @@ def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
     except Exception:  # a store that cannot be inspected: not our verdict
         return False
     return used > 0 and used + max(2 * _PAGE, limit // 4) > limit
+
+
+def _is_regular_or_missing(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
 
 
 def _is_dir_bind(kind: str, options: tuple[str, ...], source: str) -> bool:

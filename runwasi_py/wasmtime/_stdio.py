@@ -4,6 +4,7 @@ wasmtime-py takes stdio only as paths and opens them itself, and opening one end
 blocks until the other end is opened.
 
 - stdin: :func:`stdin_opens_at_once` (the client may never open its end).
+- stdout/stderr in a regular file (``file://`` log URIs): :class:`AppendingOutput`.
 - stdout/stderr: containerd opens its readers before Create, so the open normally returns
   at once; it is allowed to wait for a late reader. But a task killed while the worker
   waits (a peer that never came) must still exit, and a guest blocked in ``fd_read`` on
@@ -23,12 +24,13 @@ function entry or loop header.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import threading
 from collections.abc import Iterator
 
-__all__ = ["FifoUnblocker", "stdin_opens_at_once"]
+__all__ = ["AppendingOutput", "FifoUnblocker", "stdin_opens_at_once"]
 
 
 class FifoUnblocker:
@@ -92,6 +94,40 @@ def stdin_opens_at_once(path: str) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+class AppendingOutput:
+    """stdout/stderr into a regular file, appended, as wasmtime's ``*_custom`` callback.
+
+    wasmtime-py opens an output path with ``O_TRUNC`` and writes at its own offset, which
+    would wipe a log file (``ctr run --log-uri file://…``) and let stdout and stderr
+    overwrite each other when they share it. runc's shim appends; so does this. It runs
+    Python (with the GIL) per write, so it is used for regular files only, never for
+    containerd's FIFOs. Open on the worker thread; close after the Store is gone.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+
+    def __call__(self, data: bytes) -> int:
+        fd = self.fd
+        if fd is None:
+            return -errno.EBADF
+        view = memoryview(data)
+        try:
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError as exc:  # never raise: wasmtime-py would only print it
+            return -(exc.errno or errno.EIO)
+        return len(data)
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def _is_fifo(path: str) -> bool:

@@ -335,7 +335,7 @@ def test_run_fills_the_compile_cache(tmp_path: Path, cache_dir: Path) -> None:
 
     _shared.clear()  # a new shim process: nothing verified in memory
     assert run(WasmtimeSandbox(), make_ctx(tmp_path, "hello")) == 0
-    assert out(tmp_path) == "hello world\n"
+    assert out(tmp_path) == "hello world\n" * 2  # both runs, appended to one file
 
 
 def test_compile_refuses_non_wasm() -> None:
@@ -620,3 +620,31 @@ def test_killed_during_a_host_call_is_still_killed(tmp_path: Path) -> None:
     time.sleep(0.1)  # most likely inside the sleep now; the status is 143 either way
     kill(sandbox, ctx, signal.SIGTERM)
     assert fut.result(20) == 143
+
+
+def test_a_shared_log_file_is_appended_not_truncated(tmp_path: Path) -> None:
+    """``ctr run --log-uri file://…``: stdout and stderr are one file that already has lines."""
+    log_file = tmp_path / "container.log"
+    log_file.write_text("earlier line\n")
+    stdio = Stdio(stdout=str(log_file), stderr=str(log_file))
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "stderr", stdio=stdio)) == 0
+    assert log_file.read_text() == "earlier line\nto stdout\nto stderr\n"
+
+
+def test_trap_message_is_appended_to_a_log_file(tmp_path: Path) -> None:
+    log_file = tmp_path / "container.log"
+    stdio = Stdio(stdout=str(log_file), stderr=str(log_file))
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "trap", stdio=stdio)) == 137
+    text = log_file.read_text()
+    assert text.startswith("before\n")
+    assert "integer divide by zero" in text
+
+
+def test_appending_output_reports_errors_instead_of_raising(tmp_path: Path) -> None:
+    from runwasi_py.wasmtime._stdio import AppendingOutput
+
+    out_file = AppendingOutput(str(tmp_path / "f"))
+    assert out_file(b"abc") == 3
+    out_file.close()
+    assert out_file(b"x") < 0
+    assert (tmp_path / "f").read_bytes() == b"abc"
