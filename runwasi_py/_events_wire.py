@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import datetime
+import functools
 from dataclasses import dataclass
 from typing import Final
 
@@ -52,6 +53,12 @@ def _field(tag: int, payload: bytes) -> bytes:
     return _varint(tag << 3 | 2) + _varint(len(payload)) + payload
 
 
+@functools.lru_cache(maxsize=1024)
+def _string_field(tag: int, text: str) -> bytes:
+    """A string field, cached: namespaces, topics and type urls are a handful of values."""
+    return _field(tag, text.encode()) if text else b""
+
+
 def _timestamp(when: datetime.datetime) -> bytes:
     if when.tzinfo is None:
         raise ValueError(f"event timestamp must be timezone aware, got {when!r}")
@@ -74,17 +81,17 @@ def encode_forward(
     Empty strings and zero numbers are omitted (proto3); the timestamp and the Any are
     always present, as betterproto2 writes a set message field even when it is empty.
     """
-    any_ = b""
-    if type_url:
-        any_ += _field(1, type_url.encode())
+    any_ = _string_field(1, type_url)
     if value:
         any_ += _field(2, value)
-    envelope = _field(1, _timestamp(timestamp))
-    if namespace:
-        envelope += _field(2, namespace.encode())
-    if topic:
-        envelope += _field(3, topic.encode())
-    envelope += _field(4, any_)
+    envelope = b"".join(
+        (
+            _field(1, _timestamp(timestamp)),
+            _string_field(2, namespace),
+            _string_field(3, topic),
+            _field(4, any_),
+        )
+    )
     return _field(1, envelope)
 
 
