@@ -127,7 +127,10 @@ def one_run(c8d: PrivateContainerd, kind: str) -> float:
     )
     dt = time.perf_counter() - t0
     if res.returncode != 0 or "Hello" not in res.stdout:
-        raise RuntimeError(f"{kind} run failed ({res.returncode}): {res.stderr.strip()}")
+        raise RuntimeError(
+            f"{kind} run failed ({res.returncode}): {res.stderr.strip()}\n"
+            f"--- containerd log (tail) ---\n{c8d.log_tail(30)}"
+        )
     return dt
 
 
