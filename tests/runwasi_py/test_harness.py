@@ -22,7 +22,7 @@ from runwasi_py.containerd import (
     render_config,
 )
 from runwasi_py.containerd._cleanup import _unescape, mounts_under, process_alive
-from tests.integration._require import require_containerd
+from tests.integration._require import require_containerd, unavailable
 
 
 def test_config_puts_everything_under_workdir_and_disables_cri() -> None:
@@ -224,3 +224,19 @@ def test_cli_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "stopped containerd" in capsys.readouterr().out
     assert not process_alive(pid)
     assert main(["containerd", "status", "--dir", d]) == 3
+
+
+def test_unavailable_skips_outside_ci_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no containerd here"):
+        unavailable("no containerd here")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true but no containerd here"):
+        unavailable("no containerd here")
+
+
+def test_require_containerd_reports_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        require_containerd()
