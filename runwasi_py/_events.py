@@ -390,7 +390,7 @@ class EventPublisher(EventSink):
         if client is None:
             return
         logger.warning(
-            "containerd at %s did not answer a Forward within %.1f s: reconnecting",
+            "containerd at %s did not answer a Forward within %g s: reconnecting",
             self.address,
             self._call_timeout,
         )

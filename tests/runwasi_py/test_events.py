@@ -225,18 +225,29 @@ async def test_close_flushes_then_refuses(
     assert len(events.events) == 5
 
 
-async def test_slow_containerd_times_out_and_retries(events: RecordingEventsServer) -> None:
+async def test_slow_containerd_times_out_and_retries(
+    events: RecordingEventsServer, caplog: pytest.LogCaptureFixture
+) -> None:
     events.delay_replies(0.3)
     publisher = EventPublisher(
         events.address, "default", call_timeout=0.05, backoff_initial=0.01, backoff_max=0.02
     )
-    publisher.publish("/tasks/start", TaskStart(container_id="slow"))
-    await asyncio.sleep(0.2)
-    events.delay_replies(0)
-    await events.wait_for(lambda evs: any(e.topic == "/tasks/start" for e in evs))
+    with caplog.at_level(logging.WARNING, "runwasi_py.events"):
+        publisher.publish("/tasks/start", TaskStart(container_id="slow"))
+        await asyncio.sleep(0.2)
+        events.delay_replies(0)
+        await events.wait_for(lambda evs: any(e.topic == "/tasks/start" for e in evs))
+        publisher.publish("/tasks/exit", TaskExit(container_id="slow"))
+        await events.wait_for(lambda evs: any(e.topic == "/tasks/exit" for e in evs))
     await publisher.close()
+    # the watchdog abandoned the wedged connection (no per-call ttrpc deadline is used)
+    assert "did not answer a Forward within 0.05 s: reconnecting" in caplog.text
     assert publisher.dropped == 0
     assert publisher.pending == 0
+    # at least once: the slow replies may also have been recorded, but never out of order
+    topics = events.topics
+    assert topics[-1] == "/tasks/exit"
+    assert set(topics[:-1]) == {"/tasks/start"}
 
 
 def test_null_sink_discards() -> None:
