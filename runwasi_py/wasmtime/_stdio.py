@@ -1,7 +1,7 @@
-"""The container's stdio FIFOs: never let an open or a read outlive a kill.
+"""The container's stdio for wasmtime-py: FIFOs that cannot outlive a kill, appended logs.
 
-wasmtime-py takes stdio only as paths and opens them itself, and opening one end of a FIFO
-blocks until the other end is opened.
+wasmtime-py takes stdio only as paths (or a Python callback) and opens them itself, and
+opening one end of a FIFO blocks until the other end is opened.
 
 - stdin: :func:`stdin_opens_at_once` (the client may never open its end).
 - stdout/stderr in a regular file (``file://`` log URIs): :class:`AppendingOutput`.
