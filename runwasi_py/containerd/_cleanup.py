@@ -61,7 +61,8 @@ def processes_of(address: Path, workdir: Path) -> list[int]:
             continue
         args = [a.decode(errors="replace") for a in argv]
         match = any(
-            a == addr and i > 0 and args[i - 1] in ("-address", "--address")
+            # Shims take Go-style "-address"; ctr's "--address" is a client, not a leftover.
+            a == addr and i > 0 and args[i - 1] == "-address"
             for i, a in enumerate(args)
         )
         if not match:
