@@ -1,16 +1,56 @@
-"""runwasi-py: write a containerd shim for WebAssembly with one ``async def run_wasi``."""
+"""runwasi-py: write a containerd shim for WebAssembly with one ``async def run_wasi``.
 
-from runwasi_py._context import Entrypoint, Mount, RuntimeContext, Stdio
-from runwasi_py._errors import (
-    AlreadyExists,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-    ShimError,
-    Unimplemented,
-)
-from runwasi_py._sandbox import Sandbox
-from runwasi_py._shim import Config, Shim, version
+The public names load on first use (PEP 562): containerd runs the shim binary for
+``start`` and ``delete`` on every container, and those paths must not pay for asyncio,
+the task service or an engine.
+
+Example:
+    >>> from runwasi_py import RuntimeContext, Sandbox, Shim
+    >>> class MySandbox(Sandbox):
+    ...     async def run_wasi(self, ctx: RuntimeContext) -> int:
+    ...         return 0
+    >>> class MyShim(Shim):
+    ...     name = "my-shim"
+    ...     sandbox = MySandbox
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# Not typing.TYPE_CHECKING: importing typing alone costs ~20 ms on the start path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from runwasi_py._context import Entrypoint, Mount, RuntimeContext, Stdio
+    from runwasi_py._errors import (
+        AlreadyExists,
+        FailedPrecondition,
+        InvalidArgument,
+        NotFound,
+        ShimError,
+        Unimplemented,
+    )
+    from runwasi_py._sandbox import Sandbox
+    from runwasi_py._shim import Config, Shim, version
+
+_EXPORTS = {
+    "AlreadyExists": "runwasi_py._errors",
+    "Config": "runwasi_py._shim",
+    "Entrypoint": "runwasi_py._context",
+    "FailedPrecondition": "runwasi_py._errors",
+    "InvalidArgument": "runwasi_py._errors",
+    "Mount": "runwasi_py._context",
+    "NotFound": "runwasi_py._errors",
+    "RuntimeContext": "runwasi_py._context",
+    "Sandbox": "runwasi_py._sandbox",
+    "Shim": "runwasi_py._shim",
+    "ShimError": "runwasi_py._errors",
+    "Stdio": "runwasi_py._context",
+    "Unimplemented": "runwasi_py._errors",
+    "version": "runwasi_py._shim",
+}
 
 __all__ = [
     "AlreadyExists",
@@ -28,3 +68,16 @@ __all__ = [
     "Unimplemented",
     "version",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runwasi_py' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -6,7 +6,6 @@ This module is the single place where Python exceptions are mapped to status cod
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import errno
 
@@ -90,6 +89,8 @@ def status_from_exception(exc: BaseException) -> tuple[Code, str]:
     """
     if isinstance(exc, TtrpcError):
         return exc.code, exc.message
+    import asyncio  # here, not at the top: the shim's start path imports this module
+
     if isinstance(exc, TimeoutError):
         return Code.DEADLINE_EXCEEDED, str(exc) or "context deadline exceeded"
     if isinstance(exc, asyncio.CancelledError):
