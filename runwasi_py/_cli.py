@@ -539,16 +539,35 @@ def _spawn_daemon(command: list[str], cwd: str, env: dict[str, str] | None) -> i
     """
     os.chdir(cwd)
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)]
+    # Inheritable fds our parent leaked to us (libuv's spawn leaves one on a high number)
+    # would keep containerd's stdout pipe open in the daemon: start's reader never sees EOF.
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _leaked_fds()]
     try:
         return os.posix_spawn(
             command[0],
             command,
             os.environ if env is None else env,
-            file_actions=[(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)],
+            file_actions=actions,
             setsid=True,
         )
     finally:
         os.close(devnull)
+
+
+def _leaked_fds() -> list[int]:
+    """Our inheritable fds above the listener's: none is meant for the daemon."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except (OSError, ValueError):
+        return []
+    leaked = []
+    for fd in fds:
+        if fd > _LISTENER_FD:
+            with contextlib.suppress(OSError):  # the listdir fd itself is gone by now
+                if os.get_inheritable(fd):
+                    leaked.append(fd)
+    return leaked
 
 
 def _print_address(address: str) -> None:

@@ -83,14 +83,15 @@ class BundleSpec:
     def load(cls, bundle: str | os.PathLike[str]) -> BundleSpec:
         """Read and validate ``<bundle>/config.json``."""
         path = Path(bundle)
-        return cls(path, load_spec(path))
+        return cls(path, load_spec(os.fspath(bundle)))
 
 
 def load_spec(bundle: str | os.PathLike[str]) -> dict[str, Any]:
     """Parse ``<bundle>/config.json``; InvalidArgument when it is missing or not a JSON object."""
-    path = Path(bundle) / "config.json"
+    # os.path and str rather than pathlib: this runs on every Create (hot path)
+    path = os.path.join(os.fspath(bundle), "config.json")
     try:
-        with path.open("rb") as f:
+        with open(path, "rb") as f:
             data = f.read(_MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise InvalidArgument(f"bundle {os.fspath(bundle)!r} has no config.json") from None
@@ -184,7 +185,12 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str, cwd: str = "/")
     >>> resolve_in_rootfs("/bundle/rootfs", "/app/../bin/app.wasm")
     PosixPath('/bundle/rootfs/bin/app.wasm')
     """
-    root = Path(os.path.realpath(rootfs))
+    return Path(_resolve_in_rootfs(rootfs, path, cwd))
+
+
+def _resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str, cwd: str) -> str:
+    """``resolve_in_rootfs`` on plain strings (it runs on every Create)."""
+    root = os.path.realpath(rootfs)
     if "\0" in path or "\0" in cwd:
         raise InvalidArgument(f"path {path!r} contains a NUL byte")
     start = path if path.startswith("/") else f"{cwd.rstrip('/')}/{path}"
@@ -199,7 +205,9 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str, cwd: str = "/")
                 raise InvalidArgument(f"path {path!r} escapes the rootfs")
             resolved.pop()
             continue
-        candidate = root.joinpath(*resolved, part)
+        candidate = (
+            "/".join((root, *resolved, part)) if root != "/" else "/" + "/".join((*resolved, part))
+        )
         try:
             st = os.lstat(candidate)
         except (FileNotFoundError, NotADirectoryError):
@@ -217,7 +225,9 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str, cwd: str = "/")
         if target.startswith("/"):
             resolved = []
         pending.extend(reversed(_components(target)))
-    return root.joinpath(*resolved)
+    if not resolved:
+        return root
+    return "/".join((root, *resolved)) if root != "/" else "/" + "/".join(resolved)
 
 
 def _components(path: str) -> list[str]:
@@ -248,12 +258,12 @@ def resolve_entrypoint(
     ep = Entrypoint.parse(arg0)
     if not ep.path:
         return ep
-    candidates = [resolve_in_rootfs(rootfs, ep.path, cwd)]
+    candidates = [_resolve_in_rootfs(rootfs, ep.path, cwd)]
     if "/" not in ep.path:
-        candidates += [resolve_in_rootfs(rootfs, ep.path, d) for d in _env_path(env)]
+        candidates += [_resolve_in_rootfs(rootfs, ep.path, d) for d in _env_path(env)]
     for host_path in candidates:
-        if host_path.is_file():
-            return Entrypoint(path=ep.path, func=ep.func, source=host_path)
+        if os.path.isfile(host_path):
+            return Entrypoint(path=ep.path, func=ep.func, source=Path(host_path))
     return ep
 
 

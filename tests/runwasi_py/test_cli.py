@@ -559,3 +559,16 @@ def test_info_prints_runtime_info(tmp_path: Path, shim_script: Path, sockdir: Pa
     assert info.version is not None
     assert info.version.version
     assert info.options == options
+
+
+def test_leaked_inheritable_fds_are_listed_for_closing() -> None:
+    r, w = os.pipe()  # close-on-exec, as Python makes every fd
+    os.set_inheritable(w, True)  # as libuv's spawn leaves one in a uvloop parent's child
+    try:
+        leaked = _cli._leaked_fds()
+        assert w in leaked
+        assert r not in leaked
+        assert all(fd > 3 for fd in leaked)
+    finally:
+        os.close(r)
+        os.close(w)

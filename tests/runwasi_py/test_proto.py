@@ -209,3 +209,34 @@ def test_events_stub() -> None:
     from runwasi_py._proto.gen.containerd.services.events.ttrpc.v1 import events_ttrpc
 
     assert events_ttrpc.EventsBase.service_name == "containerd.services.events.ttrpc.v1.Events"
+
+
+def test_default_cache_keeps_encoding_and_fresh_mutable_defaults() -> None:
+    import betterproto2
+
+    from runwasi_py._proto import CreateTaskRequest, Mount, TaskExit
+
+    assert getattr(betterproto2.Message._get_field_default, "_runwasi_cached", False)
+    a, b = CreateTaskRequest(id="c1"), CreateTaskRequest(id="c2")
+    a.rootfs.append(Mount(type="bind"))  # a mutable default must not leak into b
+    assert b.rootfs == []
+    assert a.rootfs is not b.rootfs
+    assert b._get_field_default("rootfs") is not b._get_field_default("rootfs")
+    # repeated lookups of an immutable default return the same value; encoding skips it
+    assert b._get_field_default("id") == ""
+    assert b._get_field_default("stdin") == ""
+    exit_ = TaskExit(container_id="c1", id="c1", pid=7, exit_status=0)
+    assert bytes(exit_) == b"\n\x02c1\x12\x02c1\x18\x07"
+    assert TaskExit.FromString(bytes(exit_)) == exit_
+    assert not TaskExit()
+    assert bool(exit_)
+
+
+def test_default_cache_install_is_idempotent() -> None:
+    import betterproto2
+
+    from runwasi_py import _proto
+
+    before = betterproto2.Message._get_field_default
+    _proto._install_default_cache()
+    assert betterproto2.Message._get_field_default is before
