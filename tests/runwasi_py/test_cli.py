@@ -572,3 +572,33 @@ def test_leaked_inheritable_fds_are_listed_for_closing() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+@pytest.mark.parametrize(
+    ("pid", "status", "seconds", "micros"),
+    [
+        (0, 137, 1764377000, 123456),
+        (5, 0, 1, 0),
+        (0, 0, -62135596800, 0),  # Go's zero time: a negative int64 seconds
+        (2**32 - 1, 255, 4102444800, 999999),
+        (1, 1, 0, 1),
+    ],
+)
+def test_delete_response_hand_encoder_matches_betterproto(
+    pid: int, status: int, seconds: int, micros: int
+) -> None:
+    from runwasi_py._proto import DeleteResponse
+
+    exited_at = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
+        seconds=seconds, microseconds=micros
+    )
+    expected = DeleteResponse(pid=pid, exit_status=status, exited_at=exited_at)
+    data = _cli.encode_delete_response(pid, status, seconds, micros * 1000)
+    assert data == bytes(expected)
+    assert DeleteResponse.FromString(data) == expected
+
+
+def test_is_mountpoint_reads_mountinfo(tmp_path: Path) -> None:
+    assert _cli._is_mountpoint("/proc")
+    assert not _cli._is_mountpoint(str(tmp_path))
+    assert not _cli._is_mountpoint(str(tmp_path / "missing dir\\x"))
