@@ -37,6 +37,7 @@ from ttrpc._envelope import (
     EnvelopeError,
     Request,
     Response,
+    _varint,
     decode_request,
     decode_response,
     encode_request,
@@ -76,6 +77,7 @@ _RESPONSE = int(MessageType.RESPONSE)
 _DATA = int(MessageType.DATA)
 _unpack = HEADER.unpack_from
 _pack = HEADER.pack
+_HEADS = [b""] + [bytes((0x12, i)) for i in range(1, 0x80)]  # field 2 tag + short length
 
 
 class Role(enum.Enum):
@@ -338,7 +340,16 @@ class Connection:
         Raises TtrpcError(ResourceExhausted) when it would exceed the frame limit; the
         stream stays open so the caller can answer with that error instead.
         """
-        data = frame(stream_id, _RESPONSE, 0, encode_response(code, message, payload))
+        if code or message:
+            data = frame(stream_id, _RESPONSE, 0, encode_response(code, message, payload))
+        else:
+            # The common case, inlined: no status, the payload as field 2 (when non-empty).
+            n = len(payload)
+            head = _HEADS[n] if n < 0x80 else b"\x12" + _varint(n)
+            size = len(head) + n
+            if size > MAX_MESSAGE:
+                raise TtrpcError(Code.RESOURCE_EXHAUSTED, oversize_message(size))
+            data = _pack(size, stream_id, _RESPONSE, 0) + head + payload
         self._streams.pop(stream_id, None)
         return data
 

@@ -8,7 +8,7 @@ import time
 from ttrpc._metadata import Metadata
 from ttrpc._peercred import PeerCredentials
 
-__all__ = ["CallContext"]
+__all__ = ["CallContext", "server_context"]
 
 
 class CallContext:
@@ -23,7 +23,7 @@ class CallContext:
         '/test.v1.service/Foo'
     """
 
-    __slots__ = ("_ended", "_waiter", "deadline", "metadata", "method", "peer", "service")
+    __slots__ = ("_ended", "_metadata", "_waiter", "_wire", "deadline", "method", "peer", "service")
 
     def __init__(
         self,
@@ -35,11 +35,27 @@ class CallContext:
     ) -> None:
         self.service = service
         self.method = method
-        self.metadata = metadata if metadata is not None else Metadata()
+        self._metadata = metadata
+        self._wire: list[tuple[str, str]] | None = None
         self.deadline = deadline
         self.peer = peer
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def metadata(self) -> Metadata:
+        """The call's metadata (on a server: as received; built on first use)."""
+        md = self._metadata
+        if md is None:
+            wire = self._wire
+            md = self._metadata = Metadata.from_wire(wire) if wire else Metadata()
+            self._wire = None
+        return md
+
+    @metadata.setter
+    def metadata(self, value: Metadata) -> None:
+        self._metadata = value
+        self._wire = None
 
     @property
     def full_method(self) -> str:
@@ -75,3 +91,26 @@ class CallContext:
             f"CallContext({self.full_method!r}, metadata={self.metadata!r}, "
             f"deadline={self.deadline!r}, peer={self.peer!r})"
         )
+
+
+def server_context(
+    service: str,
+    method: str,
+    wire_metadata: list[tuple[str, str]],
+    deadline: float | None,
+    peer: PeerCredentials | None,
+) -> CallContext:
+    """A server call's context; its Metadata is built from the wire pairs only if read."""
+    ctx = _new(CallContext)
+    ctx.service = service
+    ctx.method = method
+    ctx._metadata = None
+    ctx._wire = wire_metadata
+    ctx.deadline = deadline
+    ctx.peer = peer
+    ctx._ended = False
+    ctx._waiter = None
+    return ctx
+
+
+_new = object.__new__

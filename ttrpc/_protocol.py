@@ -21,6 +21,7 @@ __all__ = ["FrameProtocol", "logger"]
 logger = logging.getLogger("ttrpc")
 
 _READ_BUFFER = 256 * 1024
+_BATCH_LIMIT = 64 * 1024  # asyncio's default write high-water mark
 
 
 class FrameProtocol(asyncio.BufferedProtocol):
@@ -38,6 +39,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._read_pause_reasons: set[Hashable] = set()
         self.is_closed = False
+        # While events are handled, replies are collected here and written once per read.
+        self._batch: list[bytes] | None = None
+        self._batched = 0  # bytes in _batch
 
     # --- asyncio callbacks ------------------------------------------------------------
 
@@ -50,17 +54,26 @@ class FrameProtocol(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         core = self.core
+        batch: list[bytes] = []
+        self._batch = batch
+        self._batched = 0
         try:
             events = core.receive_data(self._view[:nbytes])
             reply = core.data_to_send()
             if reply:
-                self.write(reply)
+                batch.append(reply)
             if events:
                 self.events_received(events)
         except Exception:
             # A bug of ours, not the peer's: drop this connection, keep the process.
+            self._batch = None
             logger.exception("ttrpc: internal error handling received data; closing connection")
             self.abort()
+            return
+        self._batch = None
+        if batch:
+            # One write (one syscall) for every reply this chunk of requests produced.
+            self.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def eof_received(self) -> bool:
         return False  # close our side too: ttrpc has no half-close
@@ -82,7 +95,20 @@ class FrameProtocol(asyncio.BufferedProtocol):
         raise NotImplementedError
 
     def write(self, data: bytes) -> None:
-        """Write whole frames now (dropped silently once the connection is closed)."""
+        """Write whole frames (dropped silently once the connection is closed).
+
+        Inside :meth:`buffer_updated` they are collected and written when it returns.
+        """
+        batch = self._batch
+        if batch is not None:
+            batch.append(data)
+            self._batched += len(data)
+            if self._batched < _BATCH_LIMIT:
+                return
+            # Flush a large batch now, so the transport can pause us (pause_writing).
+            data = b"".join(batch)
+            batch.clear()
+            self._batched = 0
         transport = self.transport
         if transport is not None and not self.is_closed and not transport.is_closing():
             transport.write(data)

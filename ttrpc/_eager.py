@@ -1,0 +1,159 @@
+"""Run a coroutine's first step inline and make a Task only when it suspends.
+
+Python 3.11 has no eager task factory, and a Task costs ~9 us (creation, registration,
+one loop iteration to start, one to finish): more than a whole trivial ttrpc call. Most
+unary handlers never suspend, so the server steps their coroutine once itself and wraps it
+in a Task only when it awaits something that is not ready.
+
+While the inline step runs, :func:`asyncio.current_task` returns an :class:`EagerHandle`
+that stands in for the task the call will get if it suspends: ``cancel``, ``cancelling``,
+``uncancel`` and ``done`` work on it before and after that point (what ``asyncio.timeout``
+and ``asyncio.TaskGroup`` use), and everything else is forwarded to the task once it exists.
+Known difference from a real eager task: code that compares task identity across the
+suspension (anyio's cancel scopes entered before the first suspension) sees the handle
+before and the task after.
+
+Example:
+    >>> import asyncio
+    >>> async def main() -> str:
+    ...     async def handler() -> str:
+    ...         return "done"
+    ...     done, value, handle = step(handler(), asyncio.get_running_loop())
+    ...     return value if done else "suspended"
+    >>> asyncio.run(main())
+    'done'
+"""
+
+from __future__ import annotations
+
+import asyncio
+from asyncio.tasks import _enter_task, _leave_task
+from collections.abc import Coroutine, Generator
+from typing import Any
+
+__all__ = ["NOT_STARTED", "EagerHandle", "Resume", "step"]
+
+NOT_STARTED: Any = object()
+"""What :func:`step` returns as ``awaited`` when it could not run the coroutine inline."""
+
+
+class EagerHandle:
+    """What ``asyncio.current_task()`` is during the inline step of a call."""
+
+    __slots__ = ("__weakref__", "_cancel_msg", "_cancels", "_loop", "task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._cancels = 0
+        self._cancel_msg: Any = None
+        self.task: asyncio.Task[Any] | None = None
+
+    def adopt(self, task: asyncio.Task[Any]) -> None:
+        """The call suspended and now runs in ``task``: forward to it from here on."""
+        self.task = task
+        if self._cancels:
+            # cancel() during the inline step: a real task would throw CancelledError in at
+            # its next suspension, which is the task's first step.
+            task.cancel(self._cancel_msg)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if self.task is not None:
+            return self.task.cancel(msg)
+        self._cancels += 1
+        self._cancel_msg = msg
+        return True
+
+    def cancelling(self) -> int:
+        return self.task.cancelling() if self.task is not None else self._cancels
+
+    def uncancel(self) -> int:
+        if self.task is not None:
+            return self.task.uncancel()
+        if self._cancels > 0:
+            self._cancels -= 1
+        return self._cancels
+
+    def done(self) -> bool:
+        return self.task.done() if self.task is not None else False
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def __getattr__(self, name: str) -> Any:
+        task = self.task
+        if task is None:
+            raise AttributeError(f"{name!r}: not available before the ttrpc call suspends")
+        return getattr(task, name)
+
+    def __repr__(self) -> str:
+        return f"<EagerHandle task={self.task!r}>"
+
+
+def step(
+    coro: Coroutine[Any, Any, Any], loop: asyncio.AbstractEventLoop
+) -> tuple[bool, Any, EagerHandle]:
+    """Run ``coro`` up to its first suspension with an :class:`EagerHandle` as current task.
+
+    Returns ``(True, result, handle)`` when it finished (its exception propagates), else
+    ``(False, awaited, handle)``: pass ``awaited`` to :class:`Resume` to continue in a Task.
+    Call it from a loop callback (no task running), never from inside a task.
+    """
+    handle = EagerHandle(loop)
+    try:
+        _enter_task(loop, handle)  # type: ignore[arg-type]
+    except RuntimeError:
+        # Called from inside a task: nothing runs inline; Resume starts the coroutine.
+        return False, NOT_STARTED, handle
+    try:
+        awaited = coro.send(None)
+    except StopIteration as stop:
+        return True, stop.value, handle
+    finally:
+        _leave_task(loop, handle)  # type: ignore[arg-type]
+    return False, awaited, handle
+
+
+class Resume(Coroutine[Any, Any, Any]):
+    """Continues a coroutine that suspended in :func:`step`; ``await`` it inside a Task.
+
+    Its first step hands the Task what the coroutine was waiting on, as if the Task had run
+    that first step itself; later steps are forwarded unchanged.
+    """
+
+    __slots__ = ("_awaited", "_coro", "_started")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], awaited: Any) -> None:
+        self._coro = coro
+        self._awaited = awaited
+        self._started = awaited is NOT_STARTED
+
+    def send(self, value: Any) -> Any:
+        if not self._started:
+            self._started = True
+            awaited, self._awaited = self._awaited, None
+            return awaited
+        return self._coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if not self._started:
+            # Cancelled before the Task's first step: the Task never saw the awaited future,
+            # so cancel it here as Task.cancel() would have.
+            self._started = True
+            awaited, self._awaited = self._awaited, None
+            if isinstance(typ, asyncio.CancelledError) and isinstance(awaited, asyncio.Future):
+                awaited.cancel()
+        if val is None and tb is None:
+            return self._coro.throw(typ)
+        return self._coro.throw(typ, val, tb)  # pragma: no cover - the old three-arg form
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self
+
+    def __iter__(self) -> Resume:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
