@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 __all__ = ["Flags", "UsageError", "parse_flags", "shim_main"]
 
 ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
+GROUP_ENV = "RUNWASI_PY_SHIM_GROUP"
+"""``namespace``: one shim daemon per containerd namespace; ``sandbox`` (default): per pod."""
+_GROUP_MODES = ("sandbox", "namespace")
+_RESERVE_SERVICE = "runwasi.shim.v1.Shim"  # = _reservations.RESERVE_SERVICE (not imported:
+_RESERVE_METHOD = "Reserve"  # start stays light)
+_FAILED_PRECONDITION = 9
 _STRING_FLAGS = frozenset(
     {"namespace", "address", "publish-binary", "id", "bundle", "socket", "debug-socket"}
 )
@@ -170,20 +176,24 @@ def parse_flags(argv: list[str]) -> Flags:
     return flags
 
 
-def shim_main(shim: type[Shim] | str, argv: list[str] | None = None) -> NoReturn:
+def shim_main(
+    shim: type[Shim] | str, argv: list[str] | None = None, *, group_by: str | None = None
+) -> NoReturn:
     """Run ``shim`` as containerd runs a shim binary; never returns.
 
     ``shim`` is the Shim class, or its import path ``"package.module:ShimClass"``: with a
     string, ``start`` and ``delete`` never import the shim's module (nor the engine it
     pulls in), which keeps ``start`` fast. ``argv`` defaults to ``sys.argv[1:]``. Exit
     status 0 on success, 1 on failure (the message on stderr, which containerd reports),
-    2 on a bad command line.
+    2 on a bad command line. ``group_by`` (``"sandbox"`` or ``"namespace"``) is
+    ``Config.group_by`` for an import-path ``shim``, whose Config ``start`` does not read;
+    ``$RUNWASI_PY_SHIM_GROUP`` overrides both.
 
     Example (the body of a console script ``containerd-shim-my-shim-v1``):
         >>> def main() -> None:
         ...     shim_main("my_shim._shim:MyShim")
     """
-    sys.exit(_main(shim, argv))
+    sys.exit(_main(shim, argv, group_by))
 
 
 def _resolve(shim: type[Shim] | str) -> type[Shim]:
@@ -199,7 +209,7 @@ def _resolve(shim: type[Shim] | str) -> type[Shim]:
     return obj  # type: ignore[no-any-return]
 
 
-def _main(shim: type[Shim] | str, argv: list[str] | None) -> int:
+def _main(shim: type[Shim] | str, argv: list[str] | None, group_by: str | None = None) -> int:
     explicit = argv is not None
     args = list(sys.argv[1:] if argv is None else argv)
     prog = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "shim"
@@ -228,7 +238,7 @@ def _main(shim: type[Shim] | str, argv: list[str] | None) -> int:
         return 1
     try:
         if flags.action == "start":
-            return _start(shim, flags, explicit)
+            return _start(shim, flags, explicit, group_by)
         if flags.action == "delete":
             return _delete(flags)
         if flags.action == "":
@@ -400,8 +410,8 @@ def _write_address(bundle: str, address: str) -> None:
     os.replace(tmp, final)
 
 
-def _listen(address: str) -> socket.socket | None:
-    """Bind and listen on ``address``; None when a live shim already listens there."""
+def _listen(address: str, container_id: str = "") -> socket.socket | None:
+    """Bind and listen on ``address``; None when a live shim there reserved itself for us."""
     import errno
     import socket as socket_mod
     import time
@@ -417,8 +427,12 @@ def _listen(address: str) -> socket.socket | None:
             sock.close()
             if e.errno != errno.EADDRINUSE:
                 raise
-            if is_listening(address):
+            answer = _reserve(address, container_id) if container_id else "unknown"
+            if answer == "reserved" or (answer == "unknown" and is_listening(address)):
                 return None  # a live shim serves this group
+            if answer == "refused":  # it is exiting and has unlinked its socket: bind again
+                time.sleep(0.002)
+                continue
             # Nobody answers: a dead shim's file, or one that a concurrent start for the
             # same group has bound and is about to listen on. Give the latter a moment
             # before removing the file (binding first, as Go shims do, keeps this rare).
@@ -490,25 +504,47 @@ def _daemon_entry() -> NoReturn:
     shim_main(target, sys.argv[1:])
 
 
-def _start(shim: type[Shim] | str, flags: Flags, explicit: bool) -> int:
+def _group_mode(shim: type[Shim] | str, group_by: str | None) -> str:
+    """``sandbox`` or ``namespace``: $RUNWASI_PY_SHIM_GROUP, else the shim's choice."""
+    mode = os.environ.get(GROUP_ENV, "")
+    if not mode:
+        mode = group_by or (shim.config.group_by if not isinstance(shim, str) else "sandbox")
+    if mode not in _GROUP_MODES:
+        raise ValueError(f"{GROUP_ENV}={mode!r}: want one of {', '.join(_GROUP_MODES)}")
+    return mode
+
+
+def _shim_ref(shim: type[Shim] | str) -> str:
+    return shim if isinstance(shim, str) else f"{shim.__module__}:{shim.__qualname__}"
+
+
+def _start(
+    shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | None = None
+) -> int:
     if not flags.id:
         raise ValueError("-id is required")
     flags.bundle = os.path.abspath(flags.bundle or os.getcwd())
     boot = _bootstrap(_read_stdin(), flags)
+    mode = _group_mode(shim, group_by)
     env = None
     if boot is not None:
         flags.debug = flags.debug or boot.debug
         flags.address = flags.address or boot.grpc_address
         if boot.ttrpc_address and not os.environ.get("TTRPC_ADDRESS"):
             env = dict(os.environ, TTRPC_ADDRESS=boot.ttrpc_address)
+    if os.environ.get(GROUP_ENV) != mode:  # the daemon lingers only when shared
+        env = dict(env if env is not None else os.environ, **{GROUP_ENV: mode})
+    # A namespace-wide group is named after the shim ("@" never appears in a container
+    # id), so two shim programs sharing a namespace do not meet on one socket.
+    group = "@" + _shim_ref(shim) if mode == "namespace" else _group(flags.bundle, flags.id)
     address = socket_address(
         flags.address,
         flags.namespace,
-        _group(flags.bundle, flags.id),
+        group,
         directory=boot.socket_dir if boot is not None else None,
     )
-    listener = _listen(address)
-    if listener is None:  # a live shim serves this group: containerd connects to it
+    listener = _listen(address, flags.id)
+    if listener is None:  # a live shim serves this group and holds itself for our Create
         _write_address(flags.bundle, address)
         _print_address(address)
         return 0
@@ -527,6 +563,62 @@ def _start(shim: type[Shim] | str, flags: Flags, explicit: bool) -> int:
     _raise_oom_score(pid)
     _print_address(address)
     return 0
+
+
+def _pb_bytes(number: int, value: bytes) -> bytes:
+    return _varint((number << 3) | 2) + _varint(len(value)) + value
+
+
+def _reserve(address: str, container_id: str, timeout: float = 2.0) -> str:
+    """Ask the live shim on ``address`` to hold itself for ``container_id``'s Create.
+
+    One raw ttrpc request (``runwasi.shim.v1.Shim/Reserve``) over a blocking socket, so
+    that ``start`` imports neither asyncio nor ttrpc. Returns ``"reserved"`` (also for a
+    shim that does not know Reserve, or that is too slow to answer: it is alive),
+    ``"refused"`` (the shim is exiting and has already unlinked its socket), ``"dead"``
+    (nobody accepts) or ``"unknown"`` (the connection closed without an answer).
+    """
+    import socket as socket_mod
+    import struct
+
+    request = (
+        _pb_bytes(1, _RESERVE_SERVICE.encode())
+        + _pb_bytes(2, _RESERVE_METHOD.encode())
+        + _pb_bytes(3, _pb_bytes(1, container_id.encode("utf-8", "surrogateescape")))
+    )
+    with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect(socket_path(address))
+        except OSError:
+            return "dead"
+        try:
+            sock.sendall(struct.pack(">IIBB", len(request), 1, 1, 0) + request)
+            header = _recv_exactly(sock, 10)
+            length, stream_id, kind, _ = struct.unpack(">IIBB", header)
+            if stream_id != 1 or kind != 2 or length > 1 << 20:
+                return "reserved"  # not a reply we understand, but a live ttrpc server
+            body = _recv_exactly(sock, length)
+        except TimeoutError:
+            return "reserved"
+        except (OSError, EOFError):
+            return "unknown"  # closed without an answer: not a Reserve-aware shim, or exiting
+    try:
+        status = _proto_fields(body).get(1, [b""])[-1]
+        code = _proto_fields(status).get(1, [0])[-1] if isinstance(status, bytes) else 0
+    except ValueError:
+        return "reserved"
+    return "refused" if code == _FAILED_PRECONDITION else "reserved"
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes:
+    buf = b""
+    while len(buf) < n:
+        chunk = sock.recv(n - len(buf))
+        if not chunk:
+            raise EOFError("connection closed")
+        buf += chunk
+    return buf
 
 
 def _spawn_daemon(command: list[str], cwd: str, env: dict[str, str] | None) -> int:
@@ -709,7 +801,9 @@ def _daemon(shim: type[Shim], flags: Flags) -> int:
     ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
     log.info("shim %s starting", shim.name, extra={"namespace": flags.namespace, "id": flags.id})
     try:
-        ttrpc.run(_serve(shim(), listener, flags.namespace, ttrpc_address))
+        shared = os.environ.get(GROUP_ENV) == "namespace"
+        linger = shim.config.linger if shared else 0.0
+        ttrpc.run(_serve(shim(), listener, flags.namespace, ttrpc_address, linger))
     except Exception:
         log.exception("shim failed")
         return 1
@@ -720,7 +814,9 @@ def _daemon(shim: type[Shim], flags: Flags) -> int:
     return 0
 
 
-async def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_address: str) -> None:
+async def _serve(
+    shim: Shim, listener: socket.socket, namespace: str, ttrpc_address: str, linger: float = 0.0
+) -> None:
     import asyncio
     import logging
     import signal
@@ -735,12 +831,15 @@ async def _serve(shim: Shim, listener: socket.socket, namespace: str, ttrpc_addr
     publisher = EventPublisher(ttrpc_address, namespace) if ttrpc_address else None
     if publisher is None:
         log.warning("TTRPC_ADDRESS is not set: task events are not published")
+    # linger only when shared: a Shim subclass overriding serve() need not know the keyword
+    extra: dict[str, float] = {"linger": linger} if linger > 0 else {}
     try:
         await shim.serve(
             listener,
             namespace=namespace,
             ttrpc_address=ttrpc_address,
             publisher=publisher if publisher is not None else NullEventSink(),
+            **extra,
         )
     finally:
         reaper.cancel()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar, NoReturn
 from runwasi_py._sandbox import Sandbox
 
 if TYPE_CHECKING:
+    import ttrpc
     from runwasi_py._events import EventSink
     from runwasi_py._task_service import TaskService
 
@@ -27,6 +28,7 @@ __all__ = ["Config", "Shim", "version"]
 log = logging.getLogger("runwasi_py.shim")
 
 _UNKNOWN = "<none>"
+GROUP_MODES = frozenset({"sandbox", "namespace"})
 
 
 def version() -> tuple[str, str]:
@@ -69,6 +71,20 @@ class Config:
     """Seconds in-flight calls get to finish when the shim stops (containerd waits 3 s)."""
     compile_cache_dir: Path | None = None
     """Where compiled modules are cached (default: see ``_compile_cache.default_cache_dir``)."""
+    group_by: str = "sandbox"
+    """Which containers share one daemon: ``"sandbox"`` (the CRI pod's sandbox id, else each
+    container alone, as Go shims do) or ``"namespace"`` (one daemon per containerd namespace;
+    one crash then ends all its containers). ``$RUNWASI_PY_SHIM_GROUP`` overrides it. With an
+    import-path ``shim_main("pkg.mod:MyShim")``, ``start`` does not import the class: pass
+    ``shim_main(..., group_by="namespace")`` as well (or set the variable)."""
+    linger: float = 2.0
+    """Seconds a namespace-shared daemon stays after its last task, for the next container."""
+    reservation_timeout: float = 20.0
+    """Seconds a ``start`` that handed out a live daemon's address holds it without a Create."""
+
+    def __post_init__(self) -> None:
+        if self.group_by not in GROUP_MODES:
+            raise ValueError(f"Config.group_by must be one of {sorted(GROUP_MODES)}")
 
 
 class Shim:
@@ -125,8 +141,15 @@ class Shim:
         namespace: str,
         ttrpc_address: str,
         publisher: EventSink | None = None,
+        linger: float = 0.0,
     ) -> None:
         """Serve the Task service (v2 and v3) on ``listener`` until shut down.
+
+        ``linger``: seconds to stay after a Shutdown finds no task (a shared daemon waits
+        for the next container). The daemon never stops while a ``start`` holds a
+        reservation (``runwasi.shim.v1.Shim/Reserve``, served here too); when it stops it
+        first refuses reservations and unlinks its socket, so a concurrent ``start`` binds
+        a fresh one.
 
         Events go to ``publisher``, or to a new ``EventPublisher`` for ``ttrpc_address``
         (flushed and closed on return). The listener is closed on return and its socket file
@@ -158,25 +181,19 @@ class Shim:
             shim_name=self.name or "runwasi-py",
             kill_timeout=cfg.kill_timeout,
             compile_cache_dir=cfg.compile_cache_dir,
+            reservation_timeout=cfg.reservation_timeout,
         )
         self._service = service
         server = ttrpc.Server(require_same_user=True)
         server.register(service)
         server.register(service, name=TASK_V3_SERVICE)
+        server.register(_reserve_service(service))
         path = _socket_path(listener)
         inode = _inode(path)
         try:
             await server.listen_socket(listener)
             log.info("serving %s tasks on %s", namespace, path or "an inherited socket")
-            waiters = [
-                asyncio.ensure_future(stop.wait()),
-                asyncio.ensure_future(service.shutdown_requested.wait()),
-            ]
-            try:
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+            await _serve_until_done(service, stop, linger, path, inode)
         finally:
             # Kill first so outstanding Wait calls return, then let in-flight calls (the
             # Shutdown reply) finish, then stop the threads; events are flushed last.
@@ -192,6 +209,126 @@ class Shim:
             self._service = None
             self._stop = None
             log.info("shim stopped")
+
+
+async def _wait_any(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
+
+
+async def _serve_until_done(
+    service: TaskService, stop: asyncio.Event, linger: float, path: str, inode: int | None
+) -> None:
+    """Return when asked to stop, or when no task and no reservation is left.
+
+    After a Shutdown that found no task, wait ``linger`` seconds, then as long as a
+    reservation is pending; any task created meanwhile keeps the daemon until the next
+    Shutdown. The final check, closing the reservation book and unlinking the socket happen
+    in one event-loop step: no Reserve can be accepted in between.
+    """
+    book = service.reservations
+    while not stop.is_set():
+        await _wait_any(stop, service.shutdown_requested)
+        if stop.is_set():
+            return
+        service.shutdown_requested.clear()
+        if linger > 0:
+            log.debug("no task left; lingering %.1f s for the next container", linger)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), linger)
+        while not stop.is_set() and not service.task_count:
+            if book.try_close():
+                if path and _inode(path) == inode:  # new starts must not find us any more
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)
+                log.info("no task and no reservation left; stopping")
+                return
+            with contextlib.suppress(TimeoutError):  # a start reserved: wait for its Create
+                await asyncio.wait_for(stop.wait(), min(max(book.seconds_left(), 0.01), 1.0))
+
+
+class _RawMessage:
+    """Bytes on the wire as they are: the Reserve messages are decoded by hand."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def FromString(cls, data: bytes) -> _RawMessage:
+        return cls(data)
+
+
+def _reserve_service(service: TaskService) -> ttrpc.Service:
+    """``runwasi.shim.v1.Shim/Reserve{1: id}``: a ``start`` holds this daemon for a Create.
+
+    (The context parameter is annotated ``object``: ttrpc resolves the hints in this
+    module's globals, where ttrpc is imported lazily.)
+    """
+    import ttrpc
+    from runwasi_py._errors import FailedPrecondition, InvalidArgument
+    from runwasi_py._reservations import RESERVE_METHOD, RESERVE_SERVICE, ShimClosing
+
+    class ReserveService(ttrpc.Service):
+        service_name = RESERVE_SERVICE
+
+        @ttrpc.rpc(name=RESERVE_METHOD)
+        async def reserve(self, request: _RawMessage, context: object) -> _RawMessage:
+            container_id = _decode_reserve_id(request.data)
+            if not container_id:
+                raise InvalidArgument("reserve: the container id is empty")
+            try:
+                service.reservations.reserve(container_id)
+            except ShimClosing as e:
+                raise FailedPrecondition(f"reserve {container_id}: {e}") from None
+            log.debug("reserved for %s", container_id)
+            return _RawMessage()
+
+    return ReserveService()
+
+
+def _decode_reserve_id(data: bytes) -> str:
+    """Field 1 (string) of a ReserveRequest; "" when absent or malformed."""
+    pos, end, found = 0, len(data), ""
+    try:
+        while pos < end:
+            key, pos = _varint(data, pos)
+            wire = key & 7
+            if wire == 0:
+                _, pos = _varint(data, pos)
+            elif wire == 2:
+                n, pos = _varint(data, pos)
+                if pos + n > end:
+                    return ""
+                if key >> 3 == 1:
+                    found = data[pos : pos + n].decode("utf-8")
+                pos += n
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            else:
+                return ""
+    except (IndexError, UnicodeDecodeError):
+        return ""
+    return found if pos == end else ""
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = data[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80 or shift > 63:
+            return result, pos
+        shift += 7
 
 
 def _socket_path(sock: socket.socket) -> str:

@@ -84,6 +84,7 @@ from runwasi_py._proto import (
     WaitResponse,
 )
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
+from runwasi_py._reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._state import TaskState, transition
 from runwasi_py._stats import stats_any
@@ -163,6 +164,7 @@ class TaskService(TaskBase):
         shim_name: str = "runwasi-py",
         kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
+        reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
     ) -> None:
         self._sandbox = sandbox
         self.namespace = namespace
@@ -175,6 +177,8 @@ class TaskService(TaskBase):
         self._pool = WorkerPool()
         self.shutdown_requested = asyncio.Event()
         """Set by a Shutdown call that found no task; the server owner stops serving."""
+        self.reservations = Reservations(timeout=reservation_timeout)
+        """Container ids a ``start`` handed this shim's address for (see ``_reservations``)."""
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -238,6 +242,7 @@ class TaskService(TaskBase):
             raise Unimplemented(f"create {task_id}: checkpoint restore is not supported")
         if task_id in self._tasks or task_id in self._creating:
             raise AlreadyExists(f"task {task_id}: already exists")
+        self.reservations.release(task_id)  # containerd came: the task now holds the shim
         self._creating.add(task_id)
         try:
             task = await self._create(request)
@@ -454,6 +459,9 @@ class TaskService(TaskBase):
     async def shutdown(self, request: ShutdownRequest, context: CallContext) -> Empty:
         if self.task_count:
             log.debug("shutdown: %d task(s) left; keep serving", self.task_count)
+            return Empty()
+        if self.reservations.pending:
+            log.debug("shutdown: a start just handed out this shim's address; keep serving")
             return Empty()
         log.info("shutdown: no task left; stopping")
         self.shutdown_requested.set()
