@@ -206,6 +206,7 @@ class Connection:
         return events
 
     def _parse(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
+        server = self.role is Role.SERVER
         while end - pos >= HEADER_SIZE:
             length, sid, mtype, flags = _unpack(view, pos)
             if length > MAX_MESSAGE:
@@ -220,8 +221,20 @@ class Connection:
                 break
             payload = bytes(view[pos + HEADER_SIZE : stop])
             pos = stop
-            if self.role is Role.SERVER:
-                self._server_frame(sid, mtype, flags, payload, events)
+            if server:
+                if mtype == _REQUEST and sid & 1 and sid > self._last_id:
+                    # A new Request, the common case, inlined from _server_frame.
+                    self._last_id = sid
+                    try:
+                        request = decode_request(payload)
+                    except EnvelopeError as exc:
+                        message = f"unmarshal request error: {exc}"
+                        self._reply_status(sid, Code.INVALID_ARGUMENT, message, events)
+                        continue
+                    self._streams[sid] = _Stream(False, not flags & FLAG_REMOTE_OPEN)
+                    events.append(RequestReceived(sid, flags, request))
+                else:
+                    self._server_frame(sid, mtype, flags, payload, events)
             else:
                 self._client_frame(sid, mtype, flags, payload, events)
         return pos

@@ -44,6 +44,7 @@ ServerInterceptor = Callable[[CallContext, Any, CallNext], Awaitable[Any]]
 runs the next interceptor or the handler. Applies to unary methods."""
 
 _DEADLINE = "context deadline exceeded"
+_UNARY = MethodKind.UNARY
 # Marks "the handler raised CancelledError on its own" (answered Cancelled).
 _CANCELLED = asyncio.CancelledError()
 
@@ -162,9 +163,17 @@ class ServerConnection(FrameProtocol):
     def events_received(self, events: list[Event]) -> None:
         if self.is_closed:
             return  # rejected at connect, or already gone: nothing more is served
+        services = self.server._services
         for event in events:
             if type(event) is RequestReceived:
-                self._request(event.stream_id, event.flags, event.request)
+                request = event.request
+                # The common case first, without the general dispatch's extra calls.
+                service = services.get(request.service)
+                method = service.get(request.method) if service is not None else None
+                if method is not None and method.kind is _UNARY:
+                    self._unary(event.stream_id, method, request)
+                else:
+                    self._request(event.stream_id, event.flags, request)
             elif type(event) is DataReceived:
                 inbox = self.inboxes.get(event.stream_id)
                 if inbox is not None:
@@ -228,14 +237,21 @@ class ServerConnection(FrameProtocol):
 
     def _unary(self, sid: int, method: _Method, request: Request) -> None:
         """Run a unary call: inline while its handler does not suspend, else in a Task."""
-        ctx = self._context(request)
+        timeout = request.timeout_nano
+        ctx = server_context(
+            request.service,
+            request.method,
+            request.metadata,
+            time.monotonic() + timeout / 1e9 if timeout else None,
+            self.peer,
+        )
         try:
             msg = method.request_type.FromString(request.payload)
         except Exception as exc:
             ctx._finish()
             self._reply_error(sid, Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}")
             return
-        if request.timeout_nano < 0:
+        if timeout < 0:
             # An already expired deadline: Go hands the handler a done context.
             ctx._finish()
             self._reply_error(sid, Code.DEADLINE_EXCEEDED, _DEADLINE)
@@ -255,6 +271,18 @@ class ServerConnection(FrameProtocol):
             self._eager_reply(sid, ctx, None, _CANCELLED)
             return
         if done:
+            if value is not None and not self._write_paused:
+                # The common case inline: a result, written now (batched per read).
+                try:
+                    data = self.core.send_response(sid, value.SerializeToString())
+                except Exception:
+                    pass  # the general path below turns it into the right status
+                else:
+                    self.write(data)
+                    ctx._finish()
+                    if self.closing and not self.tasks:
+                        self.close()
+                    return
             self._eager_reply(sid, ctx, value, None)
             return
         # The Task's first step must reach the handler (a cancel before it starts included),
