@@ -831,8 +831,13 @@ async def _serve(
     publisher = EventPublisher(ttrpc_address, namespace) if ttrpc_address else None
     if publisher is None:
         log.warning("TTRPC_ADDRESS is not set: task events are not published")
-    # linger only when shared: a Shim subclass overriding serve() need not know the keyword
-    extra: dict[str, float] = {"linger": linger} if linger > 0 else {}
+    # linger only when shared, and only to a serve() that takes it (a Shim subclass may
+    # override serve() with the older signature)
+    extra: dict[str, float] = {}
+    if linger > 0 and _accepts_keyword(shim.serve, "linger"):
+        extra["linger"] = linger
+    elif linger > 0:
+        log.warning("%s.serve() takes no linger: exiting with the last task", type(shim).__name__)
     try:
         await shim.serve(
             listener,
@@ -845,6 +850,16 @@ async def _serve(
         reaper.cancel()
         if publisher is not None:
             await publisher.close(timeout=shim.config.shutdown_timeout)
+
+
+def _accepts_keyword(func: Any, name: str) -> bool:
+    import inspect
+
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 async def _reap_orphans(interval: float = 5.0) -> None:

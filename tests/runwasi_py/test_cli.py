@@ -602,3 +602,65 @@ def test_is_mountpoint_reads_mountinfo(tmp_path: Path) -> None:
     assert _cli._is_mountpoint("/proc")
     assert not _cli._is_mountpoint(str(tmp_path))
     assert not _cli._is_mountpoint(str(tmp_path / "missing dir\\x"))
+
+
+def test_namespace_group_shares_one_daemon_across_containers(
+    tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int]
+) -> None:
+    first = make_bundle(tmp_path, "a1")
+    second = make_bundle(tmp_path, "b2", {"io.kubernetes.cri.sandbox-id": "other-pod"})
+    env = shim_env(sockdir, RUNWASI_PY_SHIM_GROUP="namespace")
+    r1 = run_shim([sys.executable, str(shim_script), *START, "-id", "a1", "start"], first, env)
+    assert r1.returncode == 0, r1.stderr
+    pid = ask(r1.stdout.decode(), b"pid\n")
+    daemons.append(pid)
+    r2 = run_shim([sys.executable, str(shim_script), *START, "-id", "b2", "start"], second, env)
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout == r1.stdout  # one daemon for the namespace, whatever the pod
+    assert r1.stdout.decode() == socket_address(
+        "/run/test/containerd.sock", "ns1", "@__main__:FakeShim", directory=str(sockdir)
+    )
+    assert r1.stdout.decode() not in (
+        socket_address("/run/test/containerd.sock", "ns1", c, directory=str(sockdir))
+        for c in ("a1", "b2", "other-pod")
+    )
+    assert ask(r2.stdout.decode(), b"pid\n") == pid
+    assert not (second / "daemon.json").exists()
+    # another namespace gets its own daemon
+    other = make_bundle(tmp_path, "c3")
+    argv = [sys.executable, str(shim_script), "-namespace", "ns2", *START[2:], "-id", "c3"]
+    r3 = run_shim([*argv, "start"], other, env)
+    assert r3.returncode == 0, r3.stderr
+    assert r3.stdout != r1.stdout
+    daemons.append(ask(r3.stdout.decode(), b"pid\n"))
+    for out in (r1.stdout, r3.stdout):
+        ask(out.decode(), b"quit\n")
+    for p in daemons:
+        _wait_gone(p)
+
+
+def test_bad_group_env_is_a_clear_start_error(
+    tmp_path: Path, shim_script: Path, sockdir: Path
+) -> None:
+    bundle = make_bundle(tmp_path, "c1")
+    env = shim_env(sockdir, RUNWASI_PY_SHIM_GROUP="pod")
+    r = run_shim([sys.executable, str(shim_script), *START, "-id", "c1", "start"], bundle, env)
+    assert r.returncode == 1
+    assert b"RUNWASI_PY_SHIM_GROUP='pod'" in r.stderr
+    assert r.stdout == b""
+    assert not (bundle / "address").exists()
+
+
+def test_group_mode_sources(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runwasi_py._shim import Config
+
+    class Shared(Shim):
+        config = Config(group_by="namespace")
+
+    monkeypatch.delenv("RUNWASI_PY_SHIM_GROUP", raising=False)
+    assert _cli._group_mode("pkg.mod:S", None) == "sandbox"
+    assert _cli._group_mode("pkg.mod:S", "namespace") == "namespace"
+    assert _cli._group_mode(Shared, None) == "namespace"
+    assert _cli._group_mode(Shim, None) == "sandbox"
+    monkeypatch.setenv("RUNWASI_PY_SHIM_GROUP", "sandbox")  # the operator wins
+    assert _cli._group_mode(Shared, "namespace") == "sandbox"

@@ -206,3 +206,78 @@ def test_public_names() -> None:
     for name in ("Shim", "Config", "version", "Sandbox", "RuntimeContext"):
         assert name in runwasi_py.__all__
         assert hasattr(runwasi_py, name)
+
+
+async def test_linger_and_reservations_hold_a_shared_daemon(
+    sockdir: Path, events: RecordingEventsServer, tmp_path: Path
+) -> None:
+    from runwasi_py import _cli
+
+    path = sockdir / "shim.sock"
+    address = f"unix://{path}"
+    shim = ScriptShim()
+    serving = asyncio.ensure_future(
+        shim.serve(listen(path), namespace="ns1", ttrpc_address=events.address, linger=0.3)
+    )
+    client = await ttrpc.Client.connect(str(path))
+    driver = TaskDriver(client)
+    b1 = make_bundle(tmp_path, args=["/app.wasm"], container_id="c1", stdio="none")
+    code, _, _ = await driver.run(b1)
+    assert code == 0
+    # a start for c2 reserves the daemon; then containerd's Shutdown for c1 arrives
+    assert await asyncio.to_thread(_cli._reserve, address, "c2") == "reserved"
+    service = shim.task_service
+    assert service is not None
+    assert service.reservations.pending == 1
+    await driver.shutdown()
+    await asyncio.sleep(0.6)  # longer than the linger: the reservation keeps it serving
+    assert not serving.done()
+    assert path.exists()
+    b2 = make_bundle(tmp_path, args=["/app.wasm", "exit", "3"], container_id="c2", stdio="none")
+    code, _, _ = await driver.run(b2)
+    assert code == 3
+    assert service.reservations.pending == 0  # Create used it up
+    await driver.shutdown()
+    assert not serving.done()  # lingering for the next container
+    await asyncio.wait_for(serving, 15)
+    await client.close()
+    assert not exists(path)
+    assert await asyncio.to_thread(_cli._reserve, address, "c3") == "dead"
+
+
+async def test_an_exiting_daemon_refuses_reservations(sockdir: Path) -> None:
+    from runwasi_py import _cli
+
+    path = sockdir / "shim.sock"
+    shim = ScriptShim()
+    serving = asyncio.ensure_future(shim.serve(listen(path), namespace="ns1", ttrpc_address=""))
+    client = await ttrpc.Client.connect(str(path))
+    assert (await TaskDriver(client).connect()).shim_pid == os.getpid()
+    service = shim.task_service
+    assert service is not None
+    assert service.reservations.try_close()  # what the exit decision does
+    assert await asyncio.to_thread(_cli._reserve, f"unix://{path}", "c9") == "refused"
+    assert service.reservations.pending == 0
+    # an empty id is a bad request, not a reservation
+    assert await asyncio.to_thread(_cli._reserve, f"unix://{path}", "") == "reserved"
+    shim.shutdown()
+    await asyncio.wait_for(serving, 15)
+    await client.close()
+
+
+def test_decode_reserve_id() -> None:
+    from runwasi_py._shim import _decode_reserve_id
+
+    assert _decode_reserve_id(b"\n\x02c1") == "c1"
+    assert _decode_reserve_id(b"\x10\x05\n\x03abc") == "abc"  # unknown fields skipped
+    assert _decode_reserve_id(b"") == ""
+    assert _decode_reserve_id(b"\n\x05c1") == ""  # truncated
+    assert _decode_reserve_id(b"\n\x02\xff\xfe") == ""  # not UTF-8
+    assert _decode_reserve_id(b"\x0f") == ""  # wire type 7
+
+
+def test_config_group_by_is_checked() -> None:
+    assert Config().group_by == "sandbox"
+    assert Config(group_by="namespace").linger > 0
+    with pytest.raises(ValueError, match="group_by"):
+        Config(group_by="pod")
