@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 
 from ttrpc._envelope import (
@@ -77,7 +78,8 @@ _RESPONSE = int(MessageType.RESPONSE)
 _DATA = int(MessageType.DATA)
 _unpack = HEADER.unpack_from
 _pack = HEADER.pack
-_HEADS = [b""] + [bytes((0x12, i)) for i in range(1, 0x80)]  # field 2 tag + short length
+# A frame header followed by the tag and one-byte length of Response.payload.
+_pack_short = struct.Struct(">IIBBBB").pack
 
 
 class Role(enum.Enum):
@@ -358,11 +360,14 @@ class Connection:
         else:
             # The common case, inlined: no status, the payload as field 2 (when non-empty).
             n = len(payload)
-            head = _HEADS[n] if n < 0x80 else b"\x12" + _varint(n)
-            size = len(head) + n
-            if size > MAX_MESSAGE:
-                raise TtrpcError(Code.RESOURCE_EXHAUSTED, oversize_message(size))
-            data = _pack(size, stream_id, _RESPONSE, 0) + head + payload
+            if 0 < n < 0x80:
+                data = _pack_short(n + 2, stream_id, _RESPONSE, 0, 0x12, n) + payload
+            else:
+                head = b"\x12" + _varint(n) if n else b""
+                size = len(head) + n
+                if size > MAX_MESSAGE:
+                    raise TtrpcError(Code.RESOURCE_EXHAUSTED, oversize_message(size))
+                data = _pack(size, stream_id, _RESPONSE, 0) + head + payload
         self._streams.pop(stream_id, None)
         return data
 

@@ -279,6 +279,19 @@ def decode_request(data: bytes) -> Request:
     timeout = 0
     metadata: list[tuple[str, str]] = []
     try:
+        # Every known client sends service then method first, each shorter than 128 bytes:
+        # read them straight, as the same few names (cached: no decode, hash kept).
+        if data[0] == 0x0A and data[1] < 0x80:
+            pos = 2 + data[1]
+            raw = data[2:pos]
+            service = _NAMES.get(raw) or _name(raw)
+            if data[pos] == 0x12 and data[pos + 1] < 0x80:
+                start = pos + 2
+                pos = start + data[pos + 1]
+                raw = data[start:pos]
+                method = _NAMES.get(raw) or _name(raw)
+            if pos > end:
+                return _decode_request_general(data)
         while pos < end:
             tag = data[pos]
             n = data[pos + 1]
@@ -310,6 +323,17 @@ def decode_request(data: bytes) -> Request:
     except (IndexError, UnicodeDecodeError, EnvelopeError):
         return _decode_request_general(data)
     return Request(service, method, payload, timeout, metadata)
+
+
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024  # a peer sending random names cannot grow it further
+
+
+def _name(raw: bytes) -> str:
+    name = raw.decode()
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[raw] = name
+    return name
 
 
 def _key_value(data: bytes) -> tuple[str, str]:

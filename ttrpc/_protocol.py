@@ -73,7 +73,9 @@ class FrameProtocol(asyncio.BufferedProtocol):
         self._batch = None
         if batch:
             # One write (one syscall) for every reply this chunk of requests produced.
-            self.write(batch[0] if len(batch) == 1 else b"".join(batch))
+            transport = self.transport
+            if transport is not None and not self.is_closed and not transport.is_closing():
+                transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
 
     def eof_received(self) -> bool:
         return False  # close our side too: ttrpc has no half-close
