@@ -831,35 +831,20 @@ async def _serve(
     publisher = EventPublisher(ttrpc_address, namespace) if ttrpc_address else None
     if publisher is None:
         log.warning("TTRPC_ADDRESS is not set: task events are not published")
-    # linger only when shared, and only to a serve() that takes it (a Shim subclass may
-    # override serve() with the older signature)
-    extra: dict[str, float] = {}
-    if linger > 0 and _accepts_keyword(shim.serve, "linger"):
-        extra["linger"] = linger
-    elif linger > 0:
-        log.warning("%s.serve() takes no linger: exiting with the last task", type(shim).__name__)
+    # An attribute, not a serve() keyword: a Shim subclass may override serve() with the
+    # older signature and call super().serve() without it.
+    shim.linger = linger
     try:
         await shim.serve(
             listener,
             namespace=namespace,
             ttrpc_address=ttrpc_address,
             publisher=publisher if publisher is not None else NullEventSink(),
-            **extra,
         )
     finally:
         reaper.cancel()
         if publisher is not None:
             await publisher.close(timeout=shim.config.shutdown_timeout)
-
-
-def _accepts_keyword(func: Any, name: str) -> bool:
-    import inspect
-
-    try:
-        params = inspect.signature(func).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name or p.kind is p.VAR_KEYWORD for p in params)
 
 
 async def _reap_orphans(interval: float = 5.0) -> None:

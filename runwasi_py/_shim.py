@@ -111,6 +111,9 @@ class Shim:
     def __init__(self) -> None:
         self._stop: asyncio.Event | None = None
         self._service: TaskService | None = None
+        self.linger = 0.0
+        """Seconds :meth:`serve` stays after a Shutdown finds no task (when ``linger`` is not
+        passed); the daemon sets ``Config.linger`` here when the shim is namespace-shared."""
 
     @classmethod
     def version(cls) -> tuple[str, str]:
@@ -141,15 +144,15 @@ class Shim:
         namespace: str,
         ttrpc_address: str,
         publisher: EventSink | None = None,
-        linger: float = 0.0,
+        linger: float | None = None,
     ) -> None:
         """Serve the Task service (v2 and v3) on ``listener`` until shut down.
 
         ``linger``: seconds to stay after a Shutdown finds no task (a shared daemon waits
-        for the next container). The daemon never stops while a ``start`` holds a
-        reservation (``runwasi.shim.v1.Shim/Reserve``, served here too); when it stops it
-        first refuses reservations and unlinks its socket, so a concurrent ``start`` binds
-        a fresh one.
+        for the next container); default :attr:`linger`, 0 unless set. The daemon never
+        stops while a ``start`` holds a reservation (``runwasi.shim.v1.Shim/Reserve``,
+        served here too); when it stops it first refuses reservations and unlinks its
+        socket, so a concurrent ``start`` binds a fresh one.
 
         Events go to ``publisher``, or to a new ``EventPublisher`` for ``ttrpc_address``
         (flushed and closed on return). The listener is closed on return and its socket file
@@ -193,7 +196,8 @@ class Shim:
         try:
             await server.listen_socket(listener)
             log.info("serving %s tasks on %s", namespace, path or "an inherited socket")
-            await _serve_until_done(service, stop, linger, path, inode)
+            stay = self.linger if linger is None else linger
+            await _serve_until_done(service, stop, stay, path, inode)
         finally:
             # Kill first so outstanding Wait calls return, then let in-flight calls (the
             # Shutdown reply) finish, then stop the threads; events are flushed last.
