@@ -240,10 +240,15 @@ async def _serve_until_done(
         if stop.is_set():
             return
         service.shutdown_requested.clear()
-        if linger > 0:
+        while linger > 0:  # counted from the latest Shutdown: a newer one starts it again
             log.debug("no task left; lingering %.1f s for the next container", linger)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), linger)
+            try:
+                await asyncio.wait_for(_wait_any(stop, service.shutdown_requested), linger)
+            except TimeoutError:
+                break
+            if stop.is_set():
+                return
+            service.shutdown_requested.clear()
         while not stop.is_set() and not service.task_count:
             if book.try_close():
                 if path and _inode(path) == inode:  # new starts must not find us any more

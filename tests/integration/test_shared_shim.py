@@ -7,6 +7,7 @@ service), in its own namespace, with the test images imported.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -34,6 +35,20 @@ pytestmark = pytest.mark.containerd
 SHIM = b"containerd-shim-pywasmtime-v1"
 
 
+@contextlib.contextmanager
+def shared_env() -> Iterator[None]:
+    """RUNWASI_PY_SHIM_GROUP=namespace in our environment, which containerd inherits."""
+    saved = os.environ.get("RUNWASI_PY_SHIM_GROUP")
+    os.environ["RUNWASI_PY_SHIM_GROUP"] = "namespace"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["RUNWASI_PY_SHIM_GROUP"]
+        else:
+            os.environ["RUNWASI_PY_SHIM_GROUP"] = saved
+
+
 @pytest.fixture(scope="module")
 def shared(
     tmp_path_factory: pytest.TempPathFactory, test_images: ImageSet
@@ -43,15 +58,8 @@ def shared(
     require_shim()
     workdir = tmp_path_factory.mktemp("c8ds")
     c8d = PrivateContainerd(workdir, shim_dirs=[scripts_dir()], namespace="runwasi-shared")
-    saved = os.environ.get("RUNWASI_PY_SHIM_GROUP")
-    os.environ["RUNWASI_PY_SHIM_GROUP"] = "namespace"  # inherited by containerd, then shims
-    try:
+    with shared_env():
         c8d.start()
-    finally:
-        if saved is None:
-            del os.environ["RUNWASI_PY_SHIM_GROUP"]
-        else:
-            os.environ["RUNWASI_PY_SHIM_GROUP"] = saved
     try:
         for tarball in test_images.all():
             c8d.import_image(tarball)
@@ -130,6 +138,45 @@ def test_sequential_runs_reuse_the_daemon_and_keep_exit_codes(shared: PrivateCon
             assert not mounts_of(shared, cid)
         assert not shared.ctr("containers", "ls", "-q").stdout.strip()
         assert not shared.leftover_processes()
+    finally:
+        for cid in ids:
+            remove_container(shared, cid)
+
+
+def test_containerd_restart_reconnects_to_the_shared_daemon(shared: PrivateContainerd) -> None:
+    wait_for(lambda: not daemons(shared), "no daemon before the test", 30)
+    ids = [new_id("rs"), new_id("rs")]
+    try:
+        for cid in ids:
+            shared.run(
+                PROBE,
+                cid,
+                "/probe.wasm",
+                "spin",
+                runtime=RUNTIME,
+                rm=False,
+                detach=True,
+                check=True,
+            )
+        for cid in ids:
+            wait_for(lambda c=cid: status(shared, c) == "RUNNING", f"{cid} RUNNING", 45)  # type: ignore[misc]
+        before = daemons(shared)
+        assert len(before) == 1
+        addresses = {(shared.bundle(cid) / "address").read_text() for cid in ids}
+        assert len(addresses) == 1
+        with shared_env():
+            shared.restart()
+        for cid in ids:  # the new containerd found both tasks through the one socket
+            wait_for(lambda c=cid: status(shared, c) == "RUNNING", f"{cid} after restart")  # type: ignore[misc]
+        assert daemons(shared) == before
+        for cid in ids:
+            shared.ctr("task", "kill", "-s", "SIGKILL", cid)
+            wait_for(lambda c=cid: status(shared, c) == "STOPPED", f"{cid} STOPPED")  # type: ignore[misc]
+            rm = shared.ctr("task", "rm", cid)
+            assert "exit code 137" in rm.stderr
+            shared.ctr("containers", "rm", cid)
+        wait_for(lambda: not daemons(shared), "the shared daemon to exit", 30)
+        assert not Path(addresses.pop().removeprefix("unix://")).exists()
     finally:
         for cid in ids:
             remove_container(shared, cid)

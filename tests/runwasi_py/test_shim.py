@@ -281,3 +281,33 @@ def test_config_group_by_is_checked() -> None:
     assert Config(group_by="namespace").linger > 0
     with pytest.raises(ValueError, match="group_by"):
         Config(group_by="pod")
+
+
+async def test_linger_counts_from_the_latest_shutdown(
+    sockdir: Path, events: RecordingEventsServer, tmp_path: Path
+) -> None:
+    path = sockdir / "shim.sock"
+    shim = ScriptShim()
+    shim.linger = 3.0  # as the daemon sets it for a namespace-shared shim
+    serving = asyncio.ensure_future(
+        shim.serve(listen(path), namespace="ns1", ttrpc_address=events.address)
+    )
+    client = await ttrpc.Client.connect(str(path))
+    driver = TaskDriver(client)
+    loop = asyncio.get_running_loop()
+    b1 = make_bundle(tmp_path, args=["/app.wasm"], container_id="c1", stdio="none")
+    assert (await driver.run(b1))[0] == 0
+    await driver.shutdown()
+    first = loop.time()
+    await asyncio.sleep(1.5)
+    b2 = make_bundle(tmp_path, args=["/app.wasm"], container_id="c2", stdio="none")
+    assert (await driver.run(b2))[0] == 0
+    await driver.shutdown()
+    await asyncio.sleep(max(0.0, first + 3.5 - loop.time()))
+    # the window opened by the first Shutdown is over; the second one's is not (it opened
+    # at least 1.5 s later, unless the machine stalled for seconds)
+    assert not serving.done()
+    assert path.exists()
+    await asyncio.wait_for(serving, 15)
+    await client.close()
+    assert not exists(path)
