@@ -3,8 +3,10 @@
 What it measures, in one run against one private containerd (runwasi_py.containerd):
 
 1. Wall time of ``ctr run --rm`` per container (median, p90): a wasm hello through
-   ``io.containerd.pywasmtime.v1`` vs a native hello (an image of the host's /bin/echo and
-   its libraries) through ``io.containerd.runc.v2``; sequential (interleaved, so both see
+   ``io.containerd.pywasmtime.v1`` with one shim daemon per container ("pywasmtime") and
+   with the namespace-shared daemon ("shared": a second private containerd started with
+   ``RUNWASI_PY_SHIM_GROUP=namespace``) vs a native hello (an image of the host's /bin/echo
+   and its libraries) through ``io.containerd.runc.v2``; sequential (interleaved, so all see
    the same machine), then at concurrency C. The ratio is wasm / runc (target: <= 1).
 2. Containers per second through containerd at concurrency P (anchor: runwasi's
    stress-test with real containerd, 330 tasks/s).
@@ -23,6 +25,7 @@ Results are saved as JSON under benchmarks/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -31,7 +34,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -117,9 +120,13 @@ def use_open_stdin() -> None:
     STDIN["keep"] = _w
 
 
+KINDS = ("wasm", "shared", "runc")
+LABELS = {"wasm": "pywasmtime", "shared": "shared", "runc": "runc"}
+
+
 def one_run(c8d: PrivateContainerd, kind: str) -> float:
     """Wall seconds of one ``ctr run --rm``; raises if the container did not say hello."""
-    image, runtime = (WASM_HELLO, WASM_RUNTIME) if kind == "wasm" else (NATIVE_HELLO, None)
+    image, runtime = (NATIVE_HELLO, None) if kind == "runc" else (WASM_HELLO, WASM_RUNTIME)
     argv = c8d.run_argv(image, _new_id(kind), runtime=runtime)
     t0 = time.perf_counter()
     res = subprocess.run(
@@ -144,10 +151,10 @@ def stats(samples: list[float]) -> dict[str, float]:
     }
 
 
-def sequential(c8d: PrivateContainerd, n: int) -> dict[str, dict[str, float]]:
-    samples: dict[str, list[float]] = {"wasm": [], "runc": []}
+def sequential(c8ds: dict[str, PrivateContainerd], n: int) -> dict[str, dict[str, float]]:
+    samples: dict[str, list[float]] = {k: [] for k in c8ds}
     for _ in range(n):
-        for kind in ("wasm", "runc"):  # interleaved: both see the same machine state
+        for kind, c8d in c8ds.items():  # interleaved: all see the same machine state
             samples[kind].append(one_run(c8d, kind))
     return {k: stats(v) for k, v in samples.items()}
 
@@ -196,9 +203,9 @@ def _running(c8d: PrivateContainerd) -> set[str]:
 
 def memory(c8d: PrivateContainerd, kind: str, counts: list[int]) -> list[dict[str, float]]:
     image, runtime, binary = (
-        (WASM_SLEEP, WASM_RUNTIME, "containerd-shim-pywasmtime-v1")
-        if kind == "wasm"
-        else (NATIVE_SLEEP, None, "containerd-shim-runc-v2")
+        (NATIVE_SLEEP, None, "containerd-shim-runc-v2")
+        if kind == "runc"
+        else (WASM_SLEEP, WASM_RUNTIME, "containerd-shim-pywasmtime-v1")
     )
     started: list[str] = []
     rows = []
@@ -248,7 +255,7 @@ def _remove(c8d: PrivateContainerd, ids: list[str]) -> None:
 
 def _memory_line(kind: str, row: dict[str, float]) -> str:
     return (
-        f"  {'pywasmtime' if kind == 'wasm' else 'runc':<11}{row['containers']:>4.0f}"
+        f"  {LABELS[kind]:<11}{row['containers']:>4.0f}"
         f"{row['processes']:>7.0f}{row['rss_mb']:>9.1f}{row['pss_mb']:>9.1f}"
         f"{row['peak_mb']:>9.1f}{row['rss_mb_per_container']:>9.1f}"
         f"{row['pss_mb_per_container']:>9.1f}"
@@ -257,51 +264,76 @@ def _memory_line(kind: str, row: dict[str, float]) -> str:
 
 def table(result: dict[str, Any]) -> str:
     seq, lines = result["sequential"], []
+    kinds = [k for k in KINDS if k in seq]
     lines.append("ctr run --rm, wall time per container (ms)")
-    lines.append(f"{'':28}{'median':>10}{'p90':>10}")
-    for label, key in (("pywasmtime (wasm hello)", "wasm"), ("runc (native echo)", "runc")):
+    lines.append(f"{'':34}{'median':>10}{'p90':>10}{'/runc':>8}")
+    for key in kinds:
+        ratio = seq[key]["median_ms"] / seq["runc"]["median_ms"]
         lines.append(
-            f"  sequential {label:<16}{seq[key]['median_ms']:>10.1f}{seq[key]['p90_ms']:>10.1f}"
+            f"  sequential {LABELS[key]:<22}{seq[key]['median_ms']:>10.1f}"
+            f"{seq[key]['p90_ms']:>10.1f}{ratio:>8.2f}"
         )
-    lines.append(
-        f"  sequential ratio wasm/runc  {result['ratio_sequential_median']:>10.2f}"
-        f"{result['ratio_sequential_p90']:>10.2f}"
-    )
     conc = result["concurrent"]
-    c = conc["wasm"]["concurrency"]
-    for label, key in (("pywasmtime", "wasm"), ("runc", "runc")):
+    for key in kinds:
+        c = conc[key]
+        ratio = c["median_ms"] / conc["runc"]["median_ms"]
         lines.append(
-            f"  concurrency {c} {label:<13}{conc[key]['median_ms']:>10.1f}"
-            f"{conc[key]['p90_ms']:>10.1f}"
+            f"  concurrency {c['concurrency']} {LABELS[key]:<19}{c['median_ms']:>10.1f}"
+            f"{c['p90_ms']:>10.1f}{ratio:>8.2f}"
         )
-    lines.append(
-        f"  concurrency {c} ratio         {result['ratio_concurrent_median']:>10.2f}"
-        f"{result['ratio_concurrent_p90']:>10.2f}"
-    )
     lines.append("")
     tp = result["throughput"]
+    first = tp[kinds[0]]
     lines.append(
-        f"containers/s through containerd, concurrency {tp['wasm']['concurrency']}, "
-        f"n={tp['wasm']['n']}"
+        f"containers/s through containerd, concurrency {first['concurrency']}, n={first['n']}"
     )
     lines.append(
-        f"  pywasmtime {tp['wasm']['containers_per_s']:8.1f}   "
-        f"runc {tp['runc']['containers_per_s']:8.1f}   "
-        f"anchor runwasi {RUNWASI_TASKS_PER_S:.0f} tasks/s"
+        "  "
+        + "   ".join(f"{LABELS[k]} {tp[k]['containers_per_s']:.1f}" for k in kinds)
+        + f"   (anchor runwasi {RUNWASI_TASKS_PER_S:.0f} tasks/s)"
     )
     lines.append("")
     lines.append("shim daemon memory with N running containers (MB)")
     lines.append(
         f"  {'shim':<11}{'N':>4}{'procs':>7}{'RSS':>9}{'PSS':>9}{'peak':>9}"
-        f"{'RSS/ctr':>9}{'PSS/ctr':>9}"
+        f"{'RSS/ctr':>9}{'PSS/ctr':>9}{'extra/ctr':>10}"
     )
-    lines += [
-        _memory_line(kind, row)
-        for kind in ("wasm", "runc")
-        for row in result["memory"].get(kind, [])
-    ]
-    lines.append(f"  anchor: runwasi wasmtime {RUNWASI_MB_PER_CONTAINER} MB per container")
+    for kind in KINDS:
+        rows = result["memory"].get(kind, [])
+        for row in rows:
+            extra = ""
+            if row is not rows[0] and row["containers"] > rows[0]["containers"]:
+                per = (row["rss_mb"] - rows[0]["rss_mb"]) / (
+                    row["containers"] - rows[0]["containers"]
+                )
+                extra = f"{per:>10.2f}"
+            lines.append(_memory_line(kind, row) + extra)
+    lines.append(
+        f"  anchor: runwasi wasmtime {RUNWASI_MB_PER_CONTAINER} MB per container; "
+        "extra/ctr = RSS per container beyond the first"
+    )
     return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def _shared_containerd(c8d: PrivateContainerd | None) -> Iterator[None]:
+    """Run ``c8d`` (if any) with RUNWASI_PY_SHIM_GROUP=namespace, which its shims inherit."""
+    if c8d is None:
+        yield
+        return
+    saved = os.environ.get("RUNWASI_PY_SHIM_GROUP")
+    os.environ["RUNWASI_PY_SHIM_GROUP"] = "namespace"
+    try:
+        c8d.start()
+    finally:
+        if saved is None:
+            os.environ.pop("RUNWASI_PY_SHIM_GROUP", None)
+        else:
+            os.environ["RUNWASI_PY_SHIM_GROUP"] = saved
+    try:
+        yield
+    finally:
+        c8d.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -313,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--throughput-n", type=int, default=100, help="containers for containers/s")
     p.add_argument("--rss", default="1,10,50", help="running-container counts for memory")
     p.add_argument("--no-runc-memory", action="store_true", help="skip runc's memory rows")
+    p.add_argument("--no-shared", action="store_true", help="skip the namespace-shared rows")
     p.add_argument(
         "--stdin",
         choices=("devnull", "open-pipe"),
@@ -328,22 +361,34 @@ def main(argv: list[str] | None = None) -> int:
         c8d = PrivateContainerd(
             Path(tmp) / "c8d", shim_dirs=[scripts_dir()], namespace="bench", log_level="info"
         )
-        with c8d:
+        shared = None
+        if not ns.no_shared:
+            shared = PrivateContainerd(
+                Path(tmp) / "c8s", shim_dirs=[scripts_dir()], namespace="bench", log_level="info"
+            )
+        with c8d, _shared_containerd(shared):
             images = Path(tmp) / "images"
             images.mkdir()
             build_images(c8d, images)
-            for kind in ("wasm", "runc", "wasm", "runc"):  # warm caches (page cache, compile)
-                one_run(c8d, kind)
+            c8ds = {"wasm": c8d, "runc": c8d}
+            if shared is not None:
+                for tar in sorted(images.glob("*.tar")):
+                    shared.import_image(tar)
+                c8ds = {"wasm": c8d, "shared": shared, "runc": c8d}
+            for kind, one in [*c8ds.items(), *c8ds.items()]:  # warm caches (page cache, ...)
+                one_run(one, kind)
             print("sequential ...", file=sys.stderr)
-            seq = sequential(c8d, ns.n)
+            seq = sequential(c8ds, ns.n)
             print("concurrent ...", file=sys.stderr)
             conc = {
-                k: concurrent(c8d, k, ns.concurrent_n, ns.concurrency) for k in ("wasm", "runc")
+                k: concurrent(one, k, ns.concurrent_n, ns.concurrency) for k, one in c8ds.items()
             }
             print("throughput ...", file=sys.stderr)
-            tput = {k: concurrent(c8d, k, ns.throughput_n, ns.parallel) for k in ("wasm", "runc")}
+            tput = {k: concurrent(one, k, ns.throughput_n, ns.parallel) for k, one in c8ds.items()}
             print("memory ...", file=sys.stderr)
             mem = {"wasm": memory(c8d, "wasm", counts)}
+            if shared is not None:
+                mem["shared"] = memory(shared, "shared", counts)
             if not ns.no_runc_memory:
                 mem["runc"] = memory(c8d, "runc", counts)
     result: dict[str, Any] = {
@@ -354,6 +399,12 @@ def main(argv: list[str] | None = None) -> int:
         "concurrent": conc,
         "throughput": tput,
         "memory": mem,
+        "ratio_shared_sequential_median": (
+            seq["shared"]["median_ms"] / seq["runc"]["median_ms"] if "shared" in seq else None
+        ),
+        "ratio_shared_concurrent_median": (
+            conc["shared"]["median_ms"] / conc["runc"]["median_ms"] if "shared" in conc else None
+        ),
         "ratio_sequential_median": seq["wasm"]["median_ms"] / seq["runc"]["median_ms"],
         "ratio_sequential_p90": seq["wasm"]["p90_ms"] / seq["runc"]["p90_ms"],
         "ratio_concurrent_median": conc["wasm"]["median_ms"] / conc["runc"]["median_ms"],

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+from typing import TYPE_CHECKING
 
 import betterproto2
 
@@ -82,10 +83,30 @@ from runwasi_py._proto.gen.containerd.task.v2 import (
 from runwasi_py._proto.gen.containerd.types import Mount, RuntimeInfo, RuntimeVersion
 from runwasi_py._proto.gen.containerd.v1.types import Process, ProcessInfo, Status
 from runwasi_py._proto.gen.google.protobuf import Any, Empty, Timestamp
-from runwasi_py._proto.gen.io.containerd.cgroups import v1 as cgroups_v1
-from runwasi_py._proto.gen.io.containerd.cgroups import v2 as cgroups_v2
 from runwasi_py._proto.gen.message_pool import default_message_pool
 from runwasi_py._proto.gen.runtimeoptions.v1 import Options as RuntimeOptions
+
+if TYPE_CHECKING:
+    from runwasi_py._proto.gen.io.containerd.cgroups import v1 as cgroups_v1
+    from runwasi_py._proto.gen.io.containerd.cgroups import v2 as cgroups_v2
+
+# Loaded on first use (Stats): ~10 ms of the daemon's boot otherwise.
+_LAZY_MODULES = {
+    "cgroups_v1": "runwasi_py._proto.gen.io.containerd.cgroups.v1",
+    "cgroups_v2": "runwasi_py._proto.gen.io.containerd.cgroups.v2",
+}
+
+
+def __getattr__(name: str) -> object:
+    target = _LAZY_MODULES.get(name)
+    if target is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module = importlib.import_module(target)
+    globals()[name] = module
+    return module
+
 
 __all__ = [
     "GO_ZERO_TIME",
@@ -194,6 +215,8 @@ def unpack_any(value: Any) -> betterproto2.Message:
     if not value.type_url:
         raise ValueError("Any has no type_url")
     name = value.type_url.rpartition("/")[2]
+    if name.startswith("io.containerd.cgroups."):  # registered when first imported
+        __getattr__("cgroups_v1" if ".v1." in name else "cgroups_v2")
     try:
         message_type = default_message_pool.url_to_type[TYPE_URL_PREFIX + name]
     except KeyError:

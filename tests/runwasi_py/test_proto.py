@@ -240,3 +240,24 @@ def test_default_cache_install_is_idempotent() -> None:
     before = betterproto2.Message._get_field_default
     _proto._install_default_cache()
     assert betterproto2.Message._get_field_default is before
+
+
+def test_cgroups_modules_load_on_first_use() -> None:
+    import subprocess
+    import sys
+
+    code = """
+import sys
+import runwasi_py._task_service
+assert not [m for m in sys.modules if "cgroups" in m], "cgroups loaded at boot"
+from runwasi_py._proto import Any, unpack_any
+m = unpack_any(Any(type_url="io.containerd.cgroups.v2.Metrics", value=b""))
+assert type(m).__name__ == "Metrics", m
+from runwasi_py._proto import cgroups_v1
+assert cgroups_v1.Metrics
+print("ok")
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=50, check=False
+    )
+    assert out.stdout.strip() == "ok", out.stderr
