@@ -200,6 +200,11 @@ class Connection:
             with memoryview(buf) as view:
                 pos = self._parse(view, 0, len(buf), events)
             del buf[:pos]
+        elif type(data) is memoryview:
+            # The shell's view of its read buffer: parse it as is (no second view).
+            pos = self._parse(data, start, n, events)
+            if pos < n:
+                self._buf = bytearray(data[pos:])
         else:
             with memoryview(data) as view:
                 pos = self._parse(view, start, n, events)

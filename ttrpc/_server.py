@@ -279,7 +279,10 @@ class ServerConnection(FrameProtocol):
                     pass  # the general path below turns it into the right status
                 else:
                     self.write(data)
-                    ctx._finish()
+                    if ctx._waiter is None:
+                        ctx._ended = True
+                    else:
+                        ctx._finish()
                     if self.closing and not self.tasks:
                         self.close()
                     return
