@@ -259,3 +259,32 @@ _IMMUTABLE_DEFAULTS = frozenset(
     {str, bytes, int, float, bool, type(None), datetime.datetime, datetime.timedelta}
 )
 _install_default_cache()
+
+
+def _install_fast_encoders() -> None:
+    """Planned ``__bytes__`` for the messages sent on every task (see ``_proto._fast``)."""
+    from runwasi_py._proto import _fast
+    from runwasi_py._proto.gen.containerd.types import Mount as TypesMount
+
+    _fast.install(
+        [
+            TypesMount,
+            TaskIo,
+            TaskCreate,
+            TaskStart,
+            TaskExit,
+            TaskDelete,
+            CreateTaskResponse,
+            StartResponse,
+            WaitResponse,
+            DeleteResponse,
+            StateResponse,
+            ConnectResponse,
+            Empty,
+            Any,
+            Envelope,
+        ]
+    )
+
+
+_install_fast_encoders()
