@@ -80,6 +80,7 @@ _unpack = HEADER.unpack_from
 _pack = HEADER.pack
 # A frame header followed by the tag and one-byte length of Response.payload.
 _pack_short = struct.Struct(">IIBBBB").pack
+_pack_mid = struct.Struct(">IIBBBBB").pack  # the same with a two-byte length
 
 
 class Role(enum.Enum):
@@ -367,6 +368,9 @@ class Connection:
             n = len(payload)
             if 0 < n < 0x80:
                 data = _pack_short(n + 2, stream_id, _RESPONSE, 0, 0x12, n) + payload
+            elif 0x80 <= n < 0x4000:
+                head = _pack_mid(n + 3, stream_id, _RESPONSE, 0, 0x12, (n & 0x7F) | 0x80, n >> 7)
+                data = head + payload
             else:
                 head = b"\x12" + _varint(n) if n else b""
                 size = len(head) + n

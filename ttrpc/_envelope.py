@@ -307,6 +307,9 @@ def decode_request(data: bytes) -> Request:
                 return _decode_request_general(data)
             if n < 0x80:
                 start = pos + 2
+            elif data[pos + 2] < 0x80:  # a two-byte length: payloads up to 16 KiB
+                n = (n & 0x7F) | (data[pos + 2] << 7)
+                start = pos + 3
             else:
                 n, start = _read_varint(data, pos + 1, end)
             pos = start + n

@@ -388,3 +388,27 @@ def test_read_write_messages_over_a_socket_pair() -> None:
     ] == sent
     assert len(events) == 3
     assert server._buf == b""  # nothing left over at EOF
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 129, 1000, 16383, 16384, 20000, 1 << 20])
+def test_ok_response_framing_matches_the_general_encoder(size: int) -> None:
+    # send_response frames an OK reply by hand (one-, two-byte and general lengths): it must
+    # be byte-identical to header + encode_response.
+    server = Connection(Role.SERVER)
+    client = Connection(Role.CLIENT)
+    sid, wire = client.send_request(Request("svc", "M"))
+    server.receive_data(wire)
+    payload = bytes(range(256)) * (size // 256) + b"z" * (size % 256)
+    body = encode_response(0, "", payload)
+    assert server.send_response(sid, payload) == pack_header(len(body), sid, 2, 0) + body
+    assert not server.is_open(sid)
+
+
+@given(st.binary(max_size=40_000), st.integers(min_value=0, max_value=2**40))
+@settings(max_examples=200, deadline=None)
+def test_request_fast_decode_matches_general(payload: bytes, timeout: int) -> None:
+    from ttrpc._envelope import _decode_request_general, decode_request
+
+    req = Request("ttrpc.example.v1.Example", "Echo", payload, timeout, [("k", "v")])
+    data = encode_request(req)
+    assert decode_request(data) == _decode_request_general(data) == req
