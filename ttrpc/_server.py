@@ -1,7 +1,10 @@
 """``Server``: serves registered services over unix sockets.
 
 Each accepted socket gets a :class:`ServerConnection` (the asyncio shell plus dispatch).
-A Request becomes one task; replies go out in completion order. Dispatch reads only the
+A unary handler first runs inline, inside the read callback (see :mod:`ttrpc._eager`): most
+finish there and their reply joins the one write of that read; one that suspends continues
+in its own Task, with its deadline as a single loop timer. Streaming calls get a Task each.
+Replies go out in completion order. Dispatch reads only the
 method tables built at :meth:`Server.register`; nothing is looked up by reflection per call.
 
 A connection is never closed for being idle (containerd treats a dropped connection as a
