@@ -36,10 +36,15 @@ class PyWasmtimeShim(Shim):
         namespace: str,
         ttrpc_address: str,
         publisher: EventSink | None = None,
+        linger: float | None = None,
     ) -> None:
         """As :meth:`Shim.serve`; wasmtime is imported in the background meanwhile."""
         # containerd sends Create right after start: overlap the engine's import with it.
         preload()
         await super().serve(
-            listener, namespace=namespace, ttrpc_address=ttrpc_address, publisher=publisher
+            listener,
+            namespace=namespace,
+            ttrpc_address=ttrpc_address,
+            publisher=publisher,
+            linger=linger,
         )
