@@ -296,3 +296,16 @@ def test_absolute_root_path(tmp_path: Path) -> None:
     other.mkdir()
     spec = BundleSpec.load(make_bundle(tmp_path, {"root": {"path": os.fspath(other)}}))
     assert spec.rootfs == other
+
+
+def test_read_limited_reads_up_to_the_limit(tmp_path: Path) -> None:
+    from runwasi_py._oci import _read_limited
+
+    f = tmp_path / "config.json"
+    f.write_bytes(b"x" * 100_000)
+    assert _read_limited(str(f), 1 << 20) == b"x" * 100_000
+    assert _read_limited(str(f), 10) == b"x" * 10
+    # a file whose size stat reports as 0 (procfs) is read in chunks, still up to the limit
+    status = _read_limited("/proc/self/status", 1 << 20)
+    assert status.startswith(b"Name:")
+    assert _read_limited("/proc/self/status", 5) == b"Name:"
