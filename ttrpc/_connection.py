@@ -138,6 +138,12 @@ class _Stream:
         self.remote_closed = remote_closed
 
 
+# A server stream whose client sends nothing after its Request (unary, server-streaming):
+# nothing ever changes it (Data on it is refused before _data, and send_close drops a server
+# stream without touching it), so all such streams share this one object.
+_PEER_CLOSED = _Stream(False, True)
+
+
 def frame(stream_id: int, mtype: int, flags: int, data: bytes) -> bytes:
     """Header + data as one ``bytes``; refuse (ResourceExhausted) anything over the limit."""
     n = len(data)
@@ -239,7 +245,9 @@ class Connection:
                         message = f"unmarshal request error: {exc}"
                         self._reply_status(sid, Code.INVALID_ARGUMENT, message, events)
                         continue
-                    self._streams[sid] = _Stream(False, not flags & FLAG_REMOTE_OPEN)
+                    self._streams[sid] = (
+                        _Stream(False, False) if flags & FLAG_REMOTE_OPEN else _PEER_CLOSED
+                    )
                     events.append(RequestReceived(sid, flags, request))
                 else:
                     self._server_frame(sid, mtype, flags, payload, events)
@@ -276,7 +284,7 @@ class Connection:
                     sid, Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}", events
                 )
                 return
-            self._streams[sid] = _Stream(False, not flags & FLAG_REMOTE_OPEN)
+            self._streams[sid] = _Stream(False, False) if flags & FLAG_REMOTE_OPEN else _PEER_CLOSED
             events.append(RequestReceived(sid, flags, request))
         elif mtype == _DATA:
             stream = self._streams.get(sid)
@@ -347,10 +355,11 @@ class Connection:
         """Close our sending side: an empty Data frame with RC|ND (never combined with data)."""
         stream = self._streams.get(stream_id)
         if stream is not None:
-            stream.local_closed = True
             if self.role is Role.SERVER or stream.remote_closed:
                 # The server's part of a stream ends with its close; the id stays burnt.
                 del self._streams[stream_id]
+            else:
+                stream.local_closed = True
         return _pack(0, stream_id, _DATA, FLAG_REMOTE_CLOSED | FLAG_NO_DATA)
 
     def send_response(
