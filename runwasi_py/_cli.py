@@ -777,6 +777,11 @@ def _daemon(shim: type[Shim], flags: Flags) -> int:
     import signal
     import socket as socket_mod
 
+    # What serve() needs, imported before serve() runs: a shim's serve() may start a
+    # background import (pywasmtime imports wasmtime on a thread), which would otherwise
+    # share the GIL with these imports and delay the first accepted connection.
+    import runwasi_py._events
+    import runwasi_py._task_service  # noqa: F401
     import ttrpc
     from runwasi_py._logging import setup_logging
 
