@@ -77,8 +77,10 @@ class Config:
     one crash then ends all its containers). ``$RUNWASI_PY_SHIM_GROUP`` overrides it. With an
     import-path ``shim_main("pkg.mod:MyShim")``, ``start`` does not import the class: pass
     ``shim_main(..., group_by="namespace")`` as well (or set the variable)."""
-    linger: float = 2.0
-    """Seconds a namespace-shared daemon stays after its last task, for the next container."""
+    linger: float = 5.0
+    """Seconds a namespace-shared daemon stays after its last task, for the next container
+    (long enough for a ``ctr run`` loop that does other work between runs; the cost is one
+    idle process for that long)."""
     reservation_timeout: float = 20.0
     """Seconds a ``start`` that handed out a live daemon's address holds it without a Create."""
 
