@@ -46,6 +46,7 @@ import ttrpc
 from runwasi_py._events import EVENTS_SERVICE, EventPublisher
 from runwasi_py._events_fake import RecordingEventsServer
 from runwasi_py._proto import TaskCreate, TaskDelete, TaskExit, TaskStart
+from ttrpc import RawMessage as Raw
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -53,20 +54,6 @@ EVENT_FILES = ("runwasi_py/_events.py", "runwasi_py/_events_fake.py")
 
 
 # --- child processes ------------------------------------------------------------------------
-
-
-class Raw:
-    """Wire bytes as they come: the counting server decodes nothing, as Go would barely."""
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> Raw:
-        return cls(data)
 
 
 async def _serve(path: str, kind: str) -> None:

@@ -35,6 +35,7 @@ from runwasi_py import RuntimeContext, Sandbox, Shim
 from runwasi_py._events import EVENTS_SERVICE
 from runwasi_py._proto import DeleteRequest, StartRequest, WaitRequest
 from runwasi_py.testing import Bundle, RecordingEventsServer, TaskDriver, make_bundle, serve_shim
+from ttrpc import RawMessage as Raw
 
 RUNWASI_TASKS_PER_S = (329.85, 488.0)
 RUNWASI_MB_PER_CONTAINER = 22.7
@@ -57,26 +58,6 @@ class StressShim(Shim):
 
     name = "stress"
     sandbox = StressSandbox
-
-
-class Raw:
-    """Pre-encoded bytes on the wire: keeps the driver's protobuf cost out of the figure.
-
-    runwasi's stress-test drives the shim from Rust; a Python driver encoding and decoding
-    betterproto2 messages for every call would measure itself, not the shim.
-    """
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> Raw:
-        return cls(data)
 
 
 class CountingEventsServer(RecordingEventsServer):

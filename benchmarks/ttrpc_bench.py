@@ -45,6 +45,8 @@ from typing import Any
 
 import psutil
 
+from ttrpc import RawMessage
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tests" / "interop" / "go" / "build.sh"
 RESULTS = ROOT / "benchmarks" / "results"
@@ -121,22 +123,6 @@ def _py_client_main(argv: list[str]) -> None:
 
 
 # --- the Python server variants (`ttrpc_bench.py _pyserver upb|raw SOCKET [PB2_DIR]`) -------
-
-
-class RawMessage:
-    """A message kept as its wire bytes: Echo's request bytes are a valid EchoResponse."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> RawMessage:
-        return cls(bytes(data))
-
-    def SerializeToString(self) -> bytes:
-        return self.data
 
 
 def _variant_service(kind: str, pb2_dir: str | None) -> Any:

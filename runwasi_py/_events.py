@@ -58,6 +58,7 @@ from runwasi_py._proto import (
     TaskStart,
     full_name,
 )
+from ttrpc import RawMessage
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -96,26 +97,6 @@ DEFAULT_MAX_QUEUE: Final = 1_000_000
 _BACKLOG_WARN_FROM = 10_000
 
 
-class _Encoded:
-    """A message already in wire form: ttrpc only needs ``SerializeToString``/``FromString``."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _Encoded:
-        # The reply is google.protobuf.Empty: nothing in it is worth decoding.
-        return _EMPTY
-
-
-_EMPTY: Final = _Encoded()
-
-
 def topic_for(event: betterproto2.Message) -> str:
     """The containerd topic of a task event (``TaskExit`` -> ``/tasks/exit``).
 
@@ -147,7 +128,7 @@ class _Item:
 
     def __init__(self, topic: str, request: bytes) -> None:
         self.topic = topic
-        self.request = _Encoded(request)
+        self.request = RawMessage(request)
         self.attempts = 0
 
 
@@ -344,7 +325,7 @@ class EventPublisher(EventSink):
         )
         return False
 
-    async def _forward(self, request: _Encoded) -> None:
+    async def _forward(self, request: RawMessage) -> None:
         client = self._client
         if client is None or client.closed:
             if client is not None:
@@ -361,7 +342,7 @@ class EventPublisher(EventSink):
                 EVENTS_SERVICE,
                 "Forward",
                 request,
-                _Encoded,
+                RawMessage,
                 metadata=self._metadata,  # pairs go out verbatim: no per-call Metadata
             )
         except (ttrpc.ClosedError, TimeoutError, OSError):

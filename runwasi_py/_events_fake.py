@@ -26,7 +26,7 @@ from runwasi_py._events import EVENTS_SERVICE, NAMESPACE_METADATA_KEY
 from runwasi_py._events_wire import decode_forward
 from runwasi_py._proto import GO_ZERO_TIME, unpack_any
 from runwasi_py._proto import Any as AnyMessage
-from ttrpc import CallContext
+from ttrpc import CallContext, RawMessage
 
 __all__ = ["RecordedEvent", "RecordingEventsServer"]
 
@@ -45,25 +45,6 @@ class RecordedEvent:
     """The ``containerd-namespace-ttrpc`` metadata value sent with the call."""
 
 
-class _Raw:
-    """The request as wire bytes (decoded in the handler) and the ``Empty`` reply."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _Raw:
-        return cls(data)
-
-
-_EMPTY = _Raw()
-
-
 class _EventsService(ttrpc.Service):
     service_name = EVENTS_SERVICE
 
@@ -71,7 +52,7 @@ class _EventsService(ttrpc.Service):
         self._owner = owner
 
     @ttrpc.rpc(name="Forward")
-    async def forward(self, request: _Raw, context: CallContext) -> _Raw:
+    async def forward(self, request: RawMessage, context: CallContext) -> RawMessage:
         return await self._owner._on_forward(request, context)
 
 
@@ -138,7 +119,7 @@ class RecordingEventsServer:
         """Make each Forward take ``seconds`` before it is recorded (0 = none)."""
         self._delay = seconds
 
-    async def _on_forward(self, request: _Raw, context: CallContext) -> _Raw:
+    async def _on_forward(self, request: RawMessage, context: CallContext) -> RawMessage:
         if self._refuse:
             raise self._refuse.pop(0)
         try:
@@ -173,7 +154,7 @@ class RecordingEventsServer:
         async with self._changed:
             self.events.append(recorded)
             self._changed.notify_all()
-        return _EMPTY
+        return RawMessage()
 
     async def wait_for(
         self,

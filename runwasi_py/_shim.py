@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from runwasi_py._sandbox import Sandbox
+from ttrpc._raw import RawMessage
 
 if TYPE_CHECKING:
     import ttrpc
@@ -262,22 +263,6 @@ async def _serve_until_done(
                 await asyncio.wait_for(stop.wait(), min(max(book.seconds_left(), 0.01), 1.0))
 
 
-class _RawMessage:
-    """Bytes on the wire as they are: the Reserve messages are decoded by hand."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes = b"") -> None:
-        self.data = data
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _RawMessage:
-        return cls(data)
-
-
 def _reserve_service(service: TaskService) -> ttrpc.Service:
     """``runwasi.shim.v1.Shim/Reserve{1: id}``: a ``start`` holds this daemon for a Create.
 
@@ -292,7 +277,7 @@ def _reserve_service(service: TaskService) -> ttrpc.Service:
         service_name = RESERVE_SERVICE
 
         @ttrpc.rpc(name=RESERVE_METHOD)
-        async def reserve(self, request: _RawMessage, context: object) -> _RawMessage:
+        async def reserve(self, request: RawMessage, context: object) -> RawMessage:
             container_id = _decode_reserve_id(request.data)
             if not container_id:
                 raise InvalidArgument("reserve: the container id is empty")
@@ -301,7 +286,7 @@ def _reserve_service(service: TaskService) -> ttrpc.Service:
             except ShimClosing as e:
                 raise FailedPrecondition(f"reserve {container_id}: {e}") from None
             log.debug("reserved for %s", container_id)
-            return _RawMessage()
+            return RawMessage()
 
     return ReserveService()
 

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from ttrpc._loop import run
     from ttrpc._metadata import Metadata
     from ttrpc._peercred import PeerCredentials
+    from ttrpc._raw import RawMessage
     from ttrpc._server import Server, ServerInterceptor
     from ttrpc._service import Message, MethodKind, MethodSpec, Service, rpc
     from ttrpc._stream import ClientStream
@@ -41,6 +42,7 @@ _EXPORTS = {
     "MethodKind": "ttrpc._service",
     "MethodSpec": "ttrpc._service",
     "PeerCredentials": "ttrpc._peercred",
+    "RawMessage": "ttrpc._raw",
     "ProtocolError": "ttrpc._errors",
     "Server": "ttrpc._server",
     "ServerInterceptor": "ttrpc._server",
@@ -63,6 +65,7 @@ __all__ = [
     "MethodSpec",
     "PeerCredentials",
     "ProtocolError",
+    "RawMessage",
     "Server",
     "ServerInterceptor",
     "Service",

@@ -398,21 +398,12 @@ def test_wire_decoder_rejects_malformed_input(data: bytes, message: str) -> None
 async def test_fake_answers_malformed_request_with_invalid_argument(
     events: RecordingEventsServer,
 ) -> None:
-    class Raw:
-        def __init__(self, data: bytes = b"") -> None:
-            self.data = data
-
-        def SerializeToString(self) -> bytes:
-            return self.data
-
-        @classmethod
-        def FromString(cls, data: bytes) -> Raw:
-            return cls(data)
-
     async with await ttrpc.Client.connect(events.address) as client:
         with pytest.raises(ttrpc.TtrpcError, match="malformed ForwardRequest") as info:
-            await client.call(EVENTS_SERVICE, "Forward", Raw(b"\x0a\x05ab"), Raw)
+            await client.call(
+                EVENTS_SERVICE, "Forward", ttrpc.RawMessage(b"\x0a\x05ab"), ttrpc.RawMessage
+            )
         assert info.value.code == ttrpc.Code.INVALID_ARGUMENT
         with pytest.raises(ttrpc.TtrpcError, match="envelope and event required"):
-            await client.call(EVENTS_SERVICE, "Forward", Raw(b""), Raw)
+            await client.call(EVENTS_SERVICE, "Forward", ttrpc.RawMessage(b""), ttrpc.RawMessage)
     assert events.events == []

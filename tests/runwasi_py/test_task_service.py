@@ -36,6 +36,7 @@ from runwasi_py._proto import (
 )
 from runwasi_py.testing import ShimUnderTest, TaskDriver, make_bundle, serve_shim
 from tests.runwasi_py.sandboxes import RELEASE, ScriptSandbox, ScriptShim, entered, reset
+from ttrpc import RawMessage
 
 pytestmark = pytest.mark.anyio
 
@@ -678,18 +679,6 @@ async def test_can_handle_error_reaches_the_caller(tmp_path: Path) -> None:
         await expect(Code.INVALID_ARGUMENT, s.driver.create(b), "picky: no thanks")
 
 
-class _Raw:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-    @classmethod
-    def FromString(cls, data: bytes) -> _Raw:
-        return cls(data)
-
-    def SerializeToString(self) -> bytes:
-        return self.data
-
-
 async def test_exited_at_before_exit_is_go_zero_time_on_the_wire(
     sut: ShimUnderTest, tmp_path: Path
 ) -> None:
@@ -697,7 +686,9 @@ async def test_exited_at_before_exit_is_go_zero_time_on_the_wire(
 
     b = make_bundle(tmp_path, args=["/app.wasm"], container_id="zero", stdio="none")
     await sut.driver.create(b)
-    raw = await sut.driver.client.call(sut.driver.service, "State", StateRequest(id="zero"), _Raw)
+    raw = await sut.driver.client.call(
+        sut.driver.service, "State", StateRequest(id="zero"), RawMessage
+    )
     # the last field set is 10 (exited_at): tag 0x52, length, Timestamp{seconds: -62135596800}
     go_zero = bytes(Timestamp(seconds=-62135596800))
     assert raw.data.endswith(b"\x52" + bytes([len(go_zero)]) + go_zero)
