@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runwasi_py._context import RuntimeContext
+from runwasi_py._output_drain import drain_outputs
 from runwasi_py._sandbox import Sandbox
 
 __all__ = ["CpuUsage", "ExitStatus", "Instance", "WorkerPool"]
@@ -435,6 +436,8 @@ class Instance:
         ru = resource.getrusage(resource.RUSAGE_THREAD)
         self._ru_start = (ru.ru_utime, ru.ru_stime)
         code = self._run_to_end()
+        if self.ctx.kill_signal is None:
+            drain_outputs(self.ctx, self.sandbox.drain_timeout)
         ru = resource.getrusage(resource.RUSAGE_THREAD)
         total = time.thread_time_ns() - self._cpu_start_ns
         self._cpu_final = CpuUsage(

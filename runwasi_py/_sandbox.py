@@ -27,6 +27,11 @@ class Sandbox:
         "application/wasm",
     )
 
+    drain_timeout: ClassVar[float] = 10.0
+    """Seconds to wait after ``run_wasi`` returns for the output FIFOs to be read before the
+    exit is reported (see ``runwasi_py._output_drain``); the wait ends as soon as the pipes
+    are empty or their readers are gone, so it costs nothing when the client keeps up."""
+
     async def run_wasi(self, ctx: RuntimeContext) -> int:
         """Run the workload and return its exit code. Required."""
         raise NotImplementedError(f"{type(self).__name__}.run_wasi")

@@ -41,7 +41,6 @@ from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
 from runwasi_py.wasmtime._stdio import (
     AppendingOutput,
     FifoUnblocker,
-    OutputDrain,
     stdin_opens_at_once,
 )
 
@@ -110,15 +109,6 @@ class WasmtimeSandbox(Sandbox):
     cgroup this only ranks the shim's own threads against each other.
     """
 
-    drain_timeout: ClassVar[float] = 10.0
-    """Seconds to wait, after a program's end, for its output to be read before reporting it.
-
-    containerd's client drops output its reader's open has not yet delivered when the exit
-    arrives (see ``_stdio.OutputDrain``); waiting until the FIFOs are read prevents that.
-    The wait ends as soon as the pipes are empty or their readers are gone, so it costs
-    nothing when the client keeps up; only a reader that stops reading reaches the limit.
-    """
-
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
@@ -183,8 +173,6 @@ class WasmtimeSandbox(Sandbox):
         before = _renice(self.worker_nice) if self.worker_nice else None
         try:
             code = self._run(ctx)
-            if ctx.kill_signal is None:
-                _drain_output(ctx, self.drain_timeout)
             # Killed, but the guest got to its end first (it sat in a host call, where no
             # epoch check happens): still killed, as a process would be.
             return code if ctx.kill_signal is None else _killed_status(ctx)
@@ -571,24 +559,6 @@ def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
     except Exception:  # a store that cannot be inspected: not our verdict
         return False
     return used > 0 and used + max(2 * _PAGE, limit // 4) > limit
-
-
-def _drain_output(ctx: RuntimeContext, timeout: float) -> None:
-    """Hold the exit until containerd's client has read the output (see ``OutputDrain``)."""
-    drain = OutputDrain()
-    try:
-        for path in (ctx.stdio.stdout, ctx.stdio.stderr):
-            drain.watch(path)
-        if not drain.wait(timeout, stop=lambda: ctx.kill_signal is not None):
-            if ctx.kill_signal is not None:
-                return  # killed while waiting: the exit must not wait for the reader
-            log.warning(
-                "container %s: output not read within %.1f s; reporting the exit anyway",
-                ctx.container_id,
-                timeout,
-            )
-    finally:
-        drain.close()
 
 
 def _is_regular_or_missing(path: str) -> bool:

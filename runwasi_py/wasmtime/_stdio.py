@@ -20,30 +20,20 @@ only way to return a blocked ``fd_read`` (containerd still holds its writer, so 
 comes); the guest is back in wasm code, past its epoch deadline, and traps at its next
 function entry or loop header.
 
-Output must be read before the exit is reported: :class:`OutputDrain`. containerd's client
-(``ctr``, the ``containerd/fifo`` package) opens its read ends in goroutines and, once the
-task has exited, cancels every open that has not finished and closes the fd it gets back
-unread. wasmtime opens the write end when the program starts, microseconds before it exits
-(runc's shim opens it at Create), so on a busy machine the reader's open has returned in the
-kernel but its goroutine has not yet run when the exit arrives, and the output already in
-the pipe is thrown away with it. Once the reader has taken every byte it is past that point.
+Output must be read before the exit is reported: the framework's ``runwasi_py._output_drain``
+waits for that after ``run_wasi`` returns, for every Sandbox.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import os
-import select
 import stat
-import struct
-import termios
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-__all__ = ["AppendingOutput", "FifoUnblocker", "OutputDrain", "stdin_opens_at_once"]
+__all__ = ["AppendingOutput", "FifoUnblocker", "stdin_opens_at_once"]
 
 
 class FifoUnblocker:
@@ -141,76 +131,6 @@ class AppendingOutput:
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-class OutputDrain:
-    """Waits, bounded, until the readers of stdout/stderr FIFOs have taken what was written.
-
-    Used after the program's end, its stdio closed: :meth:`watch` each output FIFO (this
-    opens a non-blocking write end, which works while a reader is there or on its way, and
-    keeps the pipe's unread bytes alive); :meth:`wait` returns when every watched pipe is
-    empty or has lost its readers, or at the deadline; :meth:`close` then gives the readers
-    their end-of-file. All on the worker thread.
-
-    Example:
-        >>> drain = OutputDrain()
-        >>> drain.watch("/run/fifo/ctr-stdout")
-        >>> drain.wait(5.0)
-        True
-        >>> drain.close()
-    """
-
-    def __init__(self) -> None:
-        self._fds: list[int] = []
-
-    def watch(self, path: str) -> None:
-        """Hold a write fd on the FIFO ``path``; nothing if it is none or has no reader."""
-        if not _is_fifo(path):
-            return
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return  # ENXIO: no reader, so nothing will be read (or lost) through it
-        self._fds.append(fd)
-
-    def wait(self, timeout: float, stop: Callable[[], bool] = lambda: False) -> bool:
-        """Sleep until every watched pipe is drained or has no reader; False at the deadline.
-
-        ``stop`` is asked between naps; True ends the wait early (a kill: exit at once).
-        """
-        deadline = time.monotonic() + timeout
-        pause = 0.0005
-        pending = list(self._fds)
-        while True:
-            pending = [fd for fd in pending if not _drained(fd)]
-            if not pending:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0 or stop():
-                return False
-            time.sleep(min(pause, left))
-            pause = min(pause * 2, 0.02)
-
-    def close(self) -> None:
-        """Close the held fds (end-of-file for the readers once the program's are closed)."""
-        fds, self._fds = self._fds, []
-        for fd in fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _drained(fd: int) -> bool:
-    """Nothing left in the pipe behind ``fd``, or nobody left to read it."""
-    try:
-        unread = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0]
-    except OSError:
-        return True
-    if unread == 0:
-        return True
-    # A pipe reports POLLERR to a writer once its last reader has closed.
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    return any(ev & select.POLLERR for _, ev in poller.poll(0))
 
 
 def _is_fifo(path: str) -> bool:

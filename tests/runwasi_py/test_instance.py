@@ -350,3 +350,43 @@ async def test_clean_loop_is_reused_and_works(tmp_path: Path, pool: WorkerPool) 
         inst.start()
         assert (await inst.wait()).code == n
     assert len(set(loops)) == 1
+
+
+async def test_exit_waits_until_the_output_fifo_is_read(tmp_path: Path, pool: WorkerPool) -> None:
+    """Any Sandbox, not only wasmtime: containerd's client drops output it has not read
+    when the exit arrives, so the exit is held until the reader has taken the bytes."""
+    import os
+
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # there, but not reading yet
+    try:
+        ctx = make_ctx(tmp_path, "out", "late reader", "exit", "0")
+        ctx.stdio = Stdio(stdout=str(fifo))
+        inst = make(pool, ctx)
+        inst.start()
+        waiting = asyncio.ensure_future(inst.wait())
+        done, _ = await asyncio.wait({waiting}, timeout=0.5)
+        assert not done  # the bytes are still in the pipe: no exit yet
+        assert os.read(reader, 100) == b"late reader\n"
+        assert (await waiting).code == 0
+    finally:
+        os.close(reader)
+
+
+async def test_killed_task_does_not_wait_for_its_output(tmp_path: Path, pool: WorkerPool) -> None:
+    import os
+
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        ctx = make_ctx(tmp_path, "out", "never read", "sleep")
+        ctx.stdio = Stdio(stdout=str(fifo))
+        inst = make(pool, ctx)
+        inst.start()
+        await until_entered("c1")
+        inst.kill(signal.SIGTERM)
+        assert (await inst.wait()).code == 128 + signal.SIGTERM
+    finally:
+        os.close(reader)
