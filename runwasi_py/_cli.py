@@ -30,6 +30,7 @@ import os
 import sys
 
 from runwasi_py._address import is_listening, socket_address, socket_path
+from runwasi_py._protowire import encode_varint, length_delimited
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
@@ -565,10 +566,6 @@ def _start(
     return 0
 
 
-def _pb_bytes(number: int, value: bytes) -> bytes:
-    return _varint((number << 3) | 2) + _varint(len(value)) + value
-
-
 def _reserve(address: str, container_id: str, timeout: float = 2.0) -> str:
     """Ask the live shim on ``address`` to hold itself for ``container_id``'s Create.
 
@@ -582,9 +579,9 @@ def _reserve(address: str, container_id: str, timeout: float = 2.0) -> str:
     import struct
 
     request = (
-        _pb_bytes(1, _RESERVE_SERVICE.encode())
-        + _pb_bytes(2, _RESERVE_METHOD.encode())
-        + _pb_bytes(3, _pb_bytes(1, container_id.encode("utf-8", "surrogateescape")))
+        length_delimited(1, _RESERVE_SERVICE.encode())
+        + length_delimited(2, _RESERVE_METHOD.encode())
+        + length_delimited(3, length_delimited(1, container_id.encode("utf-8", "surrogateescape")))
     )
     with socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -736,16 +733,6 @@ def _is_mountpoint(path: str) -> bool:
     return False
 
 
-def _varint(value: int) -> bytes:
-    value &= (1 << 64) - 1  # negative int64 values are sent as 10-byte two's complement
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def encode_delete_response(pid: int, exit_status: int, seconds: int, nanos: int) -> bytes:
     """``containerd.task.v2.DeleteResponse{pid, exit_status, exited_at}`` on the wire.
 
@@ -758,15 +745,15 @@ def encode_delete_response(pid: int, exit_status: int, seconds: int, nanos: int)
     """
     ts = b""
     if seconds:
-        ts += b"\x08" + _varint(seconds)
+        ts += b"\x08" + encode_varint(seconds)
     if nanos:
-        ts += b"\x10" + _varint(nanos)
+        ts += b"\x10" + encode_varint(nanos)
     out = b""
     if pid:
-        out += b"\x08" + _varint(pid)
+        out += b"\x08" + encode_varint(pid)
     if exit_status:
-        out += b"\x10" + _varint(exit_status)
-    return out + b"\x1a" + _varint(len(ts)) + ts
+        out += b"\x10" + encode_varint(exit_status)
+    return out + b"\x1a" + encode_varint(len(ts)) + ts
 
 
 # --- the daemon ------------------------------------------------------------------------

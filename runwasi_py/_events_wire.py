@@ -28,35 +28,18 @@ import functools
 from dataclasses import dataclass
 from typing import Final
 
+from runwasi_py._protowire import encode_varint, length_delimited, read_varint
+
 __all__ = ["UNIX_EPOCH", "ForwardFields", "decode_forward", "encode_forward"]
 
 UNIX_EPOCH: Final = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 """The Unix epoch (protobuf's Timestamp origin)."""
 
-_U64: Final = (1 << 64) - 1
-
-
-def _varint(value: int) -> bytes:
-    value &= _U64  # negative int64 goes out as its 64-bit two's complement (10 bytes)
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _field(tag: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2); ``tag`` is the field number."""
-    return _varint(tag << 3 | 2) + _varint(len(payload)) + payload
-
 
 @functools.lru_cache(maxsize=1024)
 def _string_field(tag: int, text: str) -> bytes:
     """A string field, cached: namespaces, topics and type urls are a handful of values."""
-    return _field(tag, text.encode()) if text else b""
+    return length_delimited(tag, text.encode()) if text else b""
 
 
 def _timestamp(when: datetime.datetime) -> bytes:
@@ -67,9 +50,9 @@ def _timestamp(when: datetime.datetime) -> bytes:
     seconds, micro = divmod(micros, 1_000_000)  # nanos stay non-negative, as protobuf says
     out = b""
     if seconds:
-        out += b"\x08" + _varint(seconds)
+        out += b"\x08" + encode_varint(seconds)
     if micro:
-        out += b"\x10" + _varint(micro * 1000)
+        out += b"\x10" + encode_varint(micro * 1000)
     return out
 
 
@@ -83,16 +66,16 @@ def encode_forward(
     """
     any_ = _string_field(1, type_url)
     if value:
-        any_ += _field(2, value)
+        any_ += length_delimited(2, value)
     envelope = b"".join(
         (
-            _field(1, _timestamp(timestamp)),
+            length_delimited(1, _timestamp(timestamp)),
             _string_field(2, namespace),
             _string_field(3, topic),
-            _field(4, any_),
+            length_delimited(4, any_),
         )
     )
-    return _field(1, envelope)
+    return length_delimited(1, envelope)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,33 +89,18 @@ class ForwardFields:
     value: bytes
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result, pos
-        shift += 7
-        if shift >= 70:
-            raise ValueError("varint too long")
-
-
 def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
     """(number, wire type, value) for each field; unknown wire types raise ValueError."""
     out: list[tuple[int, int, int | bytes]] = []
     pos = 0
     while pos < len(data):
-        key, pos = _read_varint(data, pos)
+        key, pos = read_varint(data, pos)
         number, wire = key >> 3, key & 7
         value: int | bytes
         if wire == 0:
-            value, pos = _read_varint(data, pos)
+            value, pos = read_varint(data, pos)
         elif wire == 2:
-            size, pos = _read_varint(data, pos)
+            size, pos = read_varint(data, pos)
             if pos + size > len(data):
                 raise ValueError(f"field {number} runs past the end of the message")
             value, pos = data[pos : pos + size], pos + size

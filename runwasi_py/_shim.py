@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
+from runwasi_py._protowire import read_varint
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage
 
@@ -296,12 +297,12 @@ def _decode_reserve_id(data: bytes) -> str:
     pos, end, found = 0, len(data), ""
     try:
         while pos < end:
-            key, pos = _varint(data, pos)
+            key, pos = read_varint(data, pos)
             wire = key & 7
             if wire == 0:
-                _, pos = _varint(data, pos)
+                _, pos = read_varint(data, pos)
             elif wire == 2:
-                n, pos = _varint(data, pos)
+                n, pos = read_varint(data, pos)
                 if pos + n > end:
                     return ""
                 if key >> 3 == 1:
@@ -311,20 +312,9 @@ def _decode_reserve_id(data: bytes) -> str:
                 pos += 8 if wire == 1 else 4
             else:
                 return ""
-    except (IndexError, UnicodeDecodeError):
+    except (IndexError, ValueError, UnicodeDecodeError):
         return ""
     return found if pos == end else ""
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        b = data[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if b < 0x80 or shift > 63:
-            return result, pos
-        shift += 7
 
 
 def _socket_path(sock: socket.socket) -> str:

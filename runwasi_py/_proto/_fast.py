@@ -19,6 +19,8 @@ from typing import Any
 
 import betterproto2
 
+from runwasi_py._protowire import encode_varint
+
 __all__ = ["install"]
 
 _VARINT_TYPES = frozenset(
@@ -35,21 +37,6 @@ _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _SCALAR_DEFAULTS = (str, int, bool, bytes)
 
 
-def _varint(value: int) -> bytes:
-    if value < 0:
-        if value < -(1 << 63):
-            raise ValueError("Negative value is not representable as a 64-bit integer")
-        value += 1 << 64
-    if value < 0x80:
-        return bytes((value,))
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
 def _timestamp(value: datetime.datetime) -> bytes:
     """``Timestamp.from_datetime(value)`` encoded (same rounding: whole microseconds)."""
     if not value.tzinfo:
@@ -59,9 +46,9 @@ def _timestamp(value: datetime.datetime) -> bytes:
     seconds, us = divmod(offset_us, 10**6)
     out = b""
     if seconds:
-        out += b"\x08" + _varint(seconds)
+        out += b"\x08" + encode_varint(seconds)
     if us:
-        out += b"\x10" + _varint(us * 1000)
+        out += b"\x10" + encode_varint(us * 1000)
     return out
 
 
@@ -73,19 +60,19 @@ def _plan_field(name: str, meta: Any, default: object) -> _Step | None:
     if meta.map_meta:
         return None
     if kind in _VARINT_TYPES:
-        key = _varint(number << 3)
+        key = encode_varint(number << 3)
         if meta.repeated:
             return None  # packed repeated numbers: not needed here
 
         def varint(msg: Any, out: list[bytes]) -> None:
             value = getattr(msg, name)
             if value is not None and value != default:
-                out.append(key + _varint(int(value)))
+                out.append(key + encode_varint(int(value)))
 
         return varint
     if kind not in (betterproto2.TYPE_STRING, betterproto2.TYPE_BYTES, betterproto2.TYPE_MESSAGE):
         return None
-    key = _varint((number << 3) | 2)
+    key = encode_varint((number << 3) | 2)
     if kind == betterproto2.TYPE_MESSAGE:
         if meta.unwrap is not None:
             if meta.unwrap().__name__ != "Timestamp" or meta.repeated:
@@ -102,7 +89,7 @@ def _plan_field(name: str, meta: Any, default: object) -> _Step | None:
         def repeated(msg: Any, out: list[bytes]) -> None:
             for item in getattr(msg, name) or ():
                 data = encode(item)
-                out.append(key + _varint(len(data)) + data)
+                out.append(key + encode_varint(len(data)) + data)
 
         return repeated
 
@@ -111,7 +98,7 @@ def _plan_field(name: str, meta: Any, default: object) -> _Step | None:
         if value is None or value == default:
             return
         data = encode(value)
-        out.append(key + _varint(len(data)) + data)
+        out.append(key + encode_varint(len(data)) + data)
 
     return single
 
