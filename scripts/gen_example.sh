@@ -30,6 +30,8 @@ fi
 find "$gen" -name '*.py' -print0 | while IFS= read -r -d '' f; do
   { echo "# Generated; regenerate with: $cmd"; cat "$f"; } >"$f.tmp" && mv "$f.tmp" "$f"
 done
+# Fast per-message parse/__bytes__ (byte-identical to betterproto2's), appended to each module.
+"$py" -m ttrpc.codegen.codecs ttrpc.example._gen
 
 "$py" -m grpc_tools.protoc -I ttrpc/example \
   --plugin=protoc-gen-ttrpc-python=.venv/bin/protoc-gen-ttrpc-python \

@@ -1,0 +1,1 @@
+# Generated; regenerate with: scripts/gen_codec_tests.sh

@@ -1,0 +1,163 @@
+"""Runtime of the generated per-message codecs: wire primitives, install, the reference.
+
+``python -m ttrpc.codegen.codecs`` appends to every betterproto2 module a ``parse`` and a
+``__bytes__`` per message class (source, no ``exec``); they call the helpers here. Both follow
+betterproto2 0.10's own encoder and decoder exactly (same bytes, same decoded values); any input
+the generated decoder does not take on its fast path (a wrong wire type, truncation, an
+over-long varint, a subclass) is handed to betterproto2's own decoder, so bad input gives
+betterproto2's result or exception. :func:`reference_codecs` switches the generated codecs off,
+for tests and benchmarks that compare against betterproto2.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import betterproto2
+
+__all__ = [
+    "F32",
+    "F64",
+    "I32",
+    "I64",
+    "U32",
+    "U64",
+    "VARINT1",
+    "Fallback",
+    "decode_varint",
+    "encode_varint",
+    "install",
+    "installed",
+    "reference_bytes",
+    "reference_codecs",
+    "reference_parse",
+    "skip_field",
+]
+
+M = TypeVar("M", bound=betterproto2.Message)
+
+VARINT1: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(128))
+"""The one-byte varints, ``VARINT1[n]`` for ``0 <= n < 128``."""
+
+U32 = struct.Struct("<I")
+I32 = struct.Struct("<i")
+F32 = struct.Struct("<f")
+U64 = struct.Struct("<Q")
+I64 = struct.Struct("<q")
+F64 = struct.Struct("<d")
+
+_MIN_INT64 = -(1 << 63)
+_TWO64 = 1 << 64
+
+
+class Fallback(Exception):
+    """Raised inside a generated decoder: this input goes to betterproto2's own decoder."""
+
+
+def encode_varint(value: int) -> bytes:
+    """A varint as betterproto2 writes it: negatives as 10-byte two's complement."""
+    if 0 <= value < 128:
+        return VARINT1[value]
+    if value < _MIN_INT64:
+        raise ValueError(
+            "Negative value is not representable as a 64-bit integer - unable to encode a "
+            "varint within 10 bytes."
+        )
+    if value < 0:
+        value += _TWO64
+    out = bytearray()
+    while value > 0x7F:
+        out.append(0x80 | (value & 0x7F))
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def decode_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """``(value, next position)``; at most 10 bytes and not masked, as betterproto2 reads.
+
+    Raises ``IndexError`` when the data ends inside the varint and ``ValueError`` when it is
+    longer than 10 bytes (the generated decoder then defers to betterproto2).
+    """
+    result = 0
+    shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+        if shift >= 70:
+            raise ValueError("Too many bytes when decoding varint.")
+
+
+def skip_field(data: bytes, pos: int, key: int) -> int:
+    """The position after the value of an unknown field whose key (already read) is ``key``."""
+    wire_type = key & 7
+    if wire_type == 0:
+        _, pos = decode_varint(data, pos)
+    elif wire_type == 2:
+        length, pos = decode_varint(data, pos)
+        pos += length
+    elif wire_type == 1:
+        pos += 8
+    elif wire_type == 5:
+        pos += 4
+    else:
+        raise Fallback  # groups and invalid wire types: betterproto2's own handling
+    if pos > len(data):
+        raise Fallback
+    return pos
+
+
+_PARSE: Callable[..., Any] = betterproto2.Message.__dict__["parse"].__func__
+_INSTALLED: list[tuple[type[betterproto2.Message], Any, Any]] = []
+
+
+def reference_parse(cls: type[M], data: bytes) -> M:
+    """betterproto2's own ``Message.parse`` for ``cls``."""
+    result: M = _PARSE(cls, data)
+    return result
+
+
+def reference_bytes(message: betterproto2.Message) -> bytes:
+    """betterproto2's own ``Message.__bytes__``."""
+    return betterproto2.Message.__bytes__(message)
+
+
+def install(
+    cls: type[betterproto2.Message],
+    parse: Callable[[type[Any], bytes], Any],
+    encode: Callable[[Any], bytes],
+) -> None:
+    """Make ``parse``/``encode`` the class's ``parse`` classmethod and ``__bytes__``."""
+    cls.parse = classmethod(parse)  # type: ignore[assignment,method-assign]
+    cls.__bytes__ = encode  # type: ignore[assignment,method-assign]
+    _INSTALLED.append((cls, cls.__dict__["parse"], encode))
+
+
+def installed() -> list[type[betterproto2.Message]]:
+    """Every class whose generated codecs are installed (in import order)."""
+    return [cls for cls, _, _ in _INSTALLED]
+
+
+@contextmanager
+def reference_codecs() -> Iterator[None]:
+    """Within the block every message uses betterproto2's own encoder and decoder.
+
+    Not thread-safe; meant for tests and benchmarks that compare the two.
+    """
+    entries = list(_INSTALLED)
+    for cls, _, _ in entries:
+        del cls.parse
+        del cls.__bytes__
+    try:
+        yield
+    finally:
+        for cls, parse, encode in entries:
+            cls.parse = parse  # type: ignore[method-assign]
+            cls.__bytes__ = encode  # type: ignore[method-assign]
