@@ -2,18 +2,19 @@
 
 Pairs (client -> server), each on the Example service (``ttrpc.example.v1.Example/Echo``):
 
-- ``py -> py``: the Python client (``ttrpc.Client``) against ``python -m ttrpc.example serve``
-  (betterproto2 messages, as shipped);
-- ``go -> py``: Go's ttrpc 1.1.1 client (tests/interop/go/ttrpcpeer) against the same server;
-- ``go -> py/upb``: the same Go client against a Python server whose Echo uses the official
-  protobuf (upb) classes generated from example.proto (needs grpcio-tools);
-- ``go -> py/raw``: the same with a pass-through message class (no codec at all): the cost of
-  the ttrpc runtime alone;
-- ``go -> go``: the same Go client against Go's ttrpc 1.1.1 server: **the anchor**.
+- ``go -> py``: **the headline**: Go's ttrpc 1.1.1 client (tests/interop/go/ttrpcpeer)
+  against ``python -m ttrpc.example serve``, the shipped Example with its generated messages
+  (betterproto2 classes with the generated fast codecs of ``ttrpc.codegen.codecs``);
+- ``go -> go``: the same Go client against Go's ttrpc 1.1.1 server: **the anchor**;
+- ``go -> py/bp2``: the same Example server with betterproto2's own encoder and decoder
+  (``ttrpc._msgcodec.reference_codecs``): what the generated codecs save;
+- ``go -> py/raw``: a pass-through message class (no codec at all): the ttrpc runtime alone;
+- with ``--all-pairs`` also ``py -> py`` (the Python client) and ``go -> py/upb`` (the
+  official protobuf classes, needs grpcio-tools).
 
-Scenarios: a 16-byte payload at 1 and 32 connections, 1 KiB and 1 MiB payloads at 32
-connections. Every connection keeps one call in flight (closed loop), as a shim's clients
-do. The server is pinned to CPU 0 and the client to CPU 1 when there are two or more CPUs
+Scenarios: a 64-byte payload on one connection (one call at a time: sequential latency), and
+64 B, 1 KiB and 64 KiB payloads at 32 connections, each keeping one call in flight (closed
+loop), as a shim's clients do. The server is pinned to CPU 0 and the client to CPU 1 when there are two or more CPUs
 (``taskset``), so each side has one core; the Python server runs on uvloop when installed
 (the table says which). ``ratio`` is calls/s divided by the ``go -> go`` figure of the same
 scenario; ``srv CPU`` is the server process's CPU time per call. Rows are the median of
@@ -21,7 +22,7 @@ interleaved rounds.
 
 Run (one command; needs Go and Debian's ttrpc sources for the Go rows):
 
-    .venv/bin/python benchmarks/ttrpc_bench.py            # 3 rounds of 3 s per row, ~4 min
+    .venv/bin/python benchmarks/ttrpc_bench.py            # 5 rounds of 3 s per row, ~7 min
     .venv/bin/python benchmarks/ttrpc_bench.py --quick    # 1 round of 1 s per row
 
 Results are saved as JSON under benchmarks/results/.
@@ -53,12 +54,13 @@ RESULTS = ROOT / "benchmarks" / "results"
 SERVICE = "ttrpc.example.v1.Example"
 
 SCENARIOS = [  # (name, connections, payload bytes)
-    ("16 B x1 conn", 1, 16),
-    ("16 B x32 conns", 32, 16),
+    ("64 B x1 conn", 1, 64),
+    ("64 B x32 conns", 32, 64),
     ("1 KiB x32 conns", 32, 1024),
-    ("1 MiB x32 conns", 32, 1 << 20),
+    ("64 KiB x32 conns", 32, 64 * 1024),
 ]
-PAIRS = ["py -> py", "go -> py", "go -> py/upb", "go -> py/raw", "go -> go"]
+PAIRS = ["go -> py", "go -> go", "go -> py/bp2", "go -> py/raw"]
+EXTRA_PAIRS = ["py -> py", "go -> py/upb"]
 
 
 @dataclass
@@ -167,9 +169,14 @@ def _variant_service(kind: str, pb2_dir: str | None) -> Any:
 
 def _py_server_main(argv: list[str]) -> None:
     import ttrpc
+    from ttrpc import _msgcodec
     from ttrpc.example._cli import serve
 
     kind, address, *rest = argv
+    if kind == "bp2":
+        with _msgcodec.reference_codecs():
+            ttrpc.run(serve(address))
+        return
     ttrpc.run(serve(address, service=_variant_service(kind, rest[0] if rest else None)))
 
 
@@ -267,8 +274,8 @@ def measure(
     script = str(Path(__file__).resolve())
     if server_lang == "py":
         server_cmd = [sys.executable, "-m", "ttrpc.example", "serve", str(sock)]
-    elif server_lang == "py/raw":
-        server_cmd = [sys.executable, script, "_pyserver", "raw", str(sock)]
+    elif server_lang in ("py/raw", "py/bp2"):
+        server_cmd = [sys.executable, script, "_pyserver", server_lang[3:], str(sock)]
     elif server_lang == "py/upb":
         if pb2_dir is None:
             return None
@@ -334,9 +341,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per row")
     parser.add_argument("--rounds", type=int, default=None, help="rounds (median kept)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client CPUs")
+    parser.add_argument("--all-pairs", action="store_true", help="add py -> py, go -> py/upb")
+    parser.add_argument("--pairs", default=None, help="comma-separated pairs to run")
     args = parser.parse_args()
+    pairs = PAIRS + EXTRA_PAIRS if args.all_pairs else PAIRS
+    if args.pairs:
+        pairs = [p.strip() for p in args.pairs.split(",")]
     seconds = args.seconds or (1.0 if args.quick else 3.0)
-    rounds = max(1, args.rounds or (1 if args.quick else 3))
+    rounds = max(1, args.rounds or (1 if args.quick else 5))
     warmup = 0.3 if args.quick else 0.5
     cpus: tuple[int | None, int | None] = (None, None)
     if not args.no_pin and shutil.which("taskset") and len(os.sched_getaffinity(0)) >= 2:
@@ -349,10 +361,10 @@ def main() -> None:
     # round of every pair rather than all rounds of one; each row is the median round.
     samples: dict[tuple[str, str], list[Row]] = {}
     with tempfile.TemporaryDirectory(prefix="ttrpc-bench-") as tmp:
-        pb2_dir = _generate_pb2(Path(tmp))
+        pb2_dir = _generate_pb2(Path(tmp)) if "go -> py/upb" in pairs else None
         for round_no in range(1, rounds + 1):
             for scenario in SCENARIOS:
-                for pair in PAIRS:
+                for pair in pairs:
                     row = measure(
                         pair, scenario, go_peer, pb2_dir, seconds, warmup, cpus, Path(tmp)
                     )

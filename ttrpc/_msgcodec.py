@@ -134,10 +134,24 @@ def install(
     parse: Callable[[type[Any], bytes], Any],
     encode: Callable[[Any], bytes],
 ) -> None:
-    """Make ``parse``/``encode`` the class's ``parse`` classmethod and ``__bytes__``."""
-    cls.parse = classmethod(parse)  # type: ignore[assignment,method-assign]
-    cls.__bytes__ = encode  # type: ignore[assignment,method-assign]
-    _INSTALLED.append((cls, cls.__dict__["parse"], encode))
+    """Make ``parse``/``encode`` the class's ``parse`` classmethod and ``__bytes__``.
+
+    ``FromString`` and ``SerializeToString`` (which only call those two) are bound to them
+    directly too: one call less per message on a ttrpc server.
+    """
+    method = classmethod(parse)
+    for name, value in _methods(method, encode).items():
+        setattr(cls, name, value)
+    _INSTALLED.append((cls, method, encode))
+
+
+def _methods(parse: Any, encode: Any) -> dict[str, Any]:
+    return {
+        "parse": parse,
+        "FromString": parse,
+        "__bytes__": encode,
+        "SerializeToString": encode,
+    }
 
 
 def installed() -> list[type[betterproto2.Message]]:
@@ -152,12 +166,12 @@ def reference_codecs() -> Iterator[None]:
     Not thread-safe; meant for tests and benchmarks that compare the two.
     """
     entries = list(_INSTALLED)
-    for cls, _, _ in entries:
-        del cls.parse
-        del cls.__bytes__
+    for cls, parse, encode in entries:
+        for name in _methods(parse, encode):
+            delattr(cls, name)
     try:
         yield
     finally:
         for cls, parse, encode in entries:
-            cls.parse = parse  # type: ignore[method-assign]
-            cls.__bytes__ = encode  # type: ignore[method-assign]
+            for name, value in _methods(parse, encode).items():
+                setattr(cls, name, value)

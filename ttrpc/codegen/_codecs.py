@@ -271,7 +271,12 @@ def _entry_decoder(name: str, f: _Field) -> Iterator[str]:
 
 
 def _decoder(cls_name: str, fields: list[_Field], entry_names: dict[str, str]) -> Iterator[str]:
-    yield f"def _tc_decode_{cls_name}(data):"
+    """``parse``: the decoder inline (one call per message), betterproto2 for the rest."""
+    for line in _decode_body(cls_name, fields, entry_names):
+        yield f"        {line}" if line else ""
+
+
+def _decode_body(cls_name: str, fields: list[_Field], entry_names: dict[str, str]) -> Iterator[str]:
     yield "    end = len(data)"
     yield "    pos = 0"
     for f in fields:
@@ -415,11 +420,13 @@ def _encoder(cls_name: str, fields: list[_Field]) -> Iterator[str]:
     yield '    return b"".join(out)'
 
 
-def _parser(cls_name: str) -> Iterator[str]:
+def _parser(cls_name: str, fields: list[_Field], entry_names: dict[str, str]) -> Iterator[str]:
     yield f"def _tc_parse_{cls_name}(cls, data):"
     yield f"    if cls is {cls_name}:"
     yield "        try:"
-    yield f"            return _tc_decode_{cls_name}(data if type(data) is bytes else bytes(data))"
+    yield "            if type(data) is not bytes:"
+    yield "                data = bytes(data)"
+    yield from _decoder(cls_name, fields, entry_names)
     yield "        except Exception:  # betterproto2 decides: its result or its exception"
     yield "            pass"
     yield "    return _tc.reference_parse(cls, data)"
@@ -464,7 +471,7 @@ def render_module(module: types.ModuleType) -> str:
                 entry_names[f.name] = f"_tc_entry_{name}_{f.name}"
                 lines += ["", ""]
                 lines.extend(_entry_decoder(entry_names[f.name], f))
-        for part in (_decoder(name, fields, entry_names), _parser(name), _encoder(name, fields)):
+        for part in (_parser(name, fields, entry_names), _encoder(name, fields)):
             lines += ["", ""]
             lines.extend(part)
         installs.append(f"_tc.install({name}, _tc_parse_{name}, _tc_bytes_{name})")

@@ -34,10 +34,12 @@ class ExampleService(ExampleBase):
 
     async def echo(self, request: EchoRequest, context: CallContext) -> EchoResponse:
         """The same payload and seq back; metadata as sorted ``key=value`` strings."""
+        md = context.metadata
+        # Most calls carry no metadata: no generator and sort for them (about 1 us a call).
         return EchoResponse(
             payload=request.payload,
             seq=request.seq,
-            metadata=sorted(f"{k}={v}" for k, v in context.metadata.items()),
+            metadata=sorted([f"{k}={v}" for k, v in md.items()]) if md else [],
         )
 
     async def sleep(self, request: SleepRequest, context: CallContext) -> Empty:

@@ -44,31 +44,29 @@ _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 
 
-def _tc_decode_Empty(data):
-    end = len(data)
-    pos = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if True:
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Empty)
-    msg.__dict__ = {
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Empty(cls, data):
     if cls is Empty:
         try:
-            return _tc_decode_Empty(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if True:
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Empty)
+            msg.__dict__ = {
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)

@@ -1156,61 +1156,59 @@ _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 
 
-def _tc_decode_Any(data):
-    end = len(data)
-    pos = 0
-    f_type_url = ""
-    f_value = b""
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_type_url = x
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_value = x
-        else:
-            if key >> 3 in (1, 2,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Any)
-    msg.__dict__ = {
-        "type_url": f_type_url,
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Any(cls, data):
     if cls is Any:
         try:
-            return _tc_decode_Any(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_type_url = ""
+            f_value = b""
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_type_url = x
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_value = x
+                else:
+                    if key >> 3 in (1, 2,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Any)
+            msg.__dict__ = {
+                "type_url": f_type_url,
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1234,43 +1232,41 @@ def _tc_bytes_Any(self):
     return b"".join(out)
 
 
-def _tc_decode_BoolValue(data):
-    end = len(data)
-    pos = 0
-    f_value = False
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x = x > 0
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(BoolValue)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_BoolValue(cls, data):
     if cls is BoolValue:
         try:
-            return _tc_decode_BoolValue(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = False
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x = x > 0
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(BoolValue)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1289,47 +1285,45 @@ def _tc_bytes_BoolValue(self):
     return b"".join(out)
 
 
-def _tc_decode_BytesValue(data):
-    end = len(data)
-    pos = 0
-    f_value = b""
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(BytesValue)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_BytesValue(cls, data):
     if cls is BytesValue:
         try:
-            return _tc_decode_BytesValue(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = b""
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(BytesValue)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1349,39 +1343,37 @@ def _tc_bytes_BytesValue(self):
     return b"".join(out)
 
 
-def _tc_decode_DoubleValue(data):
-    end = len(data)
-    pos = 0
-    f_value = 0.0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 9:
-            x = _tc.F64.unpack_from(data, pos)[0]
-            pos += 8
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(DoubleValue)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_DoubleValue(cls, data):
     if cls is DoubleValue:
         try:
-            return _tc_decode_DoubleValue(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = 0.0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 9:
+                    x = _tc.F64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(DoubleValue)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1400,57 +1392,55 @@ def _tc_bytes_DoubleValue(self):
     return b"".join(out)
 
 
-def _tc_decode_Duration(data):
-    end = len(data)
-    pos = 0
-    f_seconds = 0
-    f_nanos = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            f_seconds = x
-        elif key == 16:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_nanos = x
-        else:
-            if key >> 3 in (1, 2,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Duration)
-    msg.__dict__ = {
-        "seconds": f_seconds,
-        "nanos": f_nanos,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Duration(cls, data):
     if cls is Duration:
         try:
-            return _tc_decode_Duration(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_seconds = 0
+            f_nanos = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    f_seconds = x
+                elif key == 16:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_nanos = x
+                else:
+                    if key >> 3 in (1, 2,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Duration)
+            msg.__dict__ = {
+                "seconds": f_seconds,
+                "nanos": f_nanos,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1472,31 +1462,29 @@ def _tc_bytes_Duration(self):
     return b"".join(out)
 
 
-def _tc_decode_Empty(data):
-    end = len(data)
-    pos = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if True:
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Empty)
-    msg.__dict__ = {
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Empty(cls, data):
     if cls is Empty:
         try:
-            return _tc_decode_Empty(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if True:
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Empty)
+            msg.__dict__ = {
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1512,39 +1500,37 @@ def _tc_bytes_Empty(self):
     return b"".join(out)
 
 
-def _tc_decode_FloatValue(data):
-    end = len(data)
-    pos = 0
-    f_value = 0.0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 13:
-            x = _tc.F32.unpack_from(data, pos)[0]
-            pos += 4
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(FloatValue)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_FloatValue(cls, data):
     if cls is FloatValue:
         try:
-            return _tc_decode_FloatValue(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = 0.0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 13:
+                    x = _tc.F32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(FloatValue)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1563,45 +1549,43 @@ def _tc_bytes_FloatValue(self):
     return b"".join(out)
 
 
-def _tc_decode_Int32Value(data):
-    end = len(data)
-    pos = 0
-    f_value = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Int32Value)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Int32Value(cls, data):
     if cls is Int32Value:
         try:
-            return _tc_decode_Int32Value(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Int32Value)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1620,45 +1604,43 @@ def _tc_bytes_Int32Value(self):
     return b"".join(out)
 
 
-def _tc_decode_Int64Value(data):
-    end = len(data)
-    pos = 0
-    f_value = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Int64Value)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Int64Value(cls, data):
     if cls is Int64Value:
         try:
-            return _tc_decode_Int64Value(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Int64Value)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1677,47 +1659,45 @@ def _tc_bytes_Int64Value(self):
     return b"".join(out)
 
 
-def _tc_decode_ListValue(data):
-    end = len(data)
-    pos = 0
-    f_values = []
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = Value.parse(data[pos:stop])
-            pos = stop
-            f_values.append(x)
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(ListValue)
-    msg.__dict__ = {
-        "values": f_values,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_ListValue(cls, data):
     if cls is ListValue:
         try:
-            return _tc_decode_ListValue(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_values = []
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = Value.parse(data[pos:stop])
+                    pos = stop
+                    f_values.append(x)
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(ListValue)
+            msg.__dict__ = {
+                "values": f_values,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1738,47 +1718,45 @@ def _tc_bytes_ListValue(self):
     return b"".join(out)
 
 
-def _tc_decode_StringValue(data):
-    end = len(data)
-    pos = 0
-    f_value = ""
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(StringValue)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_StringValue(cls, data):
     if cls is StringValue:
         try:
-            return _tc_decode_StringValue(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = ""
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(StringValue)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1840,47 +1818,45 @@ def _tc_entry_Struct_fields(data):
     return k, v
 
 
-def _tc_decode_Struct(data):
-    end = len(data)
-    pos = 0
-    f_fields = {}
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Struct_fields(data[pos:stop])
-            f_fields[k] = x
-            pos = stop
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Struct)
-    msg.__dict__ = {
-        "fields": f_fields,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Struct(cls, data):
     if cls is Struct:
         try:
-            return _tc_decode_Struct(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_fields = {}
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Struct_fields(data[pos:stop])
+                    f_fields[k] = x
+                    pos = stop
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Struct)
+            msg.__dict__ = {
+                "fields": f_fields,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1908,57 +1884,55 @@ def _tc_bytes_Struct(self):
     return b"".join(out)
 
 
-def _tc_decode_Timestamp(data):
-    end = len(data)
-    pos = 0
-    f_seconds = 0
-    f_nanos = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            f_seconds = x
-        elif key == 16:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_nanos = x
-        else:
-            if key >> 3 in (1, 2,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Timestamp)
-    msg.__dict__ = {
-        "seconds": f_seconds,
-        "nanos": f_nanos,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Timestamp(cls, data):
     if cls is Timestamp:
         try:
-            return _tc_decode_Timestamp(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_seconds = 0
+            f_nanos = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    f_seconds = x
+                elif key == 16:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_nanos = x
+                else:
+                    if key >> 3 in (1, 2,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Timestamp)
+            msg.__dict__ = {
+                "seconds": f_seconds,
+                "nanos": f_nanos,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1980,43 +1954,41 @@ def _tc_bytes_Timestamp(self):
     return b"".join(out)
 
 
-def _tc_decode_UInt32Value(data):
-    end = len(data)
-    pos = 0
-    f_value = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(UInt32Value)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_UInt32Value(cls, data):
     if cls is UInt32Value:
         try:
-            return _tc_decode_UInt32Value(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(UInt32Value)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -2035,43 +2007,41 @@ def _tc_bytes_UInt32Value(self):
     return b"".join(out)
 
 
-def _tc_decode_UInt64Value(data):
-    end = len(data)
-    pos = 0
-    f_value = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            f_value = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(UInt64Value)
-    msg.__dict__ = {
-        "value": f_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_UInt64Value(cls, data):
     if cls is UInt64Value:
         try:
-            return _tc_decode_UInt64Value(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_value = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    f_value = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(UInt64Value)
+            msg.__dict__ = {
+                "value": f_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -2090,104 +2060,102 @@ def _tc_bytes_UInt64Value(self):
     return b"".join(out)
 
 
-def _tc_decode_Value(data):
-    end = len(data)
-    pos = 0
-    f_null_value = None
-    f_number_value = None
-    f_string_value = None
-    f_bool_value = None
-    f_struct_value = None
-    f_list_value = None
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            x = NullValue(x)
-            f_null_value = x
-        elif key == 17:
-            x = _tc.F64.unpack_from(data, pos)[0]
-            pos += 8
-            f_number_value = x
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_string_value = x
-        elif key == 32:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x = x > 0
-            f_bool_value = x
-        elif key == 42:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = Struct.parse(data[pos:stop])
-            pos = stop
-            f_struct_value = x
-        elif key == 50:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ListValue.parse(data[pos:stop])
-            pos = stop
-            f_list_value = x
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Value)
-    msg.__dict__ = {
-        "null_value": f_null_value,
-        "number_value": f_number_value,
-        "string_value": f_string_value,
-        "bool_value": f_bool_value,
-        "struct_value": f_struct_value,
-        "list_value": f_list_value,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Value(cls, data):
     if cls is Value:
         try:
-            return _tc_decode_Value(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_null_value = None
+            f_number_value = None
+            f_string_value = None
+            f_bool_value = None
+            f_struct_value = None
+            f_list_value = None
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    x = NullValue(x)
+                    f_null_value = x
+                elif key == 17:
+                    x = _tc.F64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_number_value = x
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_string_value = x
+                elif key == 32:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x = x > 0
+                    f_bool_value = x
+                elif key == 42:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = Struct.parse(data[pos:stop])
+                    pos = stop
+                    f_struct_value = x
+                elif key == 50:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ListValue.parse(data[pos:stop])
+                    pos = stop
+                    f_list_value = x
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Value)
+            msg.__dict__ = {
+                "null_value": f_null_value,
+                "number_value": f_number_value,
+                "string_value": f_string_value,
+                "bool_value": f_bool_value,
+                "struct_value": f_struct_value,
+                "list_value": f_list_value,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)

@@ -76,57 +76,55 @@ _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 
 
-def _tc_decode_EchoRequest(data):
-    end = len(data)
-    pos = 0
-    f_payload = b""
-    f_seq = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_payload = x
-        elif key == 16:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            f_seq = x
-        else:
-            if key >> 3 in (1, 2,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(EchoRequest)
-    msg.__dict__ = {
-        "payload": f_payload,
-        "seq": f_seq,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_EchoRequest(cls, data):
     if cls is EchoRequest:
         try:
-            return _tc_decode_EchoRequest(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_payload = b""
+            f_seq = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_payload = x
+                elif key == 16:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    f_seq = x
+                else:
+                    if key >> 3 in (1, 2,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(EchoRequest)
+            msg.__dict__ = {
+                "payload": f_payload,
+                "seq": f_seq,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -149,71 +147,69 @@ def _tc_bytes_EchoRequest(self):
     return b"".join(out)
 
 
-def _tc_decode_EchoResponse(data):
-    end = len(data)
-    pos = 0
-    f_payload = b""
-    f_seq = 0
-    f_metadata = []
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_payload = x
-        elif key == 16:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            f_seq = x
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_metadata.append(x)
-        else:
-            if key >> 3 in (1, 2, 3,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(EchoResponse)
-    msg.__dict__ = {
-        "payload": f_payload,
-        "seq": f_seq,
-        "metadata": f_metadata,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_EchoResponse(cls, data):
     if cls is EchoResponse:
         try:
-            return _tc_decode_EchoResponse(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_payload = b""
+            f_seq = 0
+            f_metadata = []
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_payload = x
+                elif key == 16:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    f_seq = x
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_metadata.append(x)
+                else:
+                    if key >> 3 in (1, 2, 3,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(EchoResponse)
+            msg.__dict__ = {
+                "payload": f_payload,
+                "seq": f_seq,
+                "metadata": f_metadata,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -241,59 +237,57 @@ def _tc_bytes_EchoResponse(self):
     return b"".join(out)
 
 
-def _tc_decode_FailRequest(data):
-    end = len(data)
-    pos = 0
-    f_code = 0
-    f_message = ""
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_code = x
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_message = x
-        else:
-            if key >> 3 in (1, 2,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(FailRequest)
-    msg.__dict__ = {
-        "code": f_code,
-        "message": f_message,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_FailRequest(cls, data):
     if cls is FailRequest:
         try:
-            return _tc_decode_FailRequest(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_code = 0
+            f_message = ""
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_code = x
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_message = x
+                else:
+                    if key >> 3 in (1, 2,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(FailRequest)
+            msg.__dict__ = {
+                "code": f_code,
+                "message": f_message,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -316,43 +310,41 @@ def _tc_bytes_FailRequest(self):
     return b"".join(out)
 
 
-def _tc_decode_SleepRequest(data):
-    end = len(data)
-    pos = 0
-    f_millis = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            f_millis = x
-        else:
-            if key >> 3 in (1,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(SleepRequest)
-    msg.__dict__ = {
-        "millis": f_millis,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_SleepRequest(cls, data):
     if cls is SleepRequest:
         try:
-            return _tc_decode_SleepRequest(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_millis = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    f_millis = x
+                else:
+                    if key >> 3 in (1,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(SleepRequest)
+            msg.__dict__ = {
+                "millis": f_millis,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)

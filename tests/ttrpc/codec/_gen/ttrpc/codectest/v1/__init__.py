@@ -529,132 +529,130 @@ _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 
 
-def _tc_decode_FieldNumbers(data):
-    end = len(data)
-    pos = 0
-    f_n1 = 0
-    f_n15 = ""
-    f_n16 = 0
-    f_n2047 = b""
-    f_n2048 = 0
-    f_n262143 = 0
-    f_n262144 = 0
-    f_n_max = ""
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_n1 = x
-        elif key == 122:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_n15 = x
-        elif key == 128:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_n16 = x
-        elif key == 16378:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_n2047 = x
-        elif key == 16384:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_n2048 = x
-        elif key == 2097144:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            x = (x >> 1) ^ -(x & 1)
-            f_n262143 = x
-        elif key == 2097152:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            f_n262144 = x
-        elif key == 4294967290:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_n_max = x
-        else:
-            if key >> 3 in (1, 15, 16, 2047, 2048, 262143, 262144, 536870911,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(FieldNumbers)
-    msg.__dict__ = {
-        "n1": f_n1,
-        "n15": f_n15,
-        "n16": f_n16,
-        "n2047": f_n2047,
-        "n2048": f_n2048,
-        "n262143": f_n262143,
-        "n262144": f_n262144,
-        "n_max": f_n_max,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_FieldNumbers(cls, data):
     if cls is FieldNumbers:
         try:
-            return _tc_decode_FieldNumbers(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_n1 = 0
+            f_n15 = ""
+            f_n16 = 0
+            f_n2047 = b""
+            f_n2048 = 0
+            f_n262143 = 0
+            f_n262144 = 0
+            f_n_max = ""
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_n1 = x
+                elif key == 122:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_n15 = x
+                elif key == 128:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_n16 = x
+                elif key == 16378:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_n2047 = x
+                elif key == 16384:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_n2048 = x
+                elif key == 2097144:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    x = (x >> 1) ^ -(x & 1)
+                    f_n262143 = x
+                elif key == 2097152:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    f_n262144 = x
+                elif key == 4294967290:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_n_max = x
+                else:
+                    if key >> 3 in (1, 15, 16, 2047, 2048, 262143, 262144, 536870911,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(FieldNumbers)
+            msg.__dict__ = {
+                "n1": f_n1,
+                "n15": f_n15,
+                "n16": f_n16,
+                "n2047": f_n2047,
+                "n2048": f_n2048,
+                "n262143": f_n262143,
+                "n262144": f_n262144,
+                "n_max": f_n_max,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1025,159 +1023,157 @@ def _tc_entry_Maps_m_float(data):
     return k, v
 
 
-def _tc_decode_Maps(data):
-    end = len(data)
-    pos = 0
-    f_m_string = {}
-    f_m_message = {}
-    f_m_bytes = {}
-    f_m_enum = {}
-    f_m_double = {}
-    f_m_timestamp = {}
-    f_m_wrapper = {}
-    f_m_sint = {}
-    f_m_float = {}
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_string(data[pos:stop])
-            f_m_string[k] = x
-            pos = stop
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_message(data[pos:stop])
-            f_m_message[k] = x
-            pos = stop
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_bytes(data[pos:stop])
-            f_m_bytes[k] = x
-            pos = stop
-        elif key == 34:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_enum(data[pos:stop])
-            f_m_enum[k] = x
-            pos = stop
-        elif key == 42:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_double(data[pos:stop])
-            f_m_double[k] = x
-            pos = stop
-        elif key == 50:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_timestamp(data[pos:stop])
-            f_m_timestamp[k] = x
-            pos = stop
-        elif key == 58:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_wrapper(data[pos:stop])
-            f_m_wrapper[k] = x
-            pos = stop
-        elif key == 66:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_sint(data[pos:stop])
-            f_m_sint[k] = x
-            pos = stop
-        elif key == 74:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            k, x = _tc_entry_Maps_m_float(data[pos:stop])
-            f_m_float[k] = x
-            pos = stop
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Maps)
-    msg.__dict__ = {
-        "m_string": f_m_string,
-        "m_message": f_m_message,
-        "m_bytes": f_m_bytes,
-        "m_enum": f_m_enum,
-        "m_double": f_m_double,
-        "m_timestamp": f_m_timestamp,
-        "m_wrapper": f_m_wrapper,
-        "m_sint": f_m_sint,
-        "m_float": f_m_float,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Maps(cls, data):
     if cls is Maps:
         try:
-            return _tc_decode_Maps(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_m_string = {}
+            f_m_message = {}
+            f_m_bytes = {}
+            f_m_enum = {}
+            f_m_double = {}
+            f_m_timestamp = {}
+            f_m_wrapper = {}
+            f_m_sint = {}
+            f_m_float = {}
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_string(data[pos:stop])
+                    f_m_string[k] = x
+                    pos = stop
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_message(data[pos:stop])
+                    f_m_message[k] = x
+                    pos = stop
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_bytes(data[pos:stop])
+                    f_m_bytes[k] = x
+                    pos = stop
+                elif key == 34:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_enum(data[pos:stop])
+                    f_m_enum[k] = x
+                    pos = stop
+                elif key == 42:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_double(data[pos:stop])
+                    f_m_double[k] = x
+                    pos = stop
+                elif key == 50:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_timestamp(data[pos:stop])
+                    f_m_timestamp[k] = x
+                    pos = stop
+                elif key == 58:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_wrapper(data[pos:stop])
+                    f_m_wrapper[k] = x
+                    pos = stop
+                elif key == 66:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_sint(data[pos:stop])
+                    f_m_sint[k] = x
+                    pos = stop
+                elif key == 74:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    k, x = _tc_entry_Maps_m_float(data[pos:stop])
+                    f_m_float[k] = x
+                    pos = stop
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Maps)
+            msg.__dict__ = {
+                "m_string": f_m_string,
+                "m_message": f_m_message,
+                "m_bytes": f_m_bytes,
+                "m_enum": f_m_enum,
+                "m_double": f_m_double,
+                "m_timestamp": f_m_timestamp,
+                "m_wrapper": f_m_wrapper,
+                "m_sint": f_m_sint,
+                "m_float": f_m_float,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1292,75 +1288,73 @@ def _tc_bytes_Maps(self):
     return b"".join(out)
 
 
-def _tc_decode_Nested(data):
-    end = len(data)
-    pos = 0
-    f_inner = None
-    f_inners = []
-    f_next = None
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = NestedInner.parse(data[pos:stop])
-            pos = stop
-            f_inner = x
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = NestedInner.parse(data[pos:stop])
-            pos = stop
-            f_inners.append(x)
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = Nested.parse(data[pos:stop])
-            pos = stop
-            f_next = x
-        else:
-            if key >> 3 in (1, 2, 3,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Nested)
-    msg.__dict__ = {
-        "inner": f_inner,
-        "inners": f_inners,
-        "next": f_next,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Nested(cls, data):
     if cls is Nested:
         try:
-            return _tc_decode_Nested(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_inner = None
+            f_inners = []
+            f_next = None
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = NestedInner.parse(data[pos:stop])
+                    pos = stop
+                    f_inner = x
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = NestedInner.parse(data[pos:stop])
+                    pos = stop
+                    f_inners.append(x)
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = Nested.parse(data[pos:stop])
+                    pos = stop
+                    f_next = x
+                else:
+                    if key >> 3 in (1, 2, 3,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Nested)
+            msg.__dict__ = {
+                "inner": f_inner,
+                "inners": f_inners,
+                "next": f_next,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1389,59 +1383,57 @@ def _tc_bytes_Nested(self):
     return b"".join(out)
 
 
-def _tc_decode_NestedInner(data):
-    end = len(data)
-    pos = 0
-    f_a = 0
-    f_child = None
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_a = x
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = NestedInner.parse(data[pos:stop])
-            pos = stop
-            f_child = x
-        else:
-            if key >> 3 in (1, 2,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(NestedInner)
-    msg.__dict__ = {
-        "a": f_a,
-        "child": f_child,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_NestedInner(cls, data):
     if cls is NestedInner:
         try:
-            return _tc_decode_NestedInner(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_a = 0
+            f_child = None
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_a = x
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = NestedInner.parse(data[pos:stop])
+                    pos = stop
+                    f_child = x
+                else:
+                    if key >> 3 in (1, 2,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(NestedInner)
+            msg.__dict__ = {
+                "a": f_a,
+                "child": f_child,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1464,146 +1456,144 @@ def _tc_bytes_NestedInner(self):
     return b"".join(out)
 
 
-def _tc_decode_Oneofs(data):
-    end = len(data)
-    pos = 0
-    f_c_string = None
-    f_c_int32 = None
-    f_c_message = None
-    f_c_timestamp = None
-    f_c_color = None
-    f_c_bytes = None
-    f_o_double = None
-    f_o_empty = None
-    f_plain = 0
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_c_string = x
-        elif key == 16:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_c_int32 = x
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = Scalars.parse(data[pos:stop])
-            pos = stop
-            f_c_message = x
-        elif key == 34:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Timestamp.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_c_timestamp = x
-        elif key == 40:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            x = Color(x)
-            f_c_color = x
-        elif key == 50:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_c_bytes = x
-        elif key == 57:
-            x = _tc.F64.unpack_from(data, pos)[0]
-            pos += 8
-            f_o_double = x
-        elif key == 66:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Empty.parse(data[pos:stop])
-            pos = stop
-            f_o_empty = x
-        elif key == 72:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_plain = x
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Oneofs)
-    msg.__dict__ = {
-        "c_string": f_c_string,
-        "c_int32": f_c_int32,
-        "c_message": f_c_message,
-        "c_timestamp": f_c_timestamp,
-        "c_color": f_c_color,
-        "c_bytes": f_c_bytes,
-        "o_double": f_o_double,
-        "o_empty": f_o_empty,
-        "plain": f_plain,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Oneofs(cls, data):
     if cls is Oneofs:
         try:
-            return _tc_decode_Oneofs(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_c_string = None
+            f_c_int32 = None
+            f_c_message = None
+            f_c_timestamp = None
+            f_c_color = None
+            f_c_bytes = None
+            f_o_double = None
+            f_o_empty = None
+            f_plain = 0
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_c_string = x
+                elif key == 16:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_c_int32 = x
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = Scalars.parse(data[pos:stop])
+                    pos = stop
+                    f_c_message = x
+                elif key == 34:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Timestamp.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_c_timestamp = x
+                elif key == 40:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    x = Color(x)
+                    f_c_color = x
+                elif key == 50:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_c_bytes = x
+                elif key == 57:
+                    x = _tc.F64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_o_double = x
+                elif key == 66:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Empty.parse(data[pos:stop])
+                    pos = stop
+                    f_o_empty = x
+                elif key == 72:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_plain = x
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Oneofs)
+            msg.__dict__ = {
+                "c_string": f_c_string,
+                "c_int32": f_c_int32,
+                "c_message": f_c_message,
+                "c_timestamp": f_c_timestamp,
+                "c_color": f_c_color,
+                "c_bytes": f_c_bytes,
+                "o_double": f_o_double,
+                "o_empty": f_o_empty,
+                "plain": f_plain,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1651,133 +1641,131 @@ def _tc_bytes_Oneofs(self):
     return b"".join(out)
 
 
-def _tc_decode_Optionals(data):
-    end = len(data)
-    pos = 0
-    f_o_int32 = None
-    f_o_string = None
-    f_o_bytes = None
-    f_o_bool = None
-    f_o_double = None
-    f_o_color = None
-    f_o_sint64 = None
-    f_o_fixed32 = None
-    f_o_message = None
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 8:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_o_int32 = x
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_o_string = x
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_o_bytes = x
-        elif key == 32:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x = x > 0
-            f_o_bool = x
-        elif key == 41:
-            x = _tc.F64.unpack_from(data, pos)[0]
-            pos += 8
-            f_o_double = x
-        elif key == 48:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            x = Color(x)
-            f_o_color = x
-        elif key == 56:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            x = (x >> 1) ^ -(x & 1)
-            f_o_sint64 = x
-        elif key == 69:
-            x = _tc.U32.unpack_from(data, pos)[0]
-            pos += 4
-            f_o_fixed32 = x
-        elif key == 74:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = Scalars.parse(data[pos:stop])
-            pos = stop
-            f_o_message = x
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Optionals)
-    msg.__dict__ = {
-        "o_int32": f_o_int32,
-        "o_string": f_o_string,
-        "o_bytes": f_o_bytes,
-        "o_bool": f_o_bool,
-        "o_double": f_o_double,
-        "o_color": f_o_color,
-        "o_sint64": f_o_sint64,
-        "o_fixed32": f_o_fixed32,
-        "o_message": f_o_message,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Optionals(cls, data):
     if cls is Optionals:
         try:
-            return _tc_decode_Optionals(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_o_int32 = None
+            f_o_string = None
+            f_o_bytes = None
+            f_o_bool = None
+            f_o_double = None
+            f_o_color = None
+            f_o_sint64 = None
+            f_o_fixed32 = None
+            f_o_message = None
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 8:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_o_int32 = x
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_o_string = x
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_o_bytes = x
+                elif key == 32:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x = x > 0
+                    f_o_bool = x
+                elif key == 41:
+                    x = _tc.F64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_o_double = x
+                elif key == 48:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    x = Color(x)
+                    f_o_color = x
+                elif key == 56:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    x = (x >> 1) ^ -(x & 1)
+                    f_o_sint64 = x
+                elif key == 69:
+                    x = _tc.U32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_o_fixed32 = x
+                elif key == 74:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = Scalars.parse(data[pos:stop])
+                    pos = stop
+                    f_o_message = x
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Optionals)
+            msg.__dict__ = {
+                "o_int32": f_o_int32,
+                "o_string": f_o_string,
+                "o_bytes": f_o_bytes,
+                "o_bool": f_o_bool,
+                "o_double": f_o_double,
+                "o_color": f_o_color,
+                "o_sint64": f_o_sint64,
+                "o_fixed32": f_o_fixed32,
+                "o_message": f_o_message,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -1824,469 +1812,467 @@ def _tc_bytes_Optionals(self):
     return b"".join(out)
 
 
-def _tc_decode_Repeated(data):
-    end = len(data)
-    pos = 0
-    f_f_double = []
-    f_f_float = []
-    f_f_int32 = []
-    f_f_int64 = []
-    f_f_uint32 = []
-    f_f_uint64 = []
-    f_f_sint32 = []
-    f_f_sint64 = []
-    f_f_fixed32 = []
-    f_f_fixed64 = []
-    f_f_sfixed32 = []
-    f_f_sfixed64 = []
-    f_f_bool = []
-    f_f_string = []
-    f_f_bytes = []
-    f_f_color = []
-    f_f_message = []
-    f_f_unpacked = []
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            f_f_double.extend([t[0] for t in _tc.F64.iter_unpack(data[pos:stop])])
-            pos = stop
-        elif key == 9:
-            x = _tc.F64.unpack_from(data, pos)[0]
-            pos += 8
-            f_f_double.append(x)
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            f_f_float.extend([t[0] for t in _tc.F32.iter_unpack(data[pos:stop])])
-            pos = stop
-        elif key == 21:
-            x = _tc.F32.unpack_from(data, pos)[0]
-            pos += 4
-            f_f_float.append(x)
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffff
-                if x >> 31:
-                    x -= 0x100000000
-                f_f_int32.append(x)
-            pos = stop
-        elif key == 24:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_f_int32.append(x)
-        elif key == 34:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffffffffffff
-                if x >> 63:
-                    x -= 0x10000000000000000
-                f_f_int64.append(x)
-            pos = stop
-        elif key == 32:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            f_f_int64.append(x)
-        elif key == 42:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffff
-                f_f_uint32.append(x)
-            pos = stop
-        elif key == 40:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            f_f_uint32.append(x)
-        elif key == 50:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffffffffffff
-                f_f_uint64.append(x)
-            pos = stop
-        elif key == 48:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            f_f_uint64.append(x)
-        elif key == 58:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffff
-                x = (x >> 1) ^ -(x & 1)
-                f_f_sint32.append(x)
-            pos = stop
-        elif key == 56:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            x = (x >> 1) ^ -(x & 1)
-            f_f_sint32.append(x)
-        elif key == 66:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffffffffffff
-                x = (x >> 1) ^ -(x & 1)
-                f_f_sint64.append(x)
-            pos = stop
-        elif key == 64:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            x = (x >> 1) ^ -(x & 1)
-            f_f_sint64.append(x)
-        elif key == 74:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            f_f_fixed32.extend([t[0] for t in _tc.U32.iter_unpack(data[pos:stop])])
-            pos = stop
-        elif key == 77:
-            x = _tc.U32.unpack_from(data, pos)[0]
-            pos += 4
-            f_f_fixed32.append(x)
-        elif key == 82:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            f_f_fixed64.extend([t[0] for t in _tc.U64.iter_unpack(data[pos:stop])])
-            pos = stop
-        elif key == 81:
-            x = _tc.U64.unpack_from(data, pos)[0]
-            pos += 8
-            f_f_fixed64.append(x)
-        elif key == 90:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            f_f_sfixed32.extend([t[0] for t in _tc.I32.iter_unpack(data[pos:stop])])
-            pos = stop
-        elif key == 93:
-            x = _tc.I32.unpack_from(data, pos)[0]
-            pos += 4
-            f_f_sfixed32.append(x)
-        elif key == 98:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            f_f_sfixed64.extend([t[0] for t in _tc.I64.iter_unpack(data[pos:stop])])
-            pos = stop
-        elif key == 97:
-            x = _tc.I64.unpack_from(data, pos)[0]
-            pos += 8
-            f_f_sfixed64.append(x)
-        elif key == 106:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x = x > 0
-                f_f_bool.append(x)
-            pos = stop
-        elif key == 104:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x = x > 0
-            f_f_bool.append(x)
-        elif key == 114:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_f_string.append(x)
-        elif key == 122:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_f_bytes.append(x)
-        elif key == 130:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffffffffffff
-                if x >> 63:
-                    x -= 0x10000000000000000
-                x = Color(x)
-                f_f_color.append(x)
-            pos = stop
-        elif key == 128:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            x = Color(x)
-            f_f_color.append(x)
-        elif key == 138:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = Scalars.parse(data[pos:stop])
-            pos = stop
-            f_f_message.append(x)
-        elif key == 146:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            buf = data[pos:stop]
-            p = 0
-            while p < n:
-                x = buf[p]
-                if x < 0x80:
-                    p += 1
-                else:
-                    x, p = _tc.decode_varint(buf, p)
-                x &= 0xffffffff
-                if x >> 31:
-                    x -= 0x100000000
-                f_f_unpacked.append(x)
-            pos = stop
-        elif key == 144:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_f_unpacked.append(x)
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Repeated)
-    msg.__dict__ = {
-        "f_double": f_f_double,
-        "f_float": f_f_float,
-        "f_int32": f_f_int32,
-        "f_int64": f_f_int64,
-        "f_uint32": f_f_uint32,
-        "f_uint64": f_f_uint64,
-        "f_sint32": f_f_sint32,
-        "f_sint64": f_f_sint64,
-        "f_fixed32": f_f_fixed32,
-        "f_fixed64": f_f_fixed64,
-        "f_sfixed32": f_f_sfixed32,
-        "f_sfixed64": f_f_sfixed64,
-        "f_bool": f_f_bool,
-        "f_string": f_f_string,
-        "f_bytes": f_f_bytes,
-        "f_color": f_f_color,
-        "f_message": f_f_message,
-        "f_unpacked": f_f_unpacked,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Repeated(cls, data):
     if cls is Repeated:
         try:
-            return _tc_decode_Repeated(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_f_double = []
+            f_f_float = []
+            f_f_int32 = []
+            f_f_int64 = []
+            f_f_uint32 = []
+            f_f_uint64 = []
+            f_f_sint32 = []
+            f_f_sint64 = []
+            f_f_fixed32 = []
+            f_f_fixed64 = []
+            f_f_sfixed32 = []
+            f_f_sfixed64 = []
+            f_f_bool = []
+            f_f_string = []
+            f_f_bytes = []
+            f_f_color = []
+            f_f_message = []
+            f_f_unpacked = []
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    f_f_double.extend([t[0] for t in _tc.F64.iter_unpack(data[pos:stop])])
+                    pos = stop
+                elif key == 9:
+                    x = _tc.F64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_f_double.append(x)
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    f_f_float.extend([t[0] for t in _tc.F32.iter_unpack(data[pos:stop])])
+                    pos = stop
+                elif key == 21:
+                    x = _tc.F32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_f_float.append(x)
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffff
+                        if x >> 31:
+                            x -= 0x100000000
+                        f_f_int32.append(x)
+                    pos = stop
+                elif key == 24:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_f_int32.append(x)
+                elif key == 34:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffffffffffff
+                        if x >> 63:
+                            x -= 0x10000000000000000
+                        f_f_int64.append(x)
+                    pos = stop
+                elif key == 32:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    f_f_int64.append(x)
+                elif key == 42:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffff
+                        f_f_uint32.append(x)
+                    pos = stop
+                elif key == 40:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    f_f_uint32.append(x)
+                elif key == 50:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffffffffffff
+                        f_f_uint64.append(x)
+                    pos = stop
+                elif key == 48:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    f_f_uint64.append(x)
+                elif key == 58:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffff
+                        x = (x >> 1) ^ -(x & 1)
+                        f_f_sint32.append(x)
+                    pos = stop
+                elif key == 56:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    x = (x >> 1) ^ -(x & 1)
+                    f_f_sint32.append(x)
+                elif key == 66:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffffffffffff
+                        x = (x >> 1) ^ -(x & 1)
+                        f_f_sint64.append(x)
+                    pos = stop
+                elif key == 64:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    x = (x >> 1) ^ -(x & 1)
+                    f_f_sint64.append(x)
+                elif key == 74:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    f_f_fixed32.extend([t[0] for t in _tc.U32.iter_unpack(data[pos:stop])])
+                    pos = stop
+                elif key == 77:
+                    x = _tc.U32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_f_fixed32.append(x)
+                elif key == 82:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    f_f_fixed64.extend([t[0] for t in _tc.U64.iter_unpack(data[pos:stop])])
+                    pos = stop
+                elif key == 81:
+                    x = _tc.U64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_f_fixed64.append(x)
+                elif key == 90:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    f_f_sfixed32.extend([t[0] for t in _tc.I32.iter_unpack(data[pos:stop])])
+                    pos = stop
+                elif key == 93:
+                    x = _tc.I32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_f_sfixed32.append(x)
+                elif key == 98:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    f_f_sfixed64.extend([t[0] for t in _tc.I64.iter_unpack(data[pos:stop])])
+                    pos = stop
+                elif key == 97:
+                    x = _tc.I64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_f_sfixed64.append(x)
+                elif key == 106:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x = x > 0
+                        f_f_bool.append(x)
+                    pos = stop
+                elif key == 104:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x = x > 0
+                    f_f_bool.append(x)
+                elif key == 114:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_f_string.append(x)
+                elif key == 122:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_f_bytes.append(x)
+                elif key == 130:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffffffffffff
+                        if x >> 63:
+                            x -= 0x10000000000000000
+                        x = Color(x)
+                        f_f_color.append(x)
+                    pos = stop
+                elif key == 128:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    x = Color(x)
+                    f_f_color.append(x)
+                elif key == 138:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = Scalars.parse(data[pos:stop])
+                    pos = stop
+                    f_f_message.append(x)
+                elif key == 146:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    buf = data[pos:stop]
+                    p = 0
+                    while p < n:
+                        x = buf[p]
+                        if x < 0x80:
+                            p += 1
+                        else:
+                            x, p = _tc.decode_varint(buf, p)
+                        x &= 0xffffffff
+                        if x >> 31:
+                            x -= 0x100000000
+                        f_f_unpacked.append(x)
+                    pos = stop
+                elif key == 144:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_f_unpacked.append(x)
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Repeated)
+            msg.__dict__ = {
+                "f_double": f_f_double,
+                "f_float": f_f_float,
+                "f_int32": f_f_int32,
+                "f_int64": f_f_int64,
+                "f_uint32": f_f_uint32,
+                "f_uint64": f_f_uint64,
+                "f_sint32": f_f_sint32,
+                "f_sint64": f_f_sint64,
+                "f_fixed32": f_f_fixed32,
+                "f_fixed64": f_f_fixed64,
+                "f_sfixed32": f_f_sfixed32,
+                "f_sfixed64": f_f_sfixed64,
+                "f_bool": f_f_bool,
+                "f_string": f_f_string,
+                "f_bytes": f_f_bytes,
+                "f_color": f_f_color,
+                "f_message": f_f_message,
+                "f_unpacked": f_f_unpacked,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -2385,186 +2371,184 @@ def _tc_bytes_Repeated(self):
     return b"".join(out)
 
 
-def _tc_decode_Scalars(data):
-    end = len(data)
-    pos = 0
-    f_f_double = 0.0
-    f_f_float = 0.0
-    f_f_int32 = 0
-    f_f_int64 = 0
-    f_f_uint32 = 0
-    f_f_uint64 = 0
-    f_f_sint32 = 0
-    f_f_sint64 = 0
-    f_f_fixed32 = 0
-    f_f_fixed64 = 0
-    f_f_sfixed32 = 0
-    f_f_sfixed64 = 0
-    f_f_bool = False
-    f_f_string = ""
-    f_f_bytes = b""
-    f_f_color = Color(0)
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 9:
-            x = _tc.F64.unpack_from(data, pos)[0]
-            pos += 8
-            f_f_double = x
-        elif key == 21:
-            x = _tc.F32.unpack_from(data, pos)[0]
-            pos += 4
-            f_f_float = x
-        elif key == 24:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            if x >> 31:
-                x -= 0x100000000
-            f_f_int32 = x
-        elif key == 32:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            f_f_int64 = x
-        elif key == 40:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            f_f_uint32 = x
-        elif key == 48:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            f_f_uint64 = x
-        elif key == 56:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffff
-            x = (x >> 1) ^ -(x & 1)
-            f_f_sint32 = x
-        elif key == 64:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            x = (x >> 1) ^ -(x & 1)
-            f_f_sint64 = x
-        elif key == 77:
-            x = _tc.U32.unpack_from(data, pos)[0]
-            pos += 4
-            f_f_fixed32 = x
-        elif key == 81:
-            x = _tc.U64.unpack_from(data, pos)[0]
-            pos += 8
-            f_f_fixed64 = x
-        elif key == 93:
-            x = _tc.I32.unpack_from(data, pos)[0]
-            pos += 4
-            f_f_sfixed32 = x
-        elif key == 97:
-            x = _tc.I64.unpack_from(data, pos)[0]
-            pos += 8
-            f_f_sfixed64 = x
-        elif key == 104:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x = x > 0
-            f_f_bool = x
-        elif key == 114:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop].decode("utf-8")
-            pos = stop
-            f_f_string = x
-        elif key == 122:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = data[pos:stop]
-            pos = stop
-            f_f_bytes = x
-        elif key == 128:
-            x = data[pos]
-            if x < 0x80:
-                pos += 1
-            else:
-                x, pos = _tc.decode_varint(data, pos)
-            x &= 0xffffffffffffffff
-            if x >> 63:
-                x -= 0x10000000000000000
-            x = Color(x)
-            f_f_color = x
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(Scalars)
-    msg.__dict__ = {
-        "f_double": f_f_double,
-        "f_float": f_f_float,
-        "f_int32": f_f_int32,
-        "f_int64": f_f_int64,
-        "f_uint32": f_f_uint32,
-        "f_uint64": f_f_uint64,
-        "f_sint32": f_f_sint32,
-        "f_sint64": f_f_sint64,
-        "f_fixed32": f_f_fixed32,
-        "f_fixed64": f_f_fixed64,
-        "f_sfixed32": f_f_sfixed32,
-        "f_sfixed64": f_f_sfixed64,
-        "f_bool": f_f_bool,
-        "f_string": f_f_string,
-        "f_bytes": f_f_bytes,
-        "f_color": f_f_color,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_Scalars(cls, data):
     if cls is Scalars:
         try:
-            return _tc_decode_Scalars(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_f_double = 0.0
+            f_f_float = 0.0
+            f_f_int32 = 0
+            f_f_int64 = 0
+            f_f_uint32 = 0
+            f_f_uint64 = 0
+            f_f_sint32 = 0
+            f_f_sint64 = 0
+            f_f_fixed32 = 0
+            f_f_fixed64 = 0
+            f_f_sfixed32 = 0
+            f_f_sfixed64 = 0
+            f_f_bool = False
+            f_f_string = ""
+            f_f_bytes = b""
+            f_f_color = Color(0)
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 9:
+                    x = _tc.F64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_f_double = x
+                elif key == 21:
+                    x = _tc.F32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_f_float = x
+                elif key == 24:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    if x >> 31:
+                        x -= 0x100000000
+                    f_f_int32 = x
+                elif key == 32:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    f_f_int64 = x
+                elif key == 40:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    f_f_uint32 = x
+                elif key == 48:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    f_f_uint64 = x
+                elif key == 56:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffff
+                    x = (x >> 1) ^ -(x & 1)
+                    f_f_sint32 = x
+                elif key == 64:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    x = (x >> 1) ^ -(x & 1)
+                    f_f_sint64 = x
+                elif key == 77:
+                    x = _tc.U32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_f_fixed32 = x
+                elif key == 81:
+                    x = _tc.U64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_f_fixed64 = x
+                elif key == 93:
+                    x = _tc.I32.unpack_from(data, pos)[0]
+                    pos += 4
+                    f_f_sfixed32 = x
+                elif key == 97:
+                    x = _tc.I64.unpack_from(data, pos)[0]
+                    pos += 8
+                    f_f_sfixed64 = x
+                elif key == 104:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x = x > 0
+                    f_f_bool = x
+                elif key == 114:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop].decode("utf-8")
+                    pos = stop
+                    f_f_string = x
+                elif key == 122:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = data[pos:stop]
+                    pos = stop
+                    f_f_bytes = x
+                elif key == 128:
+                    x = data[pos]
+                    if x < 0x80:
+                        pos += 1
+                    else:
+                        x, pos = _tc.decode_varint(data, pos)
+                    x &= 0xffffffffffffffff
+                    if x >> 63:
+                        x -= 0x10000000000000000
+                    x = Color(x)
+                    f_f_color = x
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(Scalars)
+            msg.__dict__ = {
+                "f_double": f_f_double,
+                "f_float": f_f_float,
+                "f_int32": f_f_int32,
+                "f_int64": f_f_int64,
+                "f_uint32": f_f_uint32,
+                "f_uint64": f_f_uint64,
+                "f_sint32": f_f_sint32,
+                "f_sint64": f_f_sint64,
+                "f_fixed32": f_f_fixed32,
+                "f_fixed64": f_f_fixed64,
+                "f_sfixed32": f_f_sfixed32,
+                "f_sfixed64": f_f_sfixed64,
+                "f_bool": f_f_bool,
+                "f_string": f_f_string,
+                "f_bytes": f_f_bytes,
+                "f_color": f_f_color,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
@@ -2632,285 +2616,283 @@ def _tc_bytes_Scalars(self):
     return b"".join(out)
 
 
-def _tc_decode_WellKnown(data):
-    end = len(data)
-    pos = 0
-    f_ts = None
-    f_dur = None
-    f_any = None
-    f_w_int32 = None
-    f_w_int64 = None
-    f_w_uint32 = None
-    f_w_uint64 = None
-    f_w_bool = None
-    f_w_string = None
-    f_w_bytes = None
-    f_w_double = None
-    f_w_float = None
-    f_empty = None
-    f_tss = []
-    f_durs = []
-    f_st = None
-    f_val = None
-    f_lst = None
-    unknown = b""
-    while pos < end:
-        start = pos
-        key = data[pos]
-        if key < 0x80:
-            pos += 1
-        else:
-            key, pos = _tc.decode_varint(data, pos)
-        if key == 10:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Timestamp.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_ts = x
-        elif key == 18:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Duration.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_dur = x
-        elif key == 26:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Any.parse(data[pos:stop])
-            pos = stop
-            f_any = x
-        elif key == 34:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Int32Value.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_int32 = x
-        elif key == 42:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Int64Value.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_int64 = x
-        elif key == 50:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.UInt32Value.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_uint32 = x
-        elif key == 58:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.UInt64Value.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_uint64 = x
-        elif key == 66:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.BoolValue.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_bool = x
-        elif key == 74:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.StringValue.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_string = x
-        elif key == 82:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.BytesValue.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_bytes = x
-        elif key == 90:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.DoubleValue.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_double = x
-        elif key == 98:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.FloatValue.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_w_float = x
-        elif key == 106:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Empty.parse(data[pos:stop])
-            pos = stop
-            f_empty = x
-        elif key == 114:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Timestamp.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_tss.append(x)
-        elif key == 122:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Duration.parse(data[pos:stop]).to_wrapped()
-            pos = stop
-            f_durs.append(x)
-        elif key == 130:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Struct.parse(data[pos:stop])
-            pos = stop
-            f_st = x
-        elif key == 138:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.Value.parse(data[pos:stop])
-            pos = stop
-            f_val = x
-        elif key == 146:
-            n = data[pos]
-            if n < 0x80:
-                pos += 1
-            else:
-                n, pos = _tc.decode_varint(data, pos)
-            stop = pos + n
-            if stop > end:
-                raise _tc.Fallback
-            x = ___google__protobuf__.ListValue.parse(data[pos:stop])
-            pos = stop
-            f_lst = x
-        else:
-            if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,):
-                raise _tc.Fallback
-            pos = _tc.skip_field(data, pos, key)
-            unknown += data[start:pos]
-    msg = _tc_new(WellKnown)
-    msg.__dict__ = {
-        "ts": f_ts,
-        "dur": f_dur,
-        "any": f_any,
-        "w_int32": f_w_int32,
-        "w_int64": f_w_int64,
-        "w_uint32": f_w_uint32,
-        "w_uint64": f_w_uint64,
-        "w_bool": f_w_bool,
-        "w_string": f_w_string,
-        "w_bytes": f_w_bytes,
-        "w_double": f_w_double,
-        "w_float": f_w_float,
-        "empty": f_empty,
-        "tss": f_tss,
-        "durs": f_durs,
-        "st": f_st,
-        "val": f_val,
-        "lst": f_lst,
-        "_unknown_fields": unknown,
-    }
-    return msg
-
-
 def _tc_parse_WellKnown(cls, data):
     if cls is WellKnown:
         try:
-            return _tc_decode_WellKnown(data if type(data) is bytes else bytes(data))
+            if type(data) is not bytes:
+                data = bytes(data)
+            end = len(data)
+            pos = 0
+            f_ts = None
+            f_dur = None
+            f_any = None
+            f_w_int32 = None
+            f_w_int64 = None
+            f_w_uint32 = None
+            f_w_uint64 = None
+            f_w_bool = None
+            f_w_string = None
+            f_w_bytes = None
+            f_w_double = None
+            f_w_float = None
+            f_empty = None
+            f_tss = []
+            f_durs = []
+            f_st = None
+            f_val = None
+            f_lst = None
+            unknown = b""
+            while pos < end:
+                start = pos
+                key = data[pos]
+                if key < 0x80:
+                    pos += 1
+                else:
+                    key, pos = _tc.decode_varint(data, pos)
+                if key == 10:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Timestamp.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_ts = x
+                elif key == 18:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Duration.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_dur = x
+                elif key == 26:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Any.parse(data[pos:stop])
+                    pos = stop
+                    f_any = x
+                elif key == 34:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Int32Value.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_int32 = x
+                elif key == 42:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Int64Value.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_int64 = x
+                elif key == 50:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.UInt32Value.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_uint32 = x
+                elif key == 58:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.UInt64Value.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_uint64 = x
+                elif key == 66:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.BoolValue.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_bool = x
+                elif key == 74:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.StringValue.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_string = x
+                elif key == 82:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.BytesValue.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_bytes = x
+                elif key == 90:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.DoubleValue.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_double = x
+                elif key == 98:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.FloatValue.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_w_float = x
+                elif key == 106:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Empty.parse(data[pos:stop])
+                    pos = stop
+                    f_empty = x
+                elif key == 114:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Timestamp.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_tss.append(x)
+                elif key == 122:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Duration.parse(data[pos:stop]).to_wrapped()
+                    pos = stop
+                    f_durs.append(x)
+                elif key == 130:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Struct.parse(data[pos:stop])
+                    pos = stop
+                    f_st = x
+                elif key == 138:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.Value.parse(data[pos:stop])
+                    pos = stop
+                    f_val = x
+                elif key == 146:
+                    n = data[pos]
+                    if n < 0x80:
+                        pos += 1
+                    else:
+                        n, pos = _tc.decode_varint(data, pos)
+                    stop = pos + n
+                    if stop > end:
+                        raise _tc.Fallback
+                    x = ___google__protobuf__.ListValue.parse(data[pos:stop])
+                    pos = stop
+                    f_lst = x
+                else:
+                    if key >> 3 in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18,):
+                        raise _tc.Fallback
+                    pos = _tc.skip_field(data, pos, key)
+                    unknown += data[start:pos]
+            msg = _tc_new(WellKnown)
+            msg.__dict__ = {
+                "ts": f_ts,
+                "dur": f_dur,
+                "any": f_any,
+                "w_int32": f_w_int32,
+                "w_int64": f_w_int64,
+                "w_uint32": f_w_uint32,
+                "w_uint64": f_w_uint64,
+                "w_bool": f_w_bool,
+                "w_string": f_w_string,
+                "w_bytes": f_w_bytes,
+                "w_double": f_w_double,
+                "w_float": f_w_float,
+                "empty": f_empty,
+                "tss": f_tss,
+                "durs": f_durs,
+                "st": f_st,
+                "val": f_val,
+                "lst": f_lst,
+                "_unknown_fields": unknown,
+            }
+            return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
     return _tc.reference_parse(cls, data)
