@@ -14,11 +14,11 @@ Pairs (client -> server), each on the Example service (``ttrpc.example.v1.Exampl
 
 Scenarios: a 64-byte payload on one connection (one call at a time: sequential latency), and
 64 B, 1 KiB and 64 KiB payloads at 32 connections, each keeping one call in flight (closed
-loop), as a shim's clients do. The server is pinned to CPU 0 and the client to CPU 1 when there are two or more CPUs
-(``taskset``), so each side has one core; the Python server runs on uvloop when installed
-(the table says which). ``ratio`` is calls/s divided by the ``go -> go`` figure of the same
-scenario; ``srv CPU`` is the server process's CPU time per call. Rows are the median of
-interleaved rounds.
+loop), as a shim's clients do. The server is pinned to CPU 0 and the client to CPU 1 when
+there are two or more CPUs (``taskset``), so each side has one core; the Python server runs
+on uvloop when installed (the table says which). ``ratio`` is calls/s divided by the
+``go -> go`` figure of the same scenario; ``srv CPU`` is the server process's CPU time per
+call. Rows are the median of interleaved rounds (5 by default).
 
 Run (one command; needs Go and Debian's ttrpc sources for the Go rows):
 
@@ -36,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -212,10 +213,19 @@ def _pin(cpu: int | None) -> list[str]:
 
 
 def _wait_for(path: Path, proc: subprocess.Popen[bytes]) -> None:
+    # The socket file exists from bind(), before listen(): wait until a connect succeeds.
     deadline = time.monotonic() + 30
-    while not path.exists():
+    while True:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise SystemExit(f"ttrpc_bench: server for {path} did not start (rc {proc.poll()})")
+        if path.exists():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(path))
+                except OSError:
+                    pass
+                else:
+                    return
         time.sleep(0.02)
 
 

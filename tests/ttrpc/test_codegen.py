@@ -11,6 +11,7 @@ import importlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -47,9 +48,15 @@ import "common.proto";
 message Widget { uint32 seq = 1; optional string label = 2; }
 
 // Widgets does everything a service can.
+//
+// A second paragraph, as containerd's comments have,
+//   with an indented line.
 service Widgets {
   // Get one widget.
   rpc Get(Widget) returns (Widget);
+  /* A block comment
+   * over lines.
+   */
   rpc CloseIO(acme.common.CloseIORequest) returns (google.protobuf.Empty);
   rpc ResizePty(acme.common.Outer.Inner) returns (acme.common.Outer);
   rpc Upload(stream Widget) returns (Widget);
@@ -163,6 +170,7 @@ def test_parse_options() -> None:
     assert opts.module_for("google.protobuf") == "my.wkt"
     assert opts.module_for("acme.v1") == "a.b.acme.v1"
     assert parse_options("") == Options()
+    assert parse_options("Macme.v1=my.acme").module_for("acme.v1") == "my.acme"
 
 
 @pytest.mark.parametrize(
@@ -173,6 +181,7 @@ def test_parse_options() -> None:
         ("messages_package=not a name", "not a dotted Python name"),
         ("layout=tree", "layout 'tree'"),
         ("Mfoo=1bad", "M<proto.package>=<python.module>"),
+        ("messages_package=", "messages_package is empty"),
     ],
 )
 def test_bad_options_are_clear(parameter: str, needle: str) -> None:
@@ -183,6 +192,22 @@ def test_bad_options_are_clear(parameter: str, needle: str) -> None:
 def test_messages_without_any_package_need_messages_package() -> None:
     with pytest.raises(OptionsError, match="messages_package"):
         Options().module_for("")
+    # Without messages_package the stubs could not import their messages: an error now.
+    with pytest.raises(OptionsError, match="give messages_package=<python package>"):
+        Options().module_for("acme.v1")
+
+
+def test_help_prints_usage() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ttrpc.codegen.plugin", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: protoc --ttrpc-python_out=DIR")
+    assert "messages_package=PKG" in result.stdout
 
 
 def test_generate_reports_bad_options_in_the_response() -> None:
@@ -283,6 +308,29 @@ def test_flat_layout(tmp_path: Path) -> None:
     assert "import x.p.v1 as pb_p_v1" in (out / "s_ttrpc.py").read_text()
 
 
+def test_flat_layout_with_same_named_files_says_what_to_do(tmp_path: Path) -> None:
+    for version in ("v2", "v3"):
+        (tmp_path / version).mkdir()
+        (tmp_path / version / "shim.proto").write_text(
+            f'syntax = "proto3";\npackage task.{version};\nmessage M {{}}\n'
+            "service S { rpc Do(M) returns (M); }\n"
+        )
+    result = _protoc(
+        tmp_path,
+        f"-I{tmp_path}",
+        f"--plugin=protoc-gen-ttrpc-python={_plugin(tmp_path)}",
+        f"--ttrpc-python_out={tmp_path}",
+        "--ttrpc-python_opt=messages_package=x,layout=flat",
+        "v2/shim.proto",
+        "v3/shim.proto",
+    )
+    assert result.returncode != 0
+    assert "v2/shim.proto and v3/shim.proto would both be written as shim_ttrpc.py" in (
+        result.stderr
+    )
+    assert "use layout=package" in result.stderr
+
+
 # --- the generated module -----------------------------------------------------------------
 
 
@@ -316,9 +364,49 @@ def test_server_base_table(stubs: ModuleType, generated: Path) -> None:
     assert got == expected
     assert stubs.SecondBase.service_name == "acme.widgets.v1.Second"
     assert list(stubs.SecondBase.ttrpc_methods()) == ["Ping"]
-    assert stubs.__all__ == ["SecondBase", "SecondClient", "WidgetsBase", "WidgetsClient"]
+    assert stubs.__all__ == [
+        "SecondBase",
+        "SecondClient",
+        "SecondProtocol",
+        "SecondStrictBase",
+        "WidgetsBase",
+        "WidgetsClient",
+        "WidgetsEchoStreamClientStream",
+        "WidgetsProtocol",
+        "WidgetsStrictBase",
+        "WidgetsUploadClientStream",
+        "WidgetsWatchClientStream",
+    ]
     assert stubs.WidgetsBase.get.__doc__ == "Get one widget."
-    assert "Widgets does everything a service can." in (stubs.WidgetsBase.__doc__ or "")
+    doc = stubs.WidgetsBase.__doc__ or ""
+    assert "Widgets does everything a service can." in doc
+    assert "\n    A second paragraph, as containerd's comments have,\n      with an indented" in doc
+    assert "not overridden answers Unimplemented at run time" in doc
+    assert "as Go's generated servers do" not in doc
+
+
+def test_strict_base_refuses_an_incomplete_server(stubs: ModuleType) -> None:
+    class Partial(stubs.WidgetsStrictBase):  # type: ignore[name-defined,misc]
+        async def get(self, request: Any, context: ttrpc.CallContext) -> Any:
+            return request
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()
+    names = {
+        "close_io",
+        "resize_pty",
+        "upload",
+        "watch",
+        "echo_stream",
+        "service_name_",
+    }
+
+    async def impl(self: Any, request: Any, context: ttrpc.CallContext) -> Any:
+        return request
+
+    complete = type("Complete", (Partial,), dict.fromkeys(names, impl))
+    server = complete()
+    assert set(server.ttrpc_methods()) == set(stubs.WidgetsBase.ttrpc_methods())
 
 
 @pytest.mark.anyio
@@ -369,9 +457,9 @@ async def test_client_stubs_pass_everything_through(stubs: ModuleType) -> None:
     md = {"containerd-namespace-ttrpc": "default"}
     assert await stub.get(w, timeout=1.5, metadata=md) == "reply"
     assert await stub.close_io(w) == "reply"
-    assert await stub.upload() == "stream"
-    assert await stub.watch(w, timeout=2.0) == "stream"
-    assert await stub.echo_stream(metadata=md) == "stream"
+    assert (await stub.upload()).stream == "stream"
+    assert (await stub.watch(w, timeout=2.0)).stream == "stream"
+    assert (await stub.echo_stream(metadata=md)).stream == "stream"
     svc = "acme.widgets.v1.Widgets"
     assert recorder.calls == [
         ("call", svc, "Get", w, messages.Widget, {"timeout": 1.5, "metadata": md}),
@@ -401,6 +489,86 @@ async def test_client_stubs_pass_everything_through(stubs: ModuleType) -> None:
             {"timeout": None, "metadata": md},
         ),
     ]
+
+
+@pytest.mark.anyio
+async def test_client_forwards_a_server_context(stubs: ModuleType) -> None:
+    messages = importlib.import_module(f"{PACKAGE}.acme.widgets.v1")
+    recorder = _RecordingClient()
+    stub = stubs.WidgetsClient(cast(ttrpc.Client, recorder))
+    incoming = ttrpc.Metadata({"containerd-namespace-ttrpc": "k8s.io"})
+    ctx = ttrpc.CallContext("acme.widgets.v1.Widgets", "Get", incoming, time.monotonic() + 30)
+    await stub.get(messages.Widget(), ctx)
+    kwargs = recorder.calls[-1][-1]
+    assert kwargs["metadata"] is incoming
+    assert 0 < kwargs["timeout"] <= 30
+    # Explicit arguments win over the context's.
+    await stub.get(messages.Widget(), ctx, timeout=1.0, metadata={"a": "b"})
+    assert recorder.calls[-1][-1] == {"timeout": 1.0, "metadata": {"a": "b"}}
+
+
+USER_CODE = f"""
+from __future__ import annotations
+
+import ttrpc
+from {PACKAGE}.acme.widgets.v1 import Widget
+from {PACKAGE}.acme.widgets.v1.widgets_ttrpc import (
+    WidgetsBase,
+    WidgetsClient,
+    WidgetsProtocol,
+)
+from {PACKAGE}.google.protobuf import Empty
+
+
+class Server(WidgetsBase):
+    pass
+
+
+async def use(client: ttrpc.Client) -> None:
+    stub = WidgetsClient(client)
+    either: list[WidgetsProtocol] = [stub, Server()]
+    watch = await stub.watch(Widget())
+    await watch.send(Widget())  # a server stream has no send
+    upload = await stub.upload()
+    await upload.send(Empty())  # the wrong request type
+    await upload.send(Widget())
+    reply: Widget = await upload.close_and_recv()
+    del either, reply
+"""
+
+
+def test_stubs_type_check_what_go_checks(generated: Path, tmp_path: Path) -> None:
+    """mypy catches a send on a server stream and a wrong request type; both sides fit the
+    Protocol."""
+    user = tmp_path / "user_code.py"
+    user.write_text(USER_CODE)
+    result = _mypy(generated, tmp_path, user)
+    errors = [line for line in result.stdout.splitlines() if ": error:" in line]
+    assert len(errors) == 2, result.stdout
+    assert 'WidgetsWatchClientStream" has no attribute "send"' in errors[0]
+    assert 'incompatible type "Empty"; expected "Widget"' in errors[1]
+
+
+def _mypy(generated: Path, tmp_path: Path, target: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "MYPYPATH": f"{generated.parent}{os.pathsep}{REPO}"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "--follow-imports=silent",
+            f"--cache-dir={tmp_path / 'mypy'}",
+            str(target),
+        ],
+        cwd=generated.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_generated_code_passes_ruff(generated: Path) -> None:
@@ -436,25 +604,7 @@ def test_generated_code_passes_ruff(generated: Path) -> None:
 
 def test_generated_code_passes_mypy_strict(generated: Path, tmp_path: Path) -> None:
     stub = generated / "acme" / "widgets" / "v1" / "widgets_ttrpc.py"
-    env = {**os.environ, "MYPYPATH": f"{generated.parent}{os.pathsep}{REPO}"}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mypy",
-            "--strict",
-            "--no-incremental",
-            "--follow-imports=silent",
-            f"--cache-dir={tmp_path / 'mypy'}",
-            str(stub),
-        ],
-        cwd=generated.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = _mypy(generated, tmp_path, stub)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

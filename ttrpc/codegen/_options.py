@@ -39,12 +39,16 @@ class Options:
         """The Python module that holds the betterproto2 classes of ``proto_package``."""
         if proto_package in self.package_modules:
             return self.package_modules[proto_package]
-        parts = [p for p in (self.messages_package, proto_package) if p]
-        if not parts:
+        if not self.messages_package:
+            # Without it the stubs would `import <proto.package>`, which only works when
+            # betterproto2's output directory itself is on sys.path: say so now, not at import.
+            what = f"proto package {proto_package!r}" if proto_package else "a package-less .proto"
             raise OptionsError(
-                "messages in a .proto without a package need messages_package=<python package>"
+                f"messages of {what}: give messages_package=<python package>, the package "
+                "betterproto2 generated into (e.g. --ttrpc-python_opt=messages_package="
+                f"myproject.gen), or map it with M{proto_package or '<package>'}=<python.module>"
             )
-        return ".".join(parts)
+        return ".".join(p for p in (self.messages_package, proto_package) if p)
 
 
 def parse_options(parameter: str) -> Options:
@@ -65,7 +69,12 @@ def parse_options(parameter: str) -> Options:
         if not sep:
             raise OptionsError(f"option {item!r} is not key=value")
         if key == "messages_package":
-            if value and not _MODULE_RE.match(value):
+            if not value:
+                raise OptionsError(
+                    "messages_package is empty: give the Python package betterproto2 generated "
+                    "into, e.g. messages_package=myproject.gen"
+                )
+            if not _MODULE_RE.match(value):
                 raise OptionsError(f"messages_package {value!r} is not a dotted Python name")
             messages_package = value
         elif key.startswith("M") and len(key) > 1:

@@ -25,12 +25,22 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGenerat
         options = parse_options(request.parameter)
         index = build_type_index(list(request.proto_file))
         by_name = {f.name: f for f in request.proto_file}
+        written: dict[str, str] = {}
         for name in request.file_to_generate:
             proto = by_name[name]
             if not proto.service:
                 continue
+            path = output_path(proto, options)
+            if path in written:
+                raise ValueError(
+                    f"{written[path]} and {name} would both be written as {path} "
+                    "(layout=flat puts every stubs module in one directory): use "
+                    "layout=package (the default), or run protoc once per file with a "
+                    "different --ttrpc-python_out"
+                )
+            written[path] = name
             out = response.file.add()
-            out.name = output_path(proto, options)
+            out.name = path
             out.content = render_file(proto, index, options)
     except (OptionsError, ValueError, RuntimeError) as exc:
         response.Clear()
@@ -38,8 +48,18 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGenerat
     return response
 
 
-def main() -> None:
-    """Read a ``CodeGeneratorRequest`` from stdin, write the response to stdout."""
+def main(argv: list[str] | None = None) -> None:
+    """Read a ``CodeGeneratorRequest`` from stdin, write the response to stdout.
+
+    ``--help`` (or a terminal on stdin) prints the usage instead: protoc runs this program.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if args or sys.stdin.isatty():
+        import ttrpc.codegen
+
+        print("usage: protoc --ttrpc-python_out=DIR [--ttrpc-python_opt=OPTIONS] FILES\n")
+        print((ttrpc.codegen.__doc__ or "").strip())
+        raise SystemExit(0 if args[:1] in (["--help"], ["-h"]) or not args else 2)
     data = sys.stdin.buffer.read()
     request = plugin_pb2.CodeGeneratorRequest()
     try:

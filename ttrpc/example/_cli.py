@@ -146,10 +146,10 @@ async def call(
             async for reply in await stub.count(requests[0], timeout=timeout, metadata=md):
                 _print(reply)
         elif kind is ttrpc.MethodKind.CLIENT_STREAM:
-            stream = await stub.sum_stream(timeout=timeout, metadata=md)
+            upload = await stub.sum_stream(timeout=timeout, metadata=md)
             for request in requests:
-                await stream.send(request)
-            _print(await stream.close_and_recv())
+                await upload.send(request)
+            _print(await upload.close_and_recv())
         else:
             stream = await stub.echo_stream(timeout=timeout, metadata=md)
             for request in requests:

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Protocol
 
 import ttrpc
 import ttrpc.example._gen.google.protobuf as pb_google_protobuf
@@ -14,19 +16,66 @@ import ttrpc.example._gen.ttrpc.example.v1 as pb_example_v1
 __all__ = [
     "ExampleBase",
     "ExampleClient",
+    "ExampleCountClientStream",
+    "ExampleEchoStreamClientStream",
+    "ExampleProtocol",
+    "ExampleStrictBase",
+    "ExampleSumStreamClientStream",
 ]
 
 # What ttrpc.Client.call/stream accept as metadata.
 _Metadata = ttrpc.Metadata | Mapping[str, str | list[str]] | Iterable[tuple[str, str]]
 
 
+def _forward(
+    context: ttrpc.CallContext,
+    timeout: float | None,
+    metadata: _Metadata | None,
+) -> tuple[float | None, _Metadata | None]:
+    """A server call's remaining deadline and metadata, for a call made on its behalf."""
+    if timeout is None:
+        timeout = context.time_remaining()
+    if metadata is None:
+        metadata = context.metadata
+    return timeout, metadata
+
+
 _EXAMPLE_SERVICE = "ttrpc.example.v1.Example"
 
 
-class ExampleBase(ttrpc.Service):
-    """Server base of ``ttrpc.example.v1.Example``: subclass it and override the rpcs you serve.
+class ExampleProtocol(Protocol):
+    """The unary rpcs of ``ttrpc.example.v1.Example``, as both ``ExampleBase`` subclasses and
+    ``ExampleClient`` offer them (Go's service interface): code written against it takes a
+    server implementation or a client (a proxy, a fake) alike. Streaming rpcs have different
+    shapes on the two sides and are not part of it.
+    """
 
-    Every rpc not overridden answers Unimplemented, as Go's generated servers do.
+    async def echo(
+        self,
+        request: pb_example_v1.EchoRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_example_v1.EchoResponse: ...
+
+    async def sleep(
+        self,
+        request: pb_example_v1.SleepRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def fail(
+        self,
+        request: pb_example_v1.FailRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+
+class ExampleBase(ttrpc.Service):
+    """Lenient server base of ``ttrpc.example.v1.Example``: subclass it and override the rpcs you
+    serve.
+
+    An rpc not overridden answers Unimplemented at run time; nothing checks that the server is
+    complete (Go's generated service is an interface, which does not compile with a method
+    missing). Subclass ``ExampleStrictBase`` for that check.
     """
 
     service_name = _EXAMPLE_SERVICE
@@ -88,8 +137,142 @@ class ExampleBase(ttrpc.Service):
         yield
 
 
+class ExampleStrictBase(ExampleBase, abc.ABC):
+    """Strict server base of ``ttrpc.example.v1.Example``: every rpc is abstract, so a subclass
+    that misses one cannot be instantiated (``TypeError``; mypy reports it too).
+    """
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Echo")
+    async def echo(
+        self,
+        request: pb_example_v1.EchoRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_example_v1.EchoResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Echo")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Sleep")
+    async def sleep(
+        self,
+        request: pb_example_v1.SleepRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Sleep")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Fail")
+    async def fail(
+        self,
+        request: pb_example_v1.FailRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Fail")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="EchoStream")
+    async def echo_stream(
+        self,
+        requests: AsyncIterator[pb_example_v1.EchoRequest],
+        context: ttrpc.CallContext,
+    ) -> AsyncIterator[pb_example_v1.EchoResponse]:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method EchoStream")
+        yield
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="SumStream")
+    async def sum_stream(
+        self,
+        requests: AsyncIterator[pb_example_v1.EchoRequest],
+        context: ttrpc.CallContext,
+    ) -> pb_example_v1.EchoResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method SumStream")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Count")
+    async def count(
+        self,
+        request: pb_example_v1.EchoRequest,
+        context: ttrpc.CallContext,
+    ) -> AsyncIterator[pb_example_v1.EchoResponse]:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Count")
+        yield
+
+
+class ExampleEchoStreamClientStream:
+    """Client side of ``EchoStream`` (bidi-streaming): ``send`` requests, ``close_send``, then
+    ``recv`` or ``async for``.
+
+    ``stream`` is the underlying ``ttrpc.ClientStream``.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: ttrpc.ClientStream[pb_example_v1.EchoResponse]) -> None:
+        self.stream = stream
+
+    async def send(self, request: pb_example_v1.EchoRequest) -> None:
+        """Send one request."""
+        await self.stream.send(request)
+
+    async def close_send(self) -> None:
+        """Tell the server no more requests follow."""
+        await self.stream.close_send()
+
+    async def recv(self) -> pb_example_v1.EchoResponse:
+        """The next reply; ``EOFError`` at the end, the status as ``TtrpcError``."""
+        return await self.stream.recv()
+
+    def __aiter__(self) -> AsyncIterator[pb_example_v1.EchoResponse]:
+        return self.stream.__aiter__()
+
+
+class ExampleSumStreamClientStream:
+    """Client side of ``SumStream`` (client-streaming): ``send`` requests, then ``close_and_recv``
+    for the one reply.
+
+    ``stream`` is the underlying ``ttrpc.ClientStream``.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: ttrpc.ClientStream[pb_example_v1.EchoResponse]) -> None:
+        self.stream = stream
+
+    async def send(self, request: pb_example_v1.EchoRequest) -> None:
+        """Send one request."""
+        await self.stream.send(request)
+
+    async def close_and_recv(self) -> pb_example_v1.EchoResponse:
+        """Close the sending side and return the single reply."""
+        return await self.stream.close_and_recv()
+
+
+class ExampleCountClientStream:
+    """Client side of ``Count`` (server-streaming): ``recv`` replies (``EOFError`` at the end) or
+    ``async for``.
+
+    ``stream`` is the underlying ``ttrpc.ClientStream``.
+    """
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: ttrpc.ClientStream[pb_example_v1.EchoResponse]) -> None:
+        self.stream = stream
+
+    async def recv(self) -> pb_example_v1.EchoResponse:
+        """The next reply; ``EOFError`` at the end, the status as ``TtrpcError``."""
+        return await self.stream.recv()
+
+    def __aiter__(self) -> AsyncIterator[pb_example_v1.EchoResponse]:
+        return self.stream.__aiter__()
+
+
 class ExampleClient:
     """Typed client of ``ttrpc.example.v1.Example`` over a connected ``ttrpc.Client``.
+
+    A unary rpc given a server's ``context`` forwards its metadata and remaining deadline
+    (unless ``metadata``/``timeout`` are given), as a Go client does with the incoming ``ctx``.
 
     Example::
 
@@ -103,11 +286,14 @@ class ExampleClient:
     async def echo(
         self,
         request: pb_example_v1.EchoRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_example_v1.EchoResponse:
         """The same payload and seq back, plus the request's metadata."""
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _EXAMPLE_SERVICE,
             "Echo",
@@ -120,11 +306,14 @@ class ExampleClient:
     async def sleep(
         self,
         request: pb_example_v1.SleepRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
         """Sleeps for millis; DeadlineExceeded if the call's deadline comes first."""
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _EXAMPLE_SERVICE,
             "Sleep",
@@ -137,11 +326,14 @@ class ExampleClient:
     async def fail(
         self,
         request: pb_example_v1.FailRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
         """Answers with the status code and message asked for."""
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _EXAMPLE_SERVICE,
             "Fail",
@@ -156,9 +348,9 @@ class ExampleClient:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
-    ) -> ttrpc.ClientStream[pb_example_v1.EchoResponse]:
+    ) -> ExampleEchoStreamClientStream:
         """Each message back with seq + 1."""
-        return await self._client.stream(
+        stream = await self._client.stream(
             _EXAMPLE_SERVICE,
             "EchoStream",
             ttrpc.MethodKind.BIDI_STREAM,
@@ -166,15 +358,16 @@ class ExampleClient:
             timeout=timeout,
             metadata=metadata,
         )
+        return ExampleEchoStreamClientStream(stream)
 
     async def sum_stream(
         self,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
-    ) -> ttrpc.ClientStream[pb_example_v1.EchoResponse]:
+    ) -> ExampleSumStreamClientStream:
         """One reply: seq = the sum of the seqs, payload = the payloads concatenated."""
-        return await self._client.stream(
+        stream = await self._client.stream(
             _EXAMPLE_SERVICE,
             "SumStream",
             ttrpc.MethodKind.CLIENT_STREAM,
@@ -182,6 +375,7 @@ class ExampleClient:
             timeout=timeout,
             metadata=metadata,
         )
+        return ExampleSumStreamClientStream(stream)
 
     async def count(
         self,
@@ -189,9 +383,9 @@ class ExampleClient:
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
-    ) -> ttrpc.ClientStream[pb_example_v1.EchoResponse]:
+    ) -> ExampleCountClientStream:
         """seq messages, numbered 1..seq."""
-        return await self._client.stream(
+        stream = await self._client.stream(
             _EXAMPLE_SERVICE,
             "Count",
             ttrpc.MethodKind.SERVER_STREAM,
@@ -200,3 +394,4 @@ class ExampleClient:
             timeout=timeout,
             metadata=metadata,
         )
+        return ExampleCountClientStream(stream)
