@@ -43,14 +43,14 @@ from typing import Any
 
 # In the children, PYTHONPATH puts the chosen code (before or after) ahead of the checkout.
 import ttrpc
-from runwasi_py._events import EVENTS_SERVICE, EventPublisher
-from runwasi_py._events_fake import RecordingEventsServer
-from runwasi_py._proto import TaskCreate, TaskDelete, TaskExit, TaskStart
+from runwasi_py._events.publisher import EVENTS_SERVICE, EventPublisher
+from runwasi_py._proto.messages import TaskCreate, TaskDelete, TaskExit, TaskStart
+from runwasi_py.testing.events_server import RecordingEventsServer
 from ttrpc import RawMessage as Raw
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-EVENT_FILES = ("runwasi_py/_events.py", "runwasi_py/_events_fake.py")
+EVENT_FILES = ("runwasi_py/_events/publisher.py", "runwasi_py/testing/events_server.py")
 
 
 # --- child processes ------------------------------------------------------------------------

@@ -16,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
-from runwasi_py._protowire import read_varint
+from runwasi_py._proto.wire import read_varint
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage
 
 if TYPE_CHECKING:
     import ttrpc
-    from runwasi_py._events import EventSink
-    from runwasi_py._task_service import TaskService
+    from runwasi_py._events.publisher import EventSink
+    from runwasi_py._task.service import TaskService
 
 __all__ = ["Config", "Shim", "version"]
 
@@ -127,7 +127,7 @@ class Shim:
     @classmethod
     def run(cls) -> NoReturn:
         """Run as containerd runs a shim: parse argv, ``start`` / ``delete`` / serve."""
-        from runwasi_py._cli import shim_main
+        from runwasi_py._launch.main import shim_main
 
         shim_main(cls)
 
@@ -168,14 +168,14 @@ class Shim:
             ...                      ttrpc_address="/run/containerd/containerd.sock.ttrpc")
         """
         import ttrpc
-        from runwasi_py._task_service import TASK_V3_SERVICE, TaskService
+        from runwasi_py._task.service import TASK_V3_SERVICE, TaskService
 
         if self._stop is not None:
             raise RuntimeError(f"{type(self).__name__}.serve is already running")
         self._stop = stop = asyncio.Event()
         owned_publisher = None
         if publisher is None and ttrpc_address:
-            from runwasi_py._events import EventPublisher
+            from runwasi_py._events.publisher import EventPublisher
 
             owned_publisher = publisher = EventPublisher(ttrpc_address, namespace)
         elif publisher is None:
@@ -271,8 +271,8 @@ def _reserve_service(service: TaskService) -> ttrpc.Service:
     module's globals, where ttrpc is imported lazily.)
     """
     import ttrpc
+    from runwasi_py._daemon.reservations import RESERVE_METHOD, RESERVE_SERVICE, ShimClosing
     from runwasi_py._errors import FailedPrecondition, InvalidArgument
-    from runwasi_py._reservations import RESERVE_METHOD, RESERVE_SERVICE, ShimClosing
 
     class ReserveService(ttrpc.Service):
         service_name = RESERVE_SERVICE

@@ -233,7 +233,7 @@ def mount_rootfs(mounts: Sequence[MountLike], rootfs: str | os.PathLike[str]) ->
     Example:
         >>> mount_rootfs(create_request.rootfs, Path(create_request.bundle) / "rootfs")
     """
-    from runwasi_py._oci import resolve_in_rootfs
+    from runwasi_py._bundle.spec import resolve_in_rootfs
 
     root = Path(rootfs)
     root.mkdir(parents=True, exist_ok=True)

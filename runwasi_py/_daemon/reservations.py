@@ -52,7 +52,7 @@ class Reservations:
         >>> book.reserve("c2")
         Traceback (most recent call last):
         ...
-        runwasi_py._reservations.ShimClosing: shim is exiting
+        runwasi_py._daemon.reservations.ShimClosing: shim is exiting
     """
 
     def __init__(

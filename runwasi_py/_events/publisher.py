@@ -2,7 +2,7 @@
 
 Theory of operation: :meth:`EventPublisher.publish` never blocks and never does IO. It
 stamps the event with the current time, encodes the whole ``ForwardRequest`` at once (an
-``Any`` with the bare type url containerd 1.6 needs; see :mod:`runwasi_py._events_wire`) and
+``Any`` with the bare type url containerd 1.6 needs; see :mod:`runwasi_py._events.wire`) and
 appends the bytes to one FIFO queue (callable from any thread). A single background task owns
 one ttrpc connection to containerd's ``TTRPC_ADDRESS`` and forwards the head of the queue,
 one event at a time, so the order containerd sees is the publish order.
@@ -44,8 +44,8 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 import betterproto2
 
 import ttrpc
-from runwasi_py._events_wire import encode_forward
-from runwasi_py._proto import (
+from runwasi_py._events.wire import encode_forward
+from runwasi_py._proto.messages import (
     TaskCheckpointed,
     TaskCreate,
     TaskDelete,

@@ -28,7 +28,7 @@ import functools
 from dataclasses import dataclass
 from typing import Final
 
-from runwasi_py._protowire import encode_varint, length_delimited, read_varint
+from runwasi_py._proto.wire import encode_varint, length_delimited, read_varint
 
 __all__ = ["UNIX_EPOCH", "ForwardFields", "decode_forward", "encode_forward"]
 

@@ -29,8 +29,8 @@ import json
 import os
 import sys
 
-from runwasi_py._address import is_listening, socket_address, socket_path
-from runwasi_py._protowire import encode_varint, length_delimited
+from runwasi_py._launch.address import is_listening, socket_address, socket_path
+from runwasi_py._proto.wire import encode_varint, length_delimited
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
@@ -256,8 +256,8 @@ def _main(shim: type[Shim] | str, argv: list[str] | None, group_by: str | None =
 
 
 def _info(shim: type[Shim]) -> int:
-    from runwasi_py._proto import Any as AnyMessage
-    from runwasi_py._proto import RuntimeInfo, RuntimeVersion
+    from runwasi_py._proto.messages import Any as AnyMessage
+    from runwasi_py._proto.messages import RuntimeInfo, RuntimeVersion
     from runwasi_py._version import runtime_name
 
     options = None
@@ -481,7 +481,7 @@ def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> lis
     root = _import_root(module)
     code = (
         "import sys; root = sys.argv.pop(1); root and sys.path.insert(0, root); "
-        "from runwasi_py._cli import _daemon_entry; _daemon_entry()"
+        "from runwasi_py._launch.main import _daemon_entry; _daemon_entry()"
     )
     return [sys.executable, "-c", code, root or "", f"{module}:{qualname}", *daemon_flags]
 
@@ -689,7 +689,7 @@ def _delete(flags: Flags) -> int:
     bundle = os.path.abspath(flags.bundle or os.getcwd())
     rootfs = os.path.join(bundle, "rootfs")
     if _is_mountpoint(rootfs):  # rare (a daemon that died mid-task): only then load _mount
-        from runwasi_py._mount import unmount_all
+        from runwasi_py._bundle.mount import unmount_all
 
         try:
             unmount_all(rootfs)
@@ -767,10 +767,10 @@ def _daemon(shim: type[Shim], flags: Flags) -> int:
     # What serve() needs, imported before serve() runs: a shim's serve() may start a
     # background import (pywasmtime imports wasmtime on a thread), which would otherwise
     # share the GIL with these imports and delay the first accepted connection.
-    import runwasi_py._events
-    import runwasi_py._task_service  # noqa: F401
+    import runwasi_py._events.publisher
+    import runwasi_py._task.service  # noqa: F401
     import ttrpc
-    from runwasi_py._logging import setup_logging
+    from runwasi_py._daemon.log import setup_logging
 
     bundle = os.path.abspath(flags.bundle or os.getcwd())
     log = logging.getLogger("runwasi_py.daemon")
@@ -813,7 +813,7 @@ async def _serve(
     import logging
     import signal
 
-    from runwasi_py._events import EventPublisher, NullEventSink
+    from runwasi_py._events.publisher import EventPublisher, NullEventSink
 
     log = logging.getLogger("runwasi_py.daemon")
     loop = asyncio.get_running_loop()

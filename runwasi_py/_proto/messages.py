@@ -11,7 +11,7 @@ framework uses and adds the two containerd-specific helpers betterproto2 lacks:
   process that has not exited yet.
 
 Example:
-    >>> from runwasi_py._proto import TaskExit, pack_any
+    >>> from runwasi_py._proto.messages import TaskExit, pack_any
     >>> pack_any(TaskExit(container_id="c1")).type_url
     'containerd.events.TaskExit'
 """
@@ -19,7 +19,6 @@ Example:
 from __future__ import annotations
 
 import datetime
-import enum
 from typing import TYPE_CHECKING
 
 import betterproto2
@@ -222,43 +221,6 @@ def unpack_any(value: Any) -> betterproto2.Message:
     except KeyError:
         raise TypeError(f"unknown message type {value.type_url!r}") from None
     return message_type.FromString(value.value)
-
-
-def _install_default_cache() -> None:
-    """Make betterproto2's per-field default lookup cheap; applied before any message is used.
-
-    ``Message._get_field_default`` (called for every field of every encode, ``repr`` and
-    ``bool``) enters ``warnings.catch_warnings()`` and calls the field's default factory each
-    time: most of the shim's encode cost. Immutable defaults (``""``, ``0``, ``b""``,
-    ``False``, ``None``, enum members, datetimes) are now computed once per class and field;
-    mutable ones (lists, maps, messages) still come fresh from the factory, so a caller that
-    mutates a default never sees another message's value. Idempotent.
-    """
-    message = betterproto2.Message
-    original = message._get_field_default
-    if getattr(original, "_runwasi_cached", False):
-        return
-    cache: dict[tuple[type, str], object] = {}
-    missing = object()
-
-    def _get_field_default(self: betterproto2.Message, field_name: str) -> object:
-        key = (type(self), field_name)
-        value = cache.get(key, missing)
-        if value is not missing:
-            return value
-        value = original(self, field_name)
-        if type(value) in _IMMUTABLE_DEFAULTS or isinstance(value, enum.Enum):
-            cache[key] = value
-        return value
-
-    _get_field_default._runwasi_cached = True  # type: ignore[attr-defined]
-    message._get_field_default = _get_field_default  # type: ignore[method-assign]
-
-
-_IMMUTABLE_DEFAULTS = frozenset(
-    {str, bytes, int, float, bool, type(None), datetime.datetime, datetime.timedelta}
-)
-_install_default_cache()
 
 
 def _install_fast_encoders() -> None:

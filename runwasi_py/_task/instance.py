@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from runwasi_py._context import RuntimeContext
-from runwasi_py._output_drain import drain_outputs
 from runwasi_py._sandbox import Sandbox
+from runwasi_py._stdio import drain_outputs
 
 __all__ = ["CpuUsage", "ExitStatus", "Instance", "WorkerPool"]
 

@@ -32,9 +32,11 @@ from pathlib import Path
 
 import betterproto2
 
-from runwasi_py import _mount
+from runwasi_py._bundle import mount as _mount
+from runwasi_py._bundle.spec import BundleSpec, build_context, is_sandbox_container
 from runwasi_py._compile_cache import cache_key_for, shared_cache
 from runwasi_py._context import WASM_MAGIC, RuntimeContext, Stdio
+from runwasi_py._daemon.reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -42,10 +44,9 @@ from runwasi_py._errors import (
     NotFound,
     Unimplemented,
 )
-from runwasi_py._events import EventSink
-from runwasi_py._instance import Instance, WorkerPool
-from runwasi_py._oci import BundleSpec, build_context, is_sandbox_container
-from runwasi_py._proto import (
+from runwasi_py._events.publisher import EventSink
+from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
+from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
     CheckpointTaskRequest,
     CloseIoRequest,
@@ -83,11 +84,10 @@ from runwasi_py._proto import (
     WaitRequest,
     WaitResponse,
 )
-from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
-from runwasi_py._reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._sandbox import Sandbox
-from runwasi_py._state import TaskState, transition
-from runwasi_py._stats import stats_any
+from runwasi_py._task.instance import Instance, WorkerPool
+from runwasi_py._task.state import TaskState, transition
+from runwasi_py._task.stats import stats_any
 from ttrpc import CallContext
 
 __all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from runwasi_py._instance import Instance
-from runwasi_py._proto import Any, pack_any
+from runwasi_py._proto.messages import Any, pack_any
+from runwasi_py._task.instance import Instance
 
 if TYPE_CHECKING:
-    from runwasi_py._proto import cgroups_v2
+    from runwasi_py._proto.messages import cgroups_v2
 
 __all__ = ["instance_metrics", "process_rss", "stats_any"]
 
@@ -39,7 +39,7 @@ def instance_metrics(
         >>> m.cpu.usage_usec, m.memory.usage
         (1234, 21504000)
     """
-    from runwasi_py._proto import cgroups_v2  # first Stats loads it: off the boot path
+    from runwasi_py._proto.messages import cgroups_v2  # first Stats loads it: off the boot path
 
     cpu = instance.cpu_usage()
     alive = instance.exit_status is None

@@ -5,7 +5,7 @@ real ttrpc :class:`ttrpc.Server`, checks what containerd checks (non-zero timest
 shape, namespace metadata) and records every event. Tests can stop and restart it on the
 same path to play a containerd restart, and make it refuse the next calls.
 
-The request is decoded by hand (:func:`runwasi_py._events_wire.decode_forward`) rather than
+The request is decoded by hand (:func:`runwasi_py._events.wire.decode_forward`) rather than
 by betterproto2, whose ~200 us per ``ForwardRequest`` made this fake, not the publisher, the
 limit of any benchmark run against it (containerd decodes in Go, far faster).
 """
@@ -22,10 +22,10 @@ from typing import Any
 import betterproto2
 
 import ttrpc
-from runwasi_py._events import EVENTS_SERVICE, NAMESPACE_METADATA_KEY
-from runwasi_py._events_wire import decode_forward
-from runwasi_py._proto import GO_ZERO_TIME, unpack_any
-from runwasi_py._proto import Any as AnyMessage
+from runwasi_py._events.publisher import EVENTS_SERVICE, NAMESPACE_METADATA_KEY
+from runwasi_py._events.wire import decode_forward
+from runwasi_py._proto.messages import GO_ZERO_TIME, unpack_any
+from runwasi_py._proto.messages import Any as AnyMessage
 from ttrpc import CallContext, RawMessage
 
 __all__ = ["RecordedEvent", "RecordingEventsServer"]

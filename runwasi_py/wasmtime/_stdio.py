@@ -20,7 +20,7 @@ only way to return a blocked ``fd_read`` (containerd still holds its writer, so 
 comes); the guest is back in wasm code, past its epoch deadline, and traps at its next
 function entry or loop header.
 
-Output must be read before the exit is reported: the framework's ``runwasi_py._output_drain``
+Output must be read before the exit is reported: the framework's ``runwasi_py._stdio``
 waits for that after ``run_wasi`` returns, for every Sandbox.
 """
 

@@ -17,9 +17,9 @@ import pytest
 import runwasi_py
 import ttrpc
 from runwasi_py import Config, Shim
-from runwasi_py._events_fake import RecordingEventsServer
-from runwasi_py._proto import TaskExit
+from runwasi_py._proto.messages import TaskExit
 from runwasi_py.testing import TaskDriver, make_bundle
+from runwasi_py.testing.events_server import RecordingEventsServer
 from tests.runwasi_py.sandboxes import ScriptShim, entered, reset
 
 pytestmark = pytest.mark.anyio
@@ -188,7 +188,7 @@ def test_config_defaults_and_frozen() -> None:
 
 
 def test_run_hands_the_class_to_shim_main(monkeypatch: pytest.MonkeyPatch) -> None:
-    import runwasi_py._cli as cli
+    import runwasi_py._launch.main as cli
 
     seen: list[object] = []
 
@@ -211,7 +211,7 @@ def test_public_names() -> None:
 async def test_linger_and_reservations_hold_a_shared_daemon(
     sockdir: Path, events: RecordingEventsServer, tmp_path: Path
 ) -> None:
-    from runwasi_py import _cli
+    from runwasi_py._launch import main as _cli
 
     path = sockdir / "shim.sock"
     address = f"unix://{path}"
@@ -246,7 +246,7 @@ async def test_linger_and_reservations_hold_a_shared_daemon(
 
 
 async def test_an_exiting_daemon_refuses_reservations(sockdir: Path) -> None:
-    from runwasi_py import _cli
+    from runwasi_py._launch import main as _cli
 
     path = sockdir / "shim.sock"
     shim = ScriptShim()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runwasi_py import InvalidArgument
-from runwasi_py._mount import (
+from runwasi_py._bundle.mount import (
     MS_BIND,
     MS_NOSUID,
     MS_PRIVATE,
@@ -24,7 +24,7 @@ from runwasi_py._mount import (
     parse_options,
     unmount_all,
 )
-from runwasi_py._proto import Mount
+from runwasi_py._proto.messages import Mount
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mount tests need root")
 

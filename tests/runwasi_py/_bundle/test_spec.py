@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from runwasi_py import InvalidArgument, Stdio
-from runwasi_py._oci import (
+from runwasi_py._bundle.spec import (
     BundleSpec,
     build_context,
     grouping_id,
@@ -299,7 +299,7 @@ def test_absolute_root_path(tmp_path: Path) -> None:
 
 
 def test_read_limited_reads_up_to_the_limit(tmp_path: Path) -> None:
-    from runwasi_py._oci import _read_limited
+    from runwasi_py._bundle.spec import _read_limited
 
     f = tmp_path / "config.json"
     f.write_bytes(b"x" * 100_000)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py._logging import (
+from runwasi_py._daemon.log import (
     LogrusFormatter,
     LogrusHandler,
     format_value,

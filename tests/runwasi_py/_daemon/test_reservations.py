@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from runwasi_py._reservations import Reservations, ShimClosing
+from runwasi_py._daemon.reservations import Reservations, ShimClosing
 
 
 class Clock:

@@ -12,16 +12,15 @@ from pathlib import Path
 import pytest
 
 import ttrpc
-from runwasi_py._events import (
+from runwasi_py._events.publisher import (
     EVENTS_SERVICE,
     EventPublisher,
     EventSink,
     NullEventSink,
     topic_for,
 )
-from runwasi_py._events_fake import RecordingEventsServer
-from runwasi_py._events_wire import decode_forward, encode_forward
-from runwasi_py._proto import (
+from runwasi_py._events.wire import decode_forward, encode_forward
+from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
     Any,
     Empty,
@@ -36,6 +35,7 @@ from runwasi_py._proto import (
     pack_any,
     unpack_any,
 )
+from runwasi_py.testing.events_server import RecordingEventsServer
 
 pytestmark = pytest.mark.anyio
 

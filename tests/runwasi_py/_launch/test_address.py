@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py._address import (
+from runwasi_py._launch.address import (
     DEFAULT_SOCKET_DIR,
     go_clean,
     go_join,

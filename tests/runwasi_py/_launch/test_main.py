@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from runwasi_py import _cli
-from runwasi_py._address import socket_address
-from runwasi_py._cli import Flags, UsageError, parse_flags, shim_main
-from runwasi_py._proto import (
+from runwasi_py._launch import main as _cli
+from runwasi_py._launch.address import socket_address
+from runwasi_py._launch.main import Flags, UsageError, parse_flags, shim_main
+from runwasi_py._proto.messages import (
     BootstrapParams,
     DeleteResponse,
     LogLevel,
@@ -191,7 +191,7 @@ def test_legacy_any_options_are_not_bootstrap() -> None:
 
 FAKE_SHIM = '''
 import asyncio, json, os, sys
-from runwasi_py._cli import shim_main
+from runwasi_py._launch.main import shim_main
 from runwasi_py._shim import Shim
 
 
@@ -447,7 +447,7 @@ def test_start_through_importable_class(
     target = "FakeShim" if ref == "class" else "'fakeshim_mod:FakeShim'"
     code = (
         "import sys; sys.path.insert(0, sys.argv[1]); from fakeshim_mod import FakeShim; "
-        f"from runwasi_py._cli import shim_main; shim_main({target}, sys.argv[2:])"
+        f"from runwasi_py._launch.main import shim_main; shim_main({target}, sys.argv[2:])"
     )
     env = shim_env(sockdir, PYTHONPATH=str(tmp_path))
     command = [sys.executable, "-c", code, str(tmp_path), *START, "-id", f"c3{ref}", "start"]
@@ -533,8 +533,8 @@ def test_delete_keeps_a_live_shims_socket(tmp_path: Path, shim_script: Path, soc
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
 def test_delete_unmounts_rootfs(tmp_path: Path, shim_script: Path, sockdir: Path) -> None:
-    from runwasi_py._mount import is_mountpoint, mount, unmount_all
-    from runwasi_py._proto import Mount
+    from runwasi_py._bundle.mount import is_mountpoint, mount, unmount_all
+    from runwasi_py._proto.messages import Mount
 
     bundle = make_bundle(tmp_path, "c7")
     src = tmp_path / "src"
@@ -587,7 +587,7 @@ def test_leaked_inheritable_fds_are_listed_for_closing() -> None:
 def test_delete_response_hand_encoder_matches_betterproto(
     pid: int, status: int, seconds: int, micros: int
 ) -> None:
-    from runwasi_py._proto import DeleteResponse
+    from runwasi_py._proto.messages import DeleteResponse
 
     exited_at = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(
         seconds=seconds, microseconds=micros

@@ -9,7 +9,7 @@ from typing import Any
 import betterproto2
 import pytest
 
-from runwasi_py import _proto as p
+from runwasi_py._proto import messages as p
 
 
 def numbers(cls: type[betterproto2.Message]) -> dict[str, int]:
@@ -215,8 +215,10 @@ def test_events_stub() -> None:
 def test_default_cache_keeps_encoding_and_fresh_mutable_defaults() -> None:
     import betterproto2
 
-    from runwasi_py._proto import CreateTaskRequest, Mount, TaskExit
+    from runwasi_py._proto.defaults_cache import install_default_cache
+    from runwasi_py._proto.messages import CreateTaskRequest, Mount, TaskExit
 
+    install_default_cache()  # what the daemon does at boot; nothing patches at import
     assert getattr(betterproto2.Message._get_field_default, "_runwasi_cached", False)
     a, b = CreateTaskRequest(id="c1"), CreateTaskRequest(id="c2")
     a.rootfs.append(Mount(type="bind"))  # a mutable default must not leak into b
@@ -236,10 +238,11 @@ def test_default_cache_keeps_encoding_and_fresh_mutable_defaults() -> None:
 def test_default_cache_install_is_idempotent() -> None:
     import betterproto2
 
-    from runwasi_py import _proto
+    from runwasi_py._proto.defaults_cache import install_default_cache
 
+    install_default_cache()
     before = betterproto2.Message._get_field_default
-    _proto._install_default_cache()
+    install_default_cache()
     assert betterproto2.Message._get_field_default is before
 
 
@@ -249,12 +252,12 @@ def test_cgroups_modules_load_on_first_use() -> None:
 
     code = """
 import sys
-import runwasi_py._task_service
+import runwasi_py._task.service
 assert not [m for m in sys.modules if "cgroups" in m], "cgroups loaded at boot"
-from runwasi_py._proto import Any, unpack_any
+from runwasi_py._proto.messages import Any, unpack_any
 m = unpack_any(Any(type_url="io.containerd.cgroups.v2.Metrics", value=b""))
 assert type(m).__name__ == "Metrics", m
-from runwasi_py._proto import cgroups_v1
+from runwasi_py._proto.messages import cgroups_v1
 assert cgroups_v1.Metrics
 print("ok")
 """
@@ -310,7 +313,7 @@ def _random_message(cls: type, rng: random.Random, depth: int = 0) -> Any:
 def test_fast_encoders_match_betterproto_byte_for_byte() -> None:
     import betterproto2
 
-    from runwasi_py import _proto
+    from runwasi_py._proto import messages as _proto
     from runwasi_py._proto.gen.containerd.types import Mount as TypesMount
 
     hot = [
@@ -336,7 +339,8 @@ def test_fast_encoders_match_betterproto_byte_for_byte() -> None:
 def test_fast_encoder_plans_only_what_it_encodes_identically() -> None:
     import betterproto2
 
-    from runwasi_py._proto import _fast, cgroups_v1, cgroups_v2
+    from runwasi_py._proto import _fast
+    from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
 
     assert _fast._timestamp(datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)) == b""
     with pytest.raises(ValueError, match="timezone"):

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runwasi_py._proto import ConnectRequest
-from runwasi_py._protowire import encode_varint, length_delimited, read_varint
+from runwasi_py._proto.messages import ConnectRequest
+from runwasi_py._proto.wire import encode_varint, length_delimited, read_varint
 
 
 @given(st.integers(min_value=-(1 << 63), max_value=(1 << 64) - 1))

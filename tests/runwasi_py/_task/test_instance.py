@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from runwasi_py import Entrypoint, RuntimeContext, Stdio
-from runwasi_py._instance import EXIT_ON_ERROR, Instance, WorkerPool
+from runwasi_py._task.instance import EXIT_ON_ERROR, Instance, WorkerPool
 from tests.runwasi_py.sandboxes import INTERRUPTS, RELEASE, ScriptSandbox, entered, reset
 
 pytestmark = pytest.mark.anyio

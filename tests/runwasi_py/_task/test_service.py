@@ -14,9 +14,8 @@ import pytest
 
 import ttrpc
 from runwasi_py import Config, InvalidArgument, RuntimeContext
-from runwasi_py._events_fake import RecordedEvent
-from runwasi_py._mount import is_mountpoint
-from runwasi_py._proto import (
+from runwasi_py._bundle.mount import is_mountpoint
+from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
     CheckpointTaskRequest,
     CloseIoRequest,
@@ -35,6 +34,7 @@ from runwasi_py._proto import (
     UpdateTaskRequest,
 )
 from runwasi_py.testing import ShimUnderTest, TaskDriver, make_bundle, serve_shim
+from runwasi_py.testing.events_server import RecordedEvent
 from tests.runwasi_py.sandboxes import RELEASE, ScriptSandbox, ScriptShim, entered, reset
 from ttrpc import RawMessage
 
@@ -682,7 +682,7 @@ async def test_can_handle_error_reaches_the_caller(tmp_path: Path) -> None:
 async def test_exited_at_before_exit_is_go_zero_time_on_the_wire(
     sut: ShimUnderTest, tmp_path: Path
 ) -> None:
-    from runwasi_py._proto import StateRequest, Timestamp
+    from runwasi_py._proto.messages import StateRequest, Timestamp
 
     b = make_bundle(tmp_path, args=["/app.wasm"], container_id="zero", stdio="none")
     await sut.driver.create(b)

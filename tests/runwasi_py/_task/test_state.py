@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from runwasi_py import FailedPrecondition
-from runwasi_py._state import TRANSITIONS, TaskState, transition
+from runwasi_py._task.state import TRANSITIONS, TaskState, transition
 from ttrpc import Code
 
 ALLOWED = {

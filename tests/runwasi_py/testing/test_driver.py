@@ -13,15 +13,10 @@ from pathlib import Path
 import pytest
 
 import ttrpc
-from runwasi_py._proto import TaskCreate, TaskDelete, TaskExit, TaskStart
-from runwasi_py.testing import (
-    WASM_HEADER,
-    Output,
-    make_bundle,
-    run,
-    serve_shim,
-    write_shim_program,
-)
+from runwasi_py._proto.messages import TaskCreate, TaskDelete, TaskExit, TaskStart
+from runwasi_py.testing import Output, make_bundle, run, serve_shim
+from runwasi_py.testing.bundles import WASM_HEADER
+from runwasi_py.testing.serve import write_shim_program
 from tests.runwasi_py.sandboxes import ScriptShim, reset
 
 SHIM = "tests.runwasi_py.sandboxes:ScriptShim"

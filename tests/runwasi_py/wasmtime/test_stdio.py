@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py._output_drain import OutputDrain
+from runwasi_py._stdio import OutputDrain
 
 
 @pytest.fixture
