@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
+from runwasi_py._bundle.group import GROUP_MODES
 from runwasi_py._proto.wire import read_varint
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage
@@ -30,7 +31,6 @@ __all__ = ["Config", "Shim", "version"]
 log = logging.getLogger("runwasi_py.shim")
 
 _UNKNOWN = "<none>"
-GROUP_MODES = frozenset({"sandbox", "namespace"})
 
 
 def version() -> tuple[str, str]:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._errors import InvalidArgument, ShimError
 
 __all__ = [
@@ -267,33 +268,3 @@ def unmount_all(target: str | os.PathLike[str]) -> None:
         if err:
             raise _fail(f"unmount {dest!r}", err)
     raise MountError(f"unmount {dest!r}: still mounted after 64 unmounts")
-
-
-def is_mountpoint(path: str | os.PathLike[str]) -> bool:
-    """True when something is mounted exactly on ``path`` (read from ``/proc/self/mountinfo``)."""
-    want = os.path.realpath(path)
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                fields = line.split(" ", 5)
-                if len(fields) > 4 and _unescape(fields[4]) == want:
-                    return True
-    except OSError:
-        return os.path.ismount(want)
-    return False
-
-
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo
-    if "\\" not in field:
-        return field
-    out, i = [], 0
-    while i < len(field):
-        octal = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(octal) == 3 and octal.isdigit():
-            out.append(chr(int(octal, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)

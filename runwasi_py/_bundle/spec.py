@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from runwasi_py._bundle.group import ANNOTATION_SANDBOX_ID, grouping_id
 from runwasi_py._context import Entrypoint, Mount, RuntimeContext, Stdio
 from runwasi_py._errors import InvalidArgument
 
@@ -35,7 +36,6 @@ __all__ = [
     "sandbox_id",
 ]
 
-ANNOTATION_SANDBOX_ID = "io.kubernetes.cri.sandbox-id"
 ANNOTATION_CONTAINER_TYPE = "io.kubernetes.cri.container-type"
 _MAX_SYMLINKS = 40  # Linux's MAXSYMLINKS: more is ELOOP
 _MAX_CONFIG_BYTES = 16 << 20
@@ -189,11 +189,6 @@ def sandbox_id(annotations: Mapping[str, str]) -> str | None:
 def is_sandbox_container(annotations: Mapping[str, str]) -> bool:
     """True for a CRI pod's sandbox (pause) container, which the shim runs as an idle task."""
     return annotations.get(ANNOTATION_CONTAINER_TYPE) == "sandbox"
-
-
-def grouping_id(annotations: Mapping[str, str], container_id: str) -> str:
-    """Which shim serves a container: one per pod (sandbox id), else one per container."""
-    return sandbox_id(annotations) or container_id
 
 
 def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str, cwd: str = "/") -> Path:

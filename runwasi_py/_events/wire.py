@@ -28,7 +28,11 @@ import functools
 from dataclasses import dataclass
 from typing import Final
 
-from runwasi_py._proto.wire import encode_varint, length_delimited, read_varint
+from runwasi_py._proto.wire import (
+    encode_timestamp,
+    iter_fields,
+    length_delimited,
+)
 
 __all__ = ["UNIX_EPOCH", "ForwardFields", "decode_forward", "encode_forward"]
 
@@ -48,12 +52,7 @@ def _timestamp(when: datetime.datetime) -> bytes:
     offset = when - UNIX_EPOCH
     micros = (offset.days * 86_400 + offset.seconds) * 1_000_000 + offset.microseconds
     seconds, micro = divmod(micros, 1_000_000)  # nanos stay non-negative, as protobuf says
-    out = b""
-    if seconds:
-        out += b"\x08" + encode_varint(seconds)
-    if micro:
-        out += b"\x10" + encode_varint(micro * 1000)
-    return out
+    return encode_timestamp(seconds, micro * 1000)
 
 
 def encode_forward(
@@ -89,34 +88,6 @@ class ForwardFields:
     value: bytes
 
 
-def _fields(data: bytes) -> list[tuple[int, int, int | bytes]]:
-    """(number, wire type, value) for each field; unknown wire types raise ValueError."""
-    out: list[tuple[int, int, int | bytes]] = []
-    pos = 0
-    while pos < len(data):
-        key, pos = read_varint(data, pos)
-        number, wire = key >> 3, key & 7
-        value: int | bytes
-        if wire == 0:
-            value, pos = read_varint(data, pos)
-        elif wire == 2:
-            size, pos = read_varint(data, pos)
-            if pos + size > len(data):
-                raise ValueError(f"field {number} runs past the end of the message")
-            value, pos = data[pos : pos + size], pos + size
-        elif wire in (1, 5):
-            width = 8 if wire == 1 else 4
-            if pos + width > len(data):
-                raise ValueError(f"field {number} runs past the end of the message")
-            value, pos = int.from_bytes(data[pos : pos + width], "little"), pos + width
-        else:
-            raise ValueError(f"unsupported wire type {wire} for field {number}")
-        if number == 0:
-            raise ValueError("field number 0")
-        out.append((number, wire, value))
-    return out
-
-
 def _signed64(value: int) -> int:
     return value - (1 << 64) if value >= 1 << 63 else value
 
@@ -127,19 +98,19 @@ def decode_forward(data: bytes) -> ForwardFields:
     An absent envelope decodes as all-absent fields (as protobuf would).
     """
     envelope = b""
-    for number, wire, value in _fields(data):
+    for number, wire, value in iter_fields(data):
         if number == 1 and wire == 2 and isinstance(value, bytes):
             envelope = value  # the last occurrence wins, as in protobuf
     timestamp: datetime.datetime | None = None
     namespace = topic = ""
     type_url: str | None = None
     payload = b""
-    for number, wire, value in _fields(envelope):
+    for number, wire, value in iter_fields(envelope):
         if wire != 2 or not isinstance(value, bytes):
             continue
         if number == 1:
             seconds = nanos = 0
-            for n, w, v in _fields(value):
+            for n, w, v in iter_fields(value):
                 if w == 0 and isinstance(v, int):
                     if n == 1:
                         seconds = _signed64(v)
@@ -157,7 +128,7 @@ def decode_forward(data: bytes) -> ForwardFields:
             topic = value.decode()
         elif number == 4:
             type_url = ""
-            for n, w, v in _fields(value):
+            for n, w, v in iter_fields(value):
                 if w == 2 and isinstance(v, bytes):
                     if n == 1:
                         type_url = v.decode()

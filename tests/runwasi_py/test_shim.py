@@ -211,7 +211,7 @@ def test_public_names() -> None:
 async def test_linger_and_reservations_hold_a_shared_daemon(
     sockdir: Path, events: RecordingEventsServer, tmp_path: Path
 ) -> None:
-    from runwasi_py._launch import main as _cli
+    from runwasi_py._launch.reserve import reserve
 
     path = sockdir / "shim.sock"
     address = f"unix://{path}"
@@ -225,7 +225,7 @@ async def test_linger_and_reservations_hold_a_shared_daemon(
     code, _, _ = await driver.run(b1)
     assert code == 0
     # a start for c2 reserves the daemon; then containerd's Shutdown for c1 arrives
-    assert await asyncio.to_thread(_cli._reserve, address, "c2") == "reserved"
+    assert await asyncio.to_thread(reserve, address, "c2") == "reserved"
     service = shim.task_service
     assert service is not None
     assert service.reservations.pending == 1
@@ -242,11 +242,11 @@ async def test_linger_and_reservations_hold_a_shared_daemon(
     await asyncio.wait_for(serving, 15)
     await client.close()
     assert not exists(path)
-    assert await asyncio.to_thread(_cli._reserve, address, "c3") == "dead"
+    assert await asyncio.to_thread(reserve, address, "c3") == "dead"
 
 
 async def test_an_exiting_daemon_refuses_reservations(sockdir: Path) -> None:
-    from runwasi_py._launch import main as _cli
+    from runwasi_py._launch.reserve import reserve
 
     path = sockdir / "shim.sock"
     shim = ScriptShim()
@@ -256,10 +256,10 @@ async def test_an_exiting_daemon_refuses_reservations(sockdir: Path) -> None:
     service = shim.task_service
     assert service is not None
     assert service.reservations.try_close()  # what the exit decision does
-    assert await asyncio.to_thread(_cli._reserve, f"unix://{path}", "c9") == "refused"
+    assert await asyncio.to_thread(reserve, f"unix://{path}", "c9") == "refused"
     assert service.reservations.pending == 0
     # an empty id is a bad request, not a reservation
-    assert await asyncio.to_thread(_cli._reserve, f"unix://{path}", "") == "reserved"
+    assert await asyncio.to_thread(reserve, f"unix://{path}", "") == "reserved"
     shim.shutdown()
     await asyncio.wait_for(serving, 15)
     await client.close()

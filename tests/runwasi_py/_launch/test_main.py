@@ -17,9 +17,14 @@ from typing import Any
 
 import pytest
 
-from runwasi_py._launch import main as _cli
+from runwasi_py._bundle.group import group_mode
+from runwasi_py._bundle.mountinfo import is_mountpoint
+from runwasi_py._launch import bootstrap as _bootstrap_mod
+from runwasi_py._launch import delete as _delete_mod
+from runwasi_py._launch import start as _start_mod
 from runwasi_py._launch.address import socket_address
-from runwasi_py._launch.main import Flags, UsageError, parse_flags, shim_main
+from runwasi_py._launch.flags import Flags, UsageError, parse_flags
+from runwasi_py._launch.main import shim_main
 from runwasi_py._proto.messages import (
     BootstrapParams,
     DeleteResponse,
@@ -167,7 +172,7 @@ def test_bootstrap_params_detected() -> None:
         containerd_grpc_address="/run/containerd/containerd.sock",
         socket_dir="/run/s2",
     )
-    boot = _cli._bootstrap(bytes(params), Flags(id="c1", namespace="ns"))
+    boot = _bootstrap_mod.bootstrap(bytes(params), Flags(id="c1", namespace="ns"))
     assert boot is not None
     assert boot.ttrpc_address == "/run/containerd/containerd.sock.ttrpc"
     assert boot.grpc_address == "/run/containerd/containerd.sock"
@@ -177,14 +182,14 @@ def test_bootstrap_params_detected() -> None:
 
 def test_bootstrap_params_for_another_shim_ignored() -> None:
     params = BootstrapParams(instance_id="other", namespace="ns")
-    assert _cli._bootstrap(bytes(params), Flags(id="c1", namespace="ns")) is None
+    assert _bootstrap_mod.bootstrap(bytes(params), Flags(id="c1", namespace="ns")) is None
 
 
 def test_legacy_any_options_are_not_bootstrap() -> None:
     options = pack_any(RuntimeOptions(config_path="/etc/x.toml"))
-    assert _cli._bootstrap(bytes(options), Flags(id="c1", namespace="ns")) is None
-    assert _cli._bootstrap(b"", Flags(id="c1", namespace="ns")) is None
-    assert _cli._bootstrap(b"\xff\xff\xff", Flags(id="c1", namespace="ns")) is None
+    assert _bootstrap_mod.bootstrap(bytes(options), Flags(id="c1", namespace="ns")) is None
+    assert _bootstrap_mod.bootstrap(b"", Flags(id="c1", namespace="ns")) is None
+    assert _bootstrap_mod.bootstrap(b"\xff\xff\xff", Flags(id="c1", namespace="ns")) is None
 
 
 # --- subprocess: start / delete / -info like containerd -----------------------------------
@@ -565,7 +570,7 @@ def test_leaked_inheritable_fds_are_listed_for_closing() -> None:
     r, w = os.pipe()  # close-on-exec, as Python makes every fd
     os.set_inheritable(w, True)  # as libuv's spawn leaves one in a uvloop parent's child
     try:
-        leaked = _cli._leaked_fds()
+        leaked = _start_mod._leaked_fds()
         assert w in leaked
         assert r not in leaked
         assert all(fd > 3 for fd in leaked)
@@ -593,15 +598,15 @@ def test_delete_response_hand_encoder_matches_betterproto(
         seconds=seconds, microseconds=micros
     )
     expected = DeleteResponse(pid=pid, exit_status=status, exited_at=exited_at)
-    data = _cli.encode_delete_response(pid, status, seconds, micros * 1000)
+    data = _delete_mod.encode_delete_response(pid, status, seconds, micros * 1000)
     assert data == bytes(expected)
     assert DeleteResponse.FromString(data) == expected
 
 
 def test_is_mountpoint_reads_mountinfo(tmp_path: Path) -> None:
-    assert _cli._is_mountpoint("/proc")
-    assert not _cli._is_mountpoint(str(tmp_path))
-    assert not _cli._is_mountpoint(str(tmp_path / "missing dir\\x"))
+    assert is_mountpoint("/proc")
+    assert not is_mountpoint(str(tmp_path))
+    assert not is_mountpoint(str(tmp_path / "missing dir\\x"))
 
 
 def test_namespace_group_shares_one_daemon_across_containers(
@@ -658,9 +663,9 @@ def test_group_mode_sources(monkeypatch: pytest.MonkeyPatch) -> None:
         config = Config(group_by="namespace")
 
     monkeypatch.delenv("RUNWASI_PY_SHIM_GROUP", raising=False)
-    assert _cli._group_mode("pkg.mod:S", None) == "sandbox"
-    assert _cli._group_mode("pkg.mod:S", "namespace") == "namespace"
-    assert _cli._group_mode(Shared, None) == "namespace"
-    assert _cli._group_mode(Shim, None) == "sandbox"
+    assert group_mode("pkg.mod:S", None) == "sandbox"
+    assert group_mode("pkg.mod:S", "namespace") == "namespace"
+    assert group_mode(Shared, None) == "namespace"
+    assert group_mode(Shim, None) == "sandbox"
     monkeypatch.setenv("RUNWASI_PY_SHIM_GROUP", "sandbox")  # the operator wins
-    assert _cli._group_mode(Shared, "namespace") == "sandbox"
+    assert group_mode(Shared, "namespace") == "sandbox"
