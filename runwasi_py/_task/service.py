@@ -27,15 +27,15 @@ import logging
 import os
 import signal as signal_mod
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import betterproto2
 
-from runwasi_py._bundle import mount as _mount
-from runwasi_py._bundle.spec import BundleSpec, build_context, is_sandbox_container
-from runwasi_py._compile_cache import cache_key_for, shared_cache
-from runwasi_py._context import WASM_MAGIC, RuntimeContext, Stdio
+from runwasi_py._bundle.bundle import Bundle
+from runwasi_py._bundle.spec import is_sandbox_container
+from runwasi_py._compile_cache import precompile, shared_cache
+from runwasi_py._context import WASM_MAGIC, RuntimeContext
 from runwasi_py._daemon.reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._errors import (
     AlreadyExists,
@@ -59,7 +59,6 @@ from runwasi_py._proto.messages import (
     Empty,
     ExecProcessRequest,
     KillRequest,
-    Mount,
     PauseRequest,
     PidsRequest,
     PidsResponse,
@@ -85,6 +84,7 @@ from runwasi_py._proto.messages import (
     WaitResponse,
 )
 from runwasi_py._sandbox import Sandbox
+from runwasi_py._stdio import Stdio
 from runwasi_py._task.instance import Instance, WorkerPool
 from runwasi_py._task.state import TaskState, transition
 from runwasi_py._task.stats import stats_any
@@ -128,8 +128,7 @@ class _Task:
     bundle: str
     stdio: Stdio
     instance: Instance
-    rootfs: Path | None  # where we mounted CreateTaskRequest.rootfs; None if nothing
-    mounts: list[Mount] = field(default_factory=list)
+    disk: Bundle  # the bundle on disk, with what Create mounted in it
     state: TaskState = TaskState.CREATED
 
 
@@ -266,20 +265,11 @@ class TaskService(TaskBase):
     async def _create(self, request: CreateTaskRequest) -> _Task:
         if not request.bundle:
             raise InvalidArgument(f"create {request.id}: the bundle path is empty")
-        stdio = Stdio(
-            stdin=_stdio_path(request.stdin, "stdin"),
-            stdout=_stdio_path(request.stdout, "stdout"),
-            stderr=_stdio_path(request.stderr, "stderr"),
-        )
-        spec = BundleSpec.load(request.bundle)
-        mounted: Path | None = None
-        if request.rootfs:
-            _mount.mount_rootfs(request.rootfs, spec.rootfs)
-            mounted = spec.rootfs
+        stdio = Stdio.from_request(request.stdin, request.stdout, request.stderr)
+        bundle = Bundle.load(request.bundle)
+        bundle.mount(request.rootfs)
         try:
-            ctx = build_context(
-                spec, container_id=request.id, namespace=self.namespace, stdio=stdio
-            )
+            ctx = bundle.context(container_id=request.id, namespace=self.namespace, stdio=stdio)
             sandbox = await self._choose_sandbox(ctx)
             await self._precompile(sandbox, ctx)
             task: _Task | None = None
@@ -301,13 +291,11 @@ class TaskService(TaskBase):
                 bundle=request.bundle,
                 stdio=stdio,
                 instance=instance,
-                rootfs=mounted,
-                mounts=list(request.rootfs),
+                disk=bundle,
             )
             return task
         except BaseException:
-            if mounted is not None:
-                _unmount(mounted, request.rootfs, request.id)
+            bundle.unmount(request.id)
             raise
 
     async def _choose_sandbox(self, ctx: RuntimeContext) -> Sandbox:
@@ -322,27 +310,9 @@ class TaskService(TaskBase):
         return sandbox
 
     async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
-        engine_key = sandbox.cache_key()
-        source = ctx.entrypoint.source
-        if engine_key is None or source is None:
-            return
         cache = shared_cache(self._compile_cache_dir, shim_name=self._shim_name)
-
-        def lookup_or_compile() -> Path | None:
-            wasm = source.read_bytes()
-            key = cache_key_for(wasm, engine_key)
-            path = cache.get(key)
-            if path is not None:
-                return path
-            artifact = sandbox.compile(wasm)
-            try:
-                return cache.put(key, artifact)
-            except OSError as e:
-                log.warning("compile cache not writable (%s); running without it", e)
-                return None
-
         try:
-            ctx.precompiled = await asyncio.to_thread(lookup_or_compile)
+            ctx.precompiled = await asyncio.to_thread(precompile, sandbox, ctx, cache)
         except NotImplementedError:
             return  # a cache_key without a compile hook: nothing to precompile
         except OSError as e:
@@ -398,8 +368,7 @@ class TaskService(TaskBase):
         if was is TaskState.CREATED:
             task.instance.discard()
         del self._tasks[task.id]
-        if task.rootfs is not None:
-            _unmount(task.rootfs, task.mounts, task.id)
+        task.disk.unmount(task.id)
         status = task.instance.exit_status
         assert status is not None
         exited_at = _timestamp(status.exited_at_ns)
@@ -517,8 +486,7 @@ class TaskService(TaskBase):
         """Kill what still runs, unmount, and stop the worker threads (serve's last step)."""
         await self.kill_all(grace)
         for task in list(self._tasks.values()):
-            if task.rootfs is not None:
-                _unmount(task.rootfs, task.mounts, task.id)
+            task.disk.unmount(task.id)
         self._tasks.clear()
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
@@ -534,22 +502,3 @@ def _is_wasm(ctx: RuntimeContext) -> bool:
             return f.read(4) == WASM_MAGIC
     except OSError:
         return False
-
-
-def _stdio_path(value: str, which: str) -> str:
-    if not value:
-        return ""
-    if value.startswith("file://"):
-        return value[len("file://") :]
-    if "://" in value:
-        raise InvalidArgument(f"{which} {value!r}: only FIFO and file:// stdio are supported")
-    return value
-
-
-def _unmount(rootfs: Path, mounts: list[Mount], task_id: str) -> None:
-    targets = [rootfs / m.target.lstrip("/") for m in reversed(mounts) if m.target]
-    for target in [*targets, rootfs]:
-        try:
-            _mount.unmount_all(target)
-        except Exception:
-            log.exception("task %s: cannot unmount %s", task_id, target)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from runwasi_py._launch.main import shim_main
+from runwasi_py import shim_main
 
 __all__ = ["main"]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -38,14 +37,14 @@ def test_wait_returns_only_after_the_reader_took_the_output(fifo: str) -> None:
     drain = OutputDrain()
     drain.watch(fifo)
     got: list[bytes] = []
-    # The reader runs whenever it gets a core; wait() must not return before its read.
-    thread = threading.Thread(target=lambda: got.append(os.read(rfd, 100)))
-    thread.start()
+    # Deterministic, no thread racing the check: while the output sits unread, the wait
+    # does not succeed (it runs to its deadline); once the reader took it, it does.
     try:
+        assert drain.wait(0.0) is False
+        got.append(os.read(rfd, 100))
         assert drain.wait(30.0) is True
         assert got == [b"to stdout\n"]
     finally:
-        thread.join(30)
         drain.close()
     assert os.read(rfd, 100) == b""  # end-of-file once the drain let go
     os.close(rfd)
