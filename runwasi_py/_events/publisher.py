@@ -44,20 +44,9 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 import betterproto2
 
 import ttrpc
+from runwasi_py._events.topics import topic_for
 from runwasi_py._events.wire import encode_forward
-from runwasi_py._proto.messages import (
-    TaskCheckpointed,
-    TaskCreate,
-    TaskDelete,
-    TaskExecAdded,
-    TaskExecStarted,
-    TaskExit,
-    TaskOom,
-    TaskPaused,
-    TaskResumed,
-    TaskStart,
-    full_name,
-)
+from runwasi_py._proto.messages import full_name
 from ttrpc import RawMessage
 
 if TYPE_CHECKING:
@@ -77,36 +66,12 @@ logger = logging.getLogger("runwasi_py.events")
 EVENTS_SERVICE: Final = "containerd.services.events.ttrpc.v1.Events"
 NAMESPACE_METADATA_KEY: Final = "containerd-namespace-ttrpc"
 
-_TOPICS: dict[type[betterproto2.Message], str] = {
-    TaskCreate: "/tasks/create",
-    TaskStart: "/tasks/start",
-    TaskExit: "/tasks/exit",
-    TaskDelete: "/tasks/delete",
-    TaskOom: "/tasks/oom",
-    TaskExecAdded: "/tasks/exec-added",
-    TaskExecStarted: "/tasks/exec-started",
-    TaskPaused: "/tasks/paused",
-    TaskResumed: "/tasks/resumed",
-    TaskCheckpointed: "/tasks/checkpointed",
-}
 
 # Errors that say "containerd is not there right now": retried without limit.
 _TRANSPORT_CODES = frozenset({ttrpc.Code.UNAVAILABLE, ttrpc.Code.DEADLINE_EXCEEDED})
 _ANSWERED_RETRIES = 5
 DEFAULT_MAX_QUEUE: Final = 1_000_000
 _BACKLOG_WARN_FROM = 10_000
-
-
-def topic_for(event: betterproto2.Message) -> str:
-    """The containerd topic of a task event (``TaskExit`` -> ``/tasks/exit``).
-
-    >>> topic_for(TaskExit(container_id="c1"))
-    '/tasks/exit'
-    """
-    try:
-        return _TOPICS[type(event)]
-    except KeyError:
-        raise ValueError(f"no topic for {type(event).__qualname__}") from None
 
 
 @runtime_checkable

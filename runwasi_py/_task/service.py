@@ -44,7 +44,14 @@ from runwasi_py._errors import (
     NotFound,
     Unimplemented,
 )
-from runwasi_py._events.publisher import EventSink
+from runwasi_py._events.publisher import EventSink, NullEventSink
+from runwasi_py._events.topics import (
+    TOPIC_CREATE,
+    TOPIC_DELETE,
+    TOPIC_EXIT,
+    TOPIC_OOM,
+    TOPIC_START,
+)
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
@@ -97,11 +104,6 @@ log = logging.getLogger("runwasi_py.task")
 TASK_V3_SERVICE = "containerd.task.v3.Task"
 """The wire-identical v3 name containerd 2.x uses; register the same service under it."""
 
-TOPIC_CREATE = "/tasks/create"
-TOPIC_START = "/tasks/start"
-TOPIC_EXIT = "/tasks/exit"
-TOPIC_DELETE = "/tasks/delete"
-TOPIC_OOM = "/tasks/oom"
 
 _STATUS = {
     TaskState.CREATED: Status.CREATED,
@@ -109,11 +111,6 @@ _STATUS = {
     TaskState.STOPPED: Status.STOPPED,
     TaskState.DELETED: Status.STOPPED,
 }
-
-
-class _DiscardEvents:
-    def publish(self, topic: str, event: betterproto2.Message) -> None:
-        pass
 
 
 def _timestamp(ns: int | None) -> datetime.datetime:
@@ -167,7 +164,7 @@ class TaskService(TaskBase):
     ) -> None:
         self._sandbox = sandbox
         self.namespace = namespace
-        self._events: EventSink = events if events is not None else _DiscardEvents()
+        self._events: EventSink = events if events is not None else NullEventSink()
         self._shim_name = shim_name
         self._kill_timeout = kill_timeout
         self._compile_cache_dir = compile_cache_dir
