@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from runwasi_py._bundle.group import GROUP_MODES
-from runwasi_py._proto.wire import read_varint
+from runwasi_py._proto.wire import field_map
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage
 
@@ -294,27 +294,11 @@ def _reserve_service(service: TaskService) -> ttrpc.Service:
 
 def _decode_reserve_id(data: bytes) -> str:
     """Field 1 (string) of a ReserveRequest; "" when absent or malformed."""
-    pos, end, found = 0, len(data), ""
     try:
-        while pos < end:
-            key, pos = read_varint(data, pos)
-            wire = key & 7
-            if wire == 0:
-                _, pos = read_varint(data, pos)
-            elif wire == 2:
-                n, pos = read_varint(data, pos)
-                if pos + n > end:
-                    return ""
-                if key >> 3 == 1:
-                    found = data[pos : pos + n].decode("utf-8")
-                pos += n
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                return ""
-    except (IndexError, ValueError, UnicodeDecodeError):
+        value = field_map(data).get(1, [b""])[-1]
+        return value.decode("utf-8") if isinstance(value, bytes) else ""
+    except (ValueError, UnicodeDecodeError):
         return ""
-    return found if pos == end else ""
 
 
 def _socket_path(sock: socket.socket) -> str:
