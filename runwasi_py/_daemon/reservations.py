@@ -6,7 +6,8 @@ Create. If that daemon's last task was just deleted, a Shutdown (or the end of i
 period) may make it exit in between, and containerd fails on a dead socket.
 
 So ``start`` first makes one small ttrpc call, ``runwasi.shim.v1.Shim/Reserve{id}``
-(hand-encoded by ``_cli``, so ``start`` stays light). The daemon records a reservation for
+(hand-encoded by ``_launch.reserve``, so ``start`` stays light). The daemon records a
+reservation for
 that container id, dropped when the Create for the id arrives or after ``timeout`` seconds.
 The daemon exits only with no task and no reservation; once it decides to exit it
 :meth:`Reservations.close` s the book (every later Reserve is refused) and unlinks its socket

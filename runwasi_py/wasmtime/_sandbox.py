@@ -15,7 +15,8 @@ trap, or the memory limit, is 137 with the message on the container's stderr; a 
 callback, so "out of memory" is inferred: a trap with the memory near the limit.
 
 Limits: epoch interruption reaches wasm code only. A guest inside a host call is stopped
-when the call returns: a blocked stdin read is woken (see ``_stdio``), but a ``sleep``
+when the call returns: a blocked stdin read is woken (``runwasi_py.FifoUnblocker``), but a
+``sleep``
 (``poll_oneoff`` on a clock) runs to its end.
 
 ``import wasmtime`` costs ~28 ms, more than a shim's whole ``start`` budget, so this module
