@@ -206,6 +206,33 @@ def test_public_names() -> None:
     for name in ("Shim", "Config", "version", "Sandbox", "RuntimeContext"):
         assert name in runwasi_py.__all__
         assert hasattr(runwasi_py, name)
+    for name in ("Entrypoint", "errors", "shim_main", "Stdio", "EventSink", "CompileCache"):
+        assert name in runwasi_py.__all__
+        assert hasattr(runwasi_py, name)
+    from runwasi_py._launch.main import shim_main
+
+    assert runwasi_py.shim_main is shim_main
+    assert runwasi_py.errors.NotFound is runwasi_py.NotFound
+
+
+def test_the_bundled_engine_uses_only_public_names() -> None:
+    """wasmtime/ is the template for a new engine: nothing of the framework's private rooms."""
+    import ast
+    from pathlib import Path
+
+    engine = Path(runwasi_py.__file__).parent / "wasmtime"
+    private = []
+    for path in engine.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            for name in names:
+                if name.startswith("runwasi_py._") or name.startswith("runwasi_py.testing"):
+                    private.append(f"{path.name}: {name}")
+    assert private == []
 
 
 async def test_linger_and_reservations_hold_a_shared_daemon(
