@@ -10,7 +10,7 @@ from runwasi_py.wasmtime._sandbox import WasmtimeSandbox, preload
 if TYPE_CHECKING:
     import socket
 
-    from runwasi_py._events.publisher import EventSink
+    from runwasi_py import EventSink
 
 __all__ = ["PyWasmtimeShim"]
 

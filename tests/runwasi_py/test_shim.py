@@ -221,7 +221,7 @@ def test_the_bundled_engine_uses_only_public_names() -> None:
     from pathlib import Path
 
     engine = Path(runwasi_py.__file__).parent / "wasmtime"
-    private = []
+    private: list[str] = []
     for path in engine.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             names = []
@@ -229,9 +229,11 @@ def test_the_bundled_engine_uses_only_public_names() -> None:
                 names = [node.module]
             elif isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
-            for name in names:
-                if name.startswith("runwasi_py._") or name.startswith("runwasi_py.testing"):
-                    private.append(f"{path.name}: {name}")
+            private.extend(
+                f"{path.name}: {name}"
+                for name in names
+                if name.startswith(("runwasi_py._", "runwasi_py.testing"))
+            )
     assert private == []
 
 
