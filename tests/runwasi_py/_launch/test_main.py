@@ -1,4 +1,4 @@
-"""The shim command line: Go flag parsing, -v, -info, start (real daemon), delete."""
+"""``shim_main`` end to end: -v, -info, start (real daemon), delete, groups."""
 
 from __future__ import annotations
 
@@ -19,11 +19,9 @@ import pytest
 
 from runwasi_py._bundle.group import group_mode
 from runwasi_py._bundle.mountinfo import is_mountpoint
-from runwasi_py._launch import bootstrap as _bootstrap_mod
 from runwasi_py._launch import delete as _delete_mod
 from runwasi_py._launch import start as _start_mod
 from runwasi_py._launch.address import socket_address
-from runwasi_py._launch.flags import Flags, UsageError, parse_flags
 from runwasi_py._launch.main import shim_main
 from runwasi_py._proto.messages import (
     BootstrapParams,
@@ -34,79 +32,6 @@ from runwasi_py._proto.messages import (
     pack_any,
 )
 from runwasi_py._shim import Shim
-
-# --- flag parsing -----------------------------------------------------------------------
-
-
-def test_containerd_16_start_argv() -> None:
-    argv = "-namespace default -address /run/containerd/containerd.sock "
-    argv += "-publish-binary /usr/bin/containerd -id probe1 -debug start"
-    flags = parse_flags(argv.split())
-    assert flags == Flags(
-        namespace="default",
-        address="/run/containerd/containerd.sock",
-        publish_binary="/usr/bin/containerd",
-        id="probe1",
-        debug=True,
-        action="start",
-    )
-
-
-def test_delete_argv_with_bundle() -> None:
-    flags = parse_flags(["-namespace", "ns", "-id", "c1", "-bundle", "/b", "delete"])
-    assert (flags.bundle, flags.action) == ("/b", "delete")
-
-
-def test_equals_and_double_dash_forms() -> None:
-    flags = parse_flags(["--namespace=ns", "-id=c1", "--address", "-weird", "-debug=false"])
-    assert flags.namespace == "ns"
-    assert flags.id == "c1"
-    assert flags.address == "-weird"  # a string flag takes the next word, whatever it is
-    assert flags.debug is False
-    assert flags.action == ""
-
-
-def test_value_with_equals_sign() -> None:
-    assert parse_flags(["-id=a=b"]).id == "a=b"
-
-
-def test_bool_values() -> None:
-    assert parse_flags(["-debug=true"]).debug is True
-    assert parse_flags(["-debug=1"]).debug is True
-    assert parse_flags(["-v"]).v is True
-    assert parse_flags(["-info"]).info is True
-    with pytest.raises(UsageError, match='invalid boolean value "yes"'):
-        parse_flags(["-debug=yes"])
-
-
-def test_bool_flag_does_not_take_next_word() -> None:
-    flags = parse_flags(["-debug", "start", "extra"])
-    assert flags.debug is True
-    assert flags.action == "start"
-    assert flags.args == ["extra"]
-
-
-def test_terminator_and_positional() -> None:
-    flags = parse_flags(["-id", "x", "--", "-namespace"])
-    assert flags.action == "-namespace"
-    assert flags.namespace == ""
-    assert parse_flags(["-", "start"]).action == "-"
-
-
-@pytest.mark.parametrize(
-    ("argv", "message"),
-    [
-        (["-nope"], "flag provided but not defined: -nope"),
-        (["-id"], "flag needs an argument: -id"),
-        (["---id", "x"], "bad flag syntax: ---id"),
-        (["-=x"], "bad flag syntax: -=x"),
-    ],
-)
-def test_bad_flags(argv: list[str], message: str) -> None:
-    with pytest.raises(UsageError) as info:
-        parse_flags(argv)
-    assert str(info.value) == message
-
 
 # --- in-process actions ------------------------------------------------------------------
 
@@ -158,38 +83,6 @@ def test_missing_namespace(
 def test_unknown_action(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_main(["-namespace", "n", "frobnicate"]) == 1
     assert "unknown action 'frobnicate'" in capsys.readouterr().err
-
-
-# --- BootstrapParams detection (containerd 2.3) ---------------------------------------
-
-
-def test_bootstrap_params_detected() -> None:
-    params = BootstrapParams(
-        instance_id="c1",
-        namespace="ns",
-        log_level=LogLevel.DEBUG,
-        containerd_ttrpc_address="/run/containerd/containerd.sock.ttrpc",
-        containerd_grpc_address="/run/containerd/containerd.sock",
-        socket_dir="/run/s2",
-    )
-    boot = _bootstrap_mod.bootstrap(bytes(params), Flags(id="c1", namespace="ns"))
-    assert boot is not None
-    assert boot.ttrpc_address == "/run/containerd/containerd.sock.ttrpc"
-    assert boot.grpc_address == "/run/containerd/containerd.sock"
-    assert boot.socket_dir == "/run/s2"
-    assert boot.debug is True
-
-
-def test_bootstrap_params_for_another_shim_ignored() -> None:
-    params = BootstrapParams(instance_id="other", namespace="ns")
-    assert _bootstrap_mod.bootstrap(bytes(params), Flags(id="c1", namespace="ns")) is None
-
-
-def test_legacy_any_options_are_not_bootstrap() -> None:
-    options = pack_any(RuntimeOptions(config_path="/etc/x.toml"))
-    assert _bootstrap_mod.bootstrap(bytes(options), Flags(id="c1", namespace="ns")) is None
-    assert _bootstrap_mod.bootstrap(b"", Flags(id="c1", namespace="ns")) is None
-    assert _bootstrap_mod.bootstrap(b"\xff\xff\xff", Flags(id="c1", namespace="ns")) is None
 
 
 # --- subprocess: start / delete / -info like containerd -----------------------------------
