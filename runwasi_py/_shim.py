@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from runwasi_py._bundle.group import GROUP_MODES
+from runwasi_py._launch.address import bound_path, inode
 from runwasi_py._proto.wire import field_map
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage
@@ -195,13 +196,13 @@ class Shim:
         server.register(service)
         server.register(service, name=TASK_V3_SERVICE)
         server.register(_reserve_service(service))
-        path = _socket_path(listener)
-        inode = _inode(path)
+        path = bound_path(listener)
+        bound_inode = inode(path)
         try:
             await server.listen_socket(listener)
             log.info("serving %s tasks on %s", namespace, path or "an inherited socket")
             stay = self.linger if linger is None else linger
-            await _serve_until_done(service, stop, stay, path, inode)
+            await _serve_until_done(service, stop, stay, path, bound_inode)
         finally:
             # Kill first so outstanding Wait calls return, then let in-flight calls (the
             # Shutdown reply) finish, then stop the threads; events are flushed last.
@@ -209,7 +210,7 @@ class Shim:
             await server.shutdown(cfg.shutdown_timeout)
             await service.aclose(cfg.shutdown_timeout)
             listener.close()
-            if path and _inode(path) == inode:  # still ours, not a newer shim's
+            if path and inode(path) == bound_inode:  # still ours, not a newer shim's
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             if owned_publisher is not None:
@@ -229,7 +230,7 @@ async def _wait_any(*events: asyncio.Event) -> None:
 
 
 async def _serve_until_done(
-    service: TaskService, stop: asyncio.Event, linger: float, path: str, inode: int | None
+    service: TaskService, stop: asyncio.Event, linger: float, path: str, bound_inode: int | None
 ) -> None:
     """Return when asked to stop, or when no task and no reservation is left.
 
@@ -255,7 +256,7 @@ async def _serve_until_done(
             service.shutdown_requested.clear()
         while not stop.is_set() and not service.task_count:
             if book.try_close():
-                if path and _inode(path) == inode:  # new starts must not find us any more
+                if path and inode(path) == bound_inode:  # new starts must not find us any more
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 log.info("no task and no reservation left; stopping")
@@ -299,23 +300,3 @@ def _decode_reserve_id(data: bytes) -> str:
         return value.decode("utf-8") if isinstance(value, bytes) else ""
     except (ValueError, UnicodeDecodeError):
         return ""
-
-
-def _socket_path(sock: socket.socket) -> str:
-    """The file a listening unix socket is bound to ("" for abstract or unnamed ones)."""
-    try:
-        name = sock.getsockname()
-    except OSError:
-        return ""
-    if isinstance(name, bytes):
-        name = name.decode(errors="surrogateescape")
-    if not isinstance(name, str) or not name or name.startswith("\0"):
-        return ""
-    return name
-
-
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino if path else None
-    except OSError:
-        return None

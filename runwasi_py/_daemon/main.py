@@ -7,6 +7,7 @@ import os
 
 from runwasi_py._bundle.group import GROUP_ENV
 from runwasi_py._daemon.reaper import reap_orphans, set_child_subreaper
+from runwasi_py._launch.address import bound_path, inode
 from runwasi_py._launch.start import LISTENER_FD
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -47,8 +48,8 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
     except OSError as e:
         log.error("no listening socket on fd %d: %s", LISTENER_FD, e)
         return 1
-    path = _bound_path(listener)
-    inode = _inode(path)
+    path = bound_path(listener)
+    bound_inode = inode(path)
     set_child_subreaper()
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
@@ -61,7 +62,7 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
         log.exception("shim failed")
         return 1
     finally:
-        if path and _inode(path) == inode:  # still ours: not replaced by a newer shim
+        if path and inode(path) == bound_inode:  # still ours: not replaced by a newer shim
             with contextlib.suppress(OSError):
                 os.unlink(path)
     return 0
@@ -98,22 +99,3 @@ async def _serve(
         reaper.cancel()
         if publisher is not None:
             await publisher.close(timeout=shim.config.shutdown_timeout)
-
-
-def _bound_path(sock: socket.socket) -> str:
-    try:
-        name = sock.getsockname()
-    except OSError:
-        return ""
-    if isinstance(name, bytes):
-        name = name.decode(errors="surrogateescape")
-    return name if isinstance(name, str) and name and not name.startswith("\0") else ""
-
-
-def _inode(path: str) -> int | None:
-    if not path:
-        return None
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return None

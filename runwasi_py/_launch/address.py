@@ -21,8 +21,10 @@ __all__ = [
     "DEFAULT_SOCKET_DIR",
     "MAX_SOCKET_PATH",
     "SOCKET_DIR_ENV",
+    "bound_path",
     "go_clean",
     "go_join",
+    "inode",
     "is_listening",
     "socket_address",
     "socket_dir",
@@ -129,3 +131,24 @@ def is_listening(address: str, timeout: float = 1.0) -> bool:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         return True
+
+
+def bound_path(sock: socket.socket) -> str:
+    """The file a listening unix socket is bound to ("" for abstract or unnamed ones)."""
+    try:
+        name = sock.getsockname()
+    except OSError:
+        return ""
+    if isinstance(name, bytes):
+        name = name.decode(errors="surrogateescape")
+    if not isinstance(name, str) or not name or name.startswith("\0"):
+        return ""
+    return name
+
+
+def inode(path: str) -> int | None:
+    """The inode of ``path`` (None for "" or a missing file): is the socket file still ours?"""
+    try:
+        return os.stat(path).st_ino if path else None
+    except OSError:
+        return None
