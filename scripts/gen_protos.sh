@@ -1,8 +1,8 @@
 #!/bin/sh
 # Regenerate runwasi_py/_proto/gen from the hand-written .proto files in runwasi_py/_proto/protos.
 # betterproto2-compiler 0.10.1 (pinned with betterproto2 0.10.0) writes the messages; the
-# project's own protoc-gen-ttrpc-python writes the ttrpc service bases and client stubs
-# (skipped with a note while ttrpc.codegen does not exist yet).
+# project's own protoc-gen-ttrpc-python writes the ttrpc service bases and client stubs, and
+# python -m ttrpc.codegen.codecs appends the generated fast codecs to every messages module.
 # Run from anywhere: scripts/gen_protos.sh
 set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,4 +39,7 @@ fi
 find "$OUT" -name '*.py' ! -name '*_ttrpc.py' | while read -r f; do
     { printf '%s\n' "$HEADER"; cat "$f"; } > "$f.tmp" && mv "$f.tmp" "$f"
 done
+# Fast per-message parse/__bytes__ (byte-identical to betterproto2's own), appended to every
+# messages module; the hand-written encoders and betterproto2 patches they replace are gone.
+"$PY" -m ttrpc.codegen.codecs runwasi_py._proto.gen
 echo "gen_protos: wrote $(find "$OUT" -name '*.py' | wc -l) modules under $OUT"

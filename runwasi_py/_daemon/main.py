@@ -31,9 +31,7 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
     import runwasi_py._task.service  # noqa: F401
     import ttrpc
     from runwasi_py._daemon.log import setup_logging
-    from runwasi_py._proto.defaults_cache import install_default_cache
 
-    install_default_cache()  # explicit, here only: importing runwasi_py patches nothing
     bundle = os.path.abspath(flags.bundle or os.getcwd())
     log = logging.getLogger("runwasi_py.daemon")
     if not shim.config.no_setup_logger:

@@ -221,32 +221,3 @@ def unpack_any(value: Any) -> betterproto2.Message:
     except KeyError:
         raise TypeError(f"unknown message type {value.type_url!r}") from None
     return message_type.FromString(value.value)
-
-
-def _install_fast_encoders() -> None:
-    """Planned ``__bytes__`` for the messages sent on every task (see ``_proto._fast``)."""
-    from runwasi_py._proto import _fast
-    from runwasi_py._proto.gen.containerd.types import Mount as TypesMount
-
-    _fast.install(
-        [
-            TypesMount,
-            TaskIo,
-            TaskCreate,
-            TaskStart,
-            TaskExit,
-            TaskDelete,
-            CreateTaskResponse,
-            StartResponse,
-            WaitResponse,
-            DeleteResponse,
-            StateResponse,
-            ConnectResponse,
-            Empty,
-            Any,
-            Envelope,
-        ]
-    )
-
-
-_install_fast_encoders()

@@ -10,6 +10,7 @@ import betterproto2
 import pytest
 
 from runwasi_py._proto import messages as p
+from tests.ttrpc.codec.strategies import snapshot
 
 
 def numbers(cls: type[betterproto2.Message]) -> dict[str, int]:
@@ -212,22 +213,22 @@ def test_events_stub() -> None:
     assert events_ttrpc.EventsBase.service_name == "containerd.services.events.ttrpc.v1.Events"
 
 
-def test_default_cache_keeps_encoding_and_fresh_mutable_defaults() -> None:
+def test_generated_codecs_keep_encoding_and_fresh_mutable_defaults() -> None:
     import betterproto2
 
-    from runwasi_py._proto.defaults_cache import install_default_cache
     from runwasi_py._proto.messages import CreateTaskRequest, Mount, TaskExit
 
-    install_default_cache()  # what the daemon does at boot; nothing patches at import
-    assert getattr(betterproto2.Message._get_field_default, "_runwasi_cached", False)
+    # Nothing patches betterproto2 any more: the generated codecs make it unnecessary.
+    assert not hasattr(betterproto2.Message._get_field_default, "_runwasi_cached")
     a, b = CreateTaskRequest(id="c1"), CreateTaskRequest(id="c2")
     a.rootfs.append(Mount(type="bind"))  # a mutable default must not leak into b
     assert b.rootfs == []
     assert a.rootfs is not b.rootfs
-    assert b._get_field_default("rootfs") is not b._get_field_default("rootfs")
-    # repeated lookups of an immutable default return the same value; encoding skips it
-    assert b._get_field_default("id") == ""
-    assert b._get_field_default("stdin") == ""
+    decoded = CreateTaskRequest.FromString(bytes(b))
+    assert decoded.rootfs == []
+    assert decoded.rootfs is not CreateTaskRequest.FromString(bytes(b)).rootfs
+    assert decoded.id == "c2"
+    assert decoded.stdin == ""
     exit_ = TaskExit(container_id="c1", id="c1", pid=7, exit_status=0)
     assert bytes(exit_) == b"\n\x02c1\x12\x02c1\x18\x07"
     assert TaskExit.FromString(bytes(exit_)) == exit_
@@ -235,15 +236,21 @@ def test_default_cache_keeps_encoding_and_fresh_mutable_defaults() -> None:
     assert bool(exit_)
 
 
-def test_default_cache_install_is_idempotent() -> None:
-    import betterproto2
+def test_every_containerd_message_has_generated_codecs() -> None:
+    import importlib
+    import pkgutil
 
-    from runwasi_py._proto.defaults_cache import install_default_cache
+    import runwasi_py._proto.gen as gen
+    from ttrpc.codegen._codecs import message_classes
 
-    install_default_cache()
-    before = betterproto2.Message._get_field_default
-    install_default_cache()
-    assert betterproto2.Message._get_field_default is before
+    count = 0
+    for info in pkgutil.walk_packages(gen.__path__, prefix=gen.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for cls in message_classes(module):
+            assert "parse" in vars(cls), cls
+            assert "__bytes__" in vars(cls), cls
+            count += 1
+    assert count > 100
 
 
 def test_cgroups_modules_load_on_first_use() -> None:
@@ -310,56 +317,57 @@ def _random_message(cls: type, rng: random.Random, depth: int = 0) -> Any:
     return cls(**kwargs)
 
 
-def test_fast_encoders_match_betterproto_byte_for_byte() -> None:
-    import betterproto2
-
+def test_generated_codecs_match_betterproto_byte_for_byte() -> None:
     from runwasi_py._proto import messages as _proto
     from runwasi_py._proto.gen.containerd.types import Mount as TypesMount
+    from ttrpc import _msgcodec
 
     hot = [
         TypesMount, _proto.TaskIo, _proto.TaskCreate, _proto.TaskStart, _proto.TaskExit,
         _proto.TaskDelete, _proto.CreateTaskResponse, _proto.StartResponse,
         _proto.WaitResponse, _proto.DeleteResponse, _proto.StateResponse,
         _proto.ConnectResponse, _proto.Empty, _proto.Any, _proto.Envelope,
+        _proto.CreateTaskRequest, _proto.ExecProcessRequest, _proto.StatsResponse,
     ]  # fmt: skip
-    generic = betterproto2.Message.__bytes__
     rng = random.Random(20261129)
     for cls in hot:
-        assert "__bytes__" in vars(cls), f"{cls.__name__} has no fast encoder"
+        assert "__bytes__" in vars(cls), f"{cls.__name__} has no generated encoder"
         for _ in range(300):
             msg = _random_message(cls, rng)
             if rng.random() < 0.1:
                 msg._unknown_fields = b"\xf8\x07\x01"  # field 127, varint 1
             fast = bytes(msg)
-            assert fast == generic(msg), f"{cls.__name__}: {msg!r}"
+            with _msgcodec.reference_codecs():
+                assert fast == bytes(msg), f"{cls.__name__}: {msg!r}"
+                reference = type(msg).FromString(fast)
+            decoded = type(msg).FromString(fast)
+            assert snapshot(decoded) == snapshot(reference), cls.__name__
             if not msg._unknown_fields:
-                assert type(msg).FromString(fast) == msg
+                assert decoded == msg
 
 
-def test_fast_encoder_plans_only_what_it_encodes_identically() -> None:
+def test_generated_codecs_of_cgroups_match_betterproto() -> None:
     import betterproto2
 
-    from runwasi_py._proto import _fast
     from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
+    from ttrpc import _msgcodec
 
-    assert _fast._timestamp(datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)) == b""
-    with pytest.raises(ValueError, match="timezone"):
-        _fast._timestamp(datetime.datetime(2020, 1, 1))
-    generic = betterproto2.Message.__bytes__
     rng = random.Random(7)
-    planned = 0
+    checked = 0
     for module in (cgroups_v1, cgroups_v2):
         for cls in vars(module).values():
             if not (isinstance(cls, type) and issubclass(cls, betterproto2.Message)):
                 continue
-            fast = _fast._plan(cls)  # planned, not installed: the classes stay untouched
-            if fast is None:
-                continue
-            planned += 1
+            assert "__bytes__" in vars(cls), cls
+            checked += 1
             for _ in range(20):
                 try:
                     msg = _random_message(cls, rng)
                 except AssertionError:
                     break  # a field type the generator does not know: nothing to compare
-                assert fast(msg) == generic(msg), f"{cls.__name__}: {msg!r}"
-    assert planned > 0
+                fast = bytes(msg)
+                with _msgcodec.reference_codecs():
+                    assert fast == bytes(msg), f"{cls.__name__}: {msg!r}"
+                    reference = cls.FromString(fast)
+                assert snapshot(cls.FromString(fast)) == snapshot(reference)
+    assert checked > 0

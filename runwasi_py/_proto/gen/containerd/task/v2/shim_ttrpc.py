@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 import runwasi_py._proto.gen.containerd.task.v2 as pb_task_v2
 import runwasi_py._proto.gen.google.protobuf as pb_google_protobuf
@@ -14,21 +16,151 @@ import ttrpc
 __all__ = [
     "TaskBase",
     "TaskClient",
+    "TaskProtocol",
+    "TaskStrictBase",
 ]
 
 # What ttrpc.Client.call/stream accept as metadata.
 _Metadata = ttrpc.Metadata | Mapping[str, str | list[str]] | Iterable[tuple[str, str]]
 
 
+def _forward(
+    context: ttrpc.CallContext,
+    timeout: float | None,
+    metadata: _Metadata | None,
+) -> tuple[float | None, _Metadata | None]:
+    """A server call's remaining deadline and metadata, for a call made on its behalf."""
+    if timeout is None:
+        timeout = context.time_remaining()
+    if metadata is None:
+        metadata = context.metadata
+    return timeout, metadata
+
+
 _TASK_SERVICE = "containerd.task.v2.Task"
 
 
+class TaskProtocol(Protocol):
+    """The unary rpcs of ``containerd.task.v2.Task``, as both ``TaskBase`` subclasses and
+    ``TaskClient`` offer them (Go's service interface): code written against it takes a server
+    implementation or a client (a proxy, a fake) alike. Streaming rpcs have different shapes on
+    the two sides and are not part of it.
+
+    Task is the service a shim serves to containerd.
+    """
+
+    async def state(
+        self,
+        request: pb_task_v2.StateRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.StateResponse: ...
+
+    async def create(
+        self,
+        request: pb_task_v2.CreateTaskRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.CreateTaskResponse: ...
+
+    async def start(
+        self,
+        request: pb_task_v2.StartRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.StartResponse: ...
+
+    async def delete(
+        self,
+        request: pb_task_v2.DeleteRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.DeleteResponse: ...
+
+    async def pids(
+        self,
+        request: pb_task_v2.PidsRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.PidsResponse: ...
+
+    async def pause(
+        self,
+        request: pb_task_v2.PauseRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def resume(
+        self,
+        request: pb_task_v2.ResumeRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def checkpoint(
+        self,
+        request: pb_task_v2.CheckpointTaskRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def kill(
+        self,
+        request: pb_task_v2.KillRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def exec(
+        self,
+        request: pb_task_v2.ExecProcessRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def resize_pty(
+        self,
+        request: pb_task_v2.ResizePtyRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def close_io(
+        self,
+        request: pb_task_v2.CloseIoRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def update(
+        self,
+        request: pb_task_v2.UpdateTaskRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+    async def wait(
+        self,
+        request: pb_task_v2.WaitRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.WaitResponse: ...
+
+    async def stats(
+        self,
+        request: pb_task_v2.StatsRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.StatsResponse: ...
+
+    async def connect(
+        self,
+        request: pb_task_v2.ConnectRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.ConnectResponse: ...
+
+    async def shutdown(
+        self,
+        request: pb_task_v2.ShutdownRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+
 class TaskBase(ttrpc.Service):
-    """Server base of ``containerd.task.v2.Task``: subclass it and override the rpcs you serve.
+    """Lenient server base of ``containerd.task.v2.Task``: subclass it and override the rpcs you
+    serve.
 
-    Every rpc not overridden answers Unimplemented, as Go's generated servers do.
+    An rpc not overridden answers Unimplemented at run time; nothing checks that the server is
+    complete (Go's generated service is an interface, which does not compile with a method
+    missing). Subclass ``TaskStrictBase`` for that check.
 
-     Task is the service a shim serves to containerd.
+    Task is the service a shim serves to containerd.
     """
 
     service_name = _TASK_SERVICE
@@ -170,8 +302,170 @@ class TaskBase(ttrpc.Service):
         raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Shutdown")
 
 
+class TaskStrictBase(TaskBase, abc.ABC):
+    """Strict server base of ``containerd.task.v2.Task``: every rpc is abstract, so a subclass that
+    misses one cannot be instantiated (``TypeError``; mypy reports it too).
+    """
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="State")
+    async def state(
+        self,
+        request: pb_task_v2.StateRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.StateResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method State")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Create")
+    async def create(
+        self,
+        request: pb_task_v2.CreateTaskRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.CreateTaskResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Create")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Start")
+    async def start(
+        self,
+        request: pb_task_v2.StartRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.StartResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Start")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Delete")
+    async def delete(
+        self,
+        request: pb_task_v2.DeleteRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.DeleteResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Delete")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Pids")
+    async def pids(
+        self,
+        request: pb_task_v2.PidsRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.PidsResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Pids")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Pause")
+    async def pause(
+        self,
+        request: pb_task_v2.PauseRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Pause")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Resume")
+    async def resume(
+        self,
+        request: pb_task_v2.ResumeRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Resume")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Checkpoint")
+    async def checkpoint(
+        self,
+        request: pb_task_v2.CheckpointTaskRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Checkpoint")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Kill")
+    async def kill(
+        self,
+        request: pb_task_v2.KillRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Kill")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Exec")
+    async def exec(
+        self,
+        request: pb_task_v2.ExecProcessRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Exec")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="ResizePty")
+    async def resize_pty(
+        self,
+        request: pb_task_v2.ResizePtyRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method ResizePty")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="CloseIO")
+    async def close_io(
+        self,
+        request: pb_task_v2.CloseIoRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method CloseIO")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Update")
+    async def update(
+        self,
+        request: pb_task_v2.UpdateTaskRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Update")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Wait")
+    async def wait(
+        self,
+        request: pb_task_v2.WaitRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.WaitResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Wait")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Stats")
+    async def stats(
+        self,
+        request: pb_task_v2.StatsRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.StatsResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Stats")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Connect")
+    async def connect(
+        self,
+        request: pb_task_v2.ConnectRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_task_v2.ConnectResponse:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Connect")
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Shutdown")
+    async def shutdown(
+        self,
+        request: pb_task_v2.ShutdownRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Shutdown")
+
+
 class TaskClient:
     """Typed client of ``containerd.task.v2.Task`` over a connected ``ttrpc.Client``.
+
+    A unary rpc given a server's ``context`` forwards its metadata and remaining deadline
+    (unless ``metadata``/``timeout`` are given), as a Go client does with the incoming ``ctx``.
 
     Example::
 
@@ -185,10 +479,13 @@ class TaskClient:
     async def state(
         self,
         request: pb_task_v2.StateRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.StateResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "State",
@@ -201,10 +498,13 @@ class TaskClient:
     async def create(
         self,
         request: pb_task_v2.CreateTaskRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.CreateTaskResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Create",
@@ -217,10 +517,13 @@ class TaskClient:
     async def start(
         self,
         request: pb_task_v2.StartRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.StartResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Start",
@@ -233,10 +536,13 @@ class TaskClient:
     async def delete(
         self,
         request: pb_task_v2.DeleteRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.DeleteResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Delete",
@@ -249,10 +555,13 @@ class TaskClient:
     async def pids(
         self,
         request: pb_task_v2.PidsRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.PidsResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Pids",
@@ -265,10 +574,13 @@ class TaskClient:
     async def pause(
         self,
         request: pb_task_v2.PauseRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Pause",
@@ -281,10 +593,13 @@ class TaskClient:
     async def resume(
         self,
         request: pb_task_v2.ResumeRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Resume",
@@ -297,10 +612,13 @@ class TaskClient:
     async def checkpoint(
         self,
         request: pb_task_v2.CheckpointTaskRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Checkpoint",
@@ -313,10 +631,13 @@ class TaskClient:
     async def kill(
         self,
         request: pb_task_v2.KillRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Kill",
@@ -329,10 +650,13 @@ class TaskClient:
     async def exec(
         self,
         request: pb_task_v2.ExecProcessRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Exec",
@@ -345,10 +669,13 @@ class TaskClient:
     async def resize_pty(
         self,
         request: pb_task_v2.ResizePtyRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "ResizePty",
@@ -361,10 +688,13 @@ class TaskClient:
     async def close_io(
         self,
         request: pb_task_v2.CloseIoRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "CloseIO",
@@ -377,10 +707,13 @@ class TaskClient:
     async def update(
         self,
         request: pb_task_v2.UpdateTaskRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Update",
@@ -393,10 +726,13 @@ class TaskClient:
     async def wait(
         self,
         request: pb_task_v2.WaitRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.WaitResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Wait",
@@ -409,10 +745,13 @@ class TaskClient:
     async def stats(
         self,
         request: pb_task_v2.StatsRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.StatsResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Stats",
@@ -425,10 +764,13 @@ class TaskClient:
     async def connect(
         self,
         request: pb_task_v2.ConnectRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_task_v2.ConnectResponse:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Connect",
@@ -441,10 +783,13 @@ class TaskClient:
     async def shutdown(
         self,
         request: pb_task_v2.ShutdownRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _TASK_SERVICE,
             "Shutdown",

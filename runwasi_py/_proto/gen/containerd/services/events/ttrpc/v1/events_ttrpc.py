@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 import runwasi_py._proto.gen.containerd.services.events.ttrpc.v1 as pb_ttrpc_v1
 import runwasi_py._proto.gen.google.protobuf as pb_google_protobuf
@@ -14,22 +16,55 @@ import ttrpc
 __all__ = [
     "EventsBase",
     "EventsClient",
+    "EventsProtocol",
+    "EventsStrictBase",
 ]
 
 # What ttrpc.Client.call/stream accept as metadata.
 _Metadata = ttrpc.Metadata | Mapping[str, str | list[str]] | Iterable[tuple[str, str]]
 
 
+def _forward(
+    context: ttrpc.CallContext,
+    timeout: float | None,
+    metadata: _Metadata | None,
+) -> tuple[float | None, _Metadata | None]:
+    """A server call's remaining deadline and metadata, for a call made on its behalf."""
+    if timeout is None:
+        timeout = context.time_remaining()
+    if metadata is None:
+        metadata = context.metadata
+    return timeout, metadata
+
+
 _EVENTS_SERVICE = "containerd.services.events.ttrpc.v1.Events"
 
 
+class EventsProtocol(Protocol):
+    """The unary rpcs of ``containerd.services.events.ttrpc.v1.Events``, as both ``EventsBase``
+    subclasses and ``EventsClient`` offer them (Go's service interface): code written against it
+    takes a server implementation or a client (a proxy, a fake) alike. Streaming rpcs have
+    different shapes on the two sides and are not part of it.
+
+    Events is served by containerd on its ttrpc socket (TTRPC_ADDRESS).
+    """
+
+    async def forward(
+        self,
+        request: pb_ttrpc_v1.ForwardRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty: ...
+
+
 class EventsBase(ttrpc.Service):
-    """Server base of ``containerd.services.events.ttrpc.v1.Events``: subclass it and override the
-    rpcs you serve.
+    """Lenient server base of ``containerd.services.events.ttrpc.v1.Events``: subclass it and
+    override the rpcs you serve.
 
-    Every rpc not overridden answers Unimplemented, as Go's generated servers do.
+    An rpc not overridden answers Unimplemented at run time; nothing checks that the server is
+    complete (Go's generated service is an interface, which does not compile with a method
+    missing). Subclass ``EventsStrictBase`` for that check.
 
-     Events is served by containerd on its ttrpc socket (TTRPC_ADDRESS).
+    Events is served by containerd on its ttrpc socket (TTRPC_ADDRESS).
     """
 
     service_name = _EVENTS_SERVICE
@@ -44,9 +79,27 @@ class EventsBase(ttrpc.Service):
         raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Forward")
 
 
+class EventsStrictBase(EventsBase, abc.ABC):
+    """Strict server base of ``containerd.services.events.ttrpc.v1.Events``: every rpc is abstract,
+    so a subclass that misses one cannot be instantiated (``TypeError``; mypy reports it too).
+    """
+
+    @abc.abstractmethod
+    @ttrpc.rpc(name="Forward")
+    async def forward(
+        self,
+        request: pb_ttrpc_v1.ForwardRequest,
+        context: ttrpc.CallContext,
+    ) -> pb_google_protobuf.Empty:
+        raise ttrpc.TtrpcError(ttrpc.Code.UNIMPLEMENTED, "method Forward")
+
+
 class EventsClient:
     """Typed client of ``containerd.services.events.ttrpc.v1.Events`` over a connected
     ``ttrpc.Client``.
+
+    A unary rpc given a server's ``context`` forwards its metadata and remaining deadline
+    (unless ``metadata``/``timeout`` are given), as a Go client does with the incoming ``ctx``.
 
     Example::
 
@@ -60,11 +113,14 @@ class EventsClient:
     async def forward(
         self,
         request: pb_ttrpc_v1.ForwardRequest,
+        context: ttrpc.CallContext | None = None,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - sent as timeout_nano
         metadata: _Metadata | None = None,
     ) -> pb_google_protobuf.Empty:
         """Forward sends an event that was already published elsewhere."""
+        if context is not None:
+            timeout, metadata = _forward(context, timeout, metadata)
         return await self._client.call(
             _EVENTS_SERVICE,
             "Forward",
