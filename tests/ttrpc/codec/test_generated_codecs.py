@@ -198,3 +198,4 @@ def test_generated_files_up_to_date() -> None:
 
     assert write_codecs("tests.ttrpc.codec._gen", check=True) == []
     assert write_codecs("ttrpc.example._gen", check=True) == []
+    assert write_codecs("runwasi_py._proto.gen", check=True) == []
