@@ -344,6 +344,11 @@ def _varint_expr(expr: str) -> str:
     return f"(_tc_V1[{expr}] if 0 <= {expr} < 128 else _tc_enc({expr}))"
 
 
+def _length_expr(var: str) -> str:
+    """The varint of ``len(var)`` (a length is never negative), after ``n = len(var)``."""
+    return "(_tc_V1[n] if n < 128 else _tc_enc(n))"
+
+
 def _encode_value(value: _Value, expr: str) -> tuple[list[str], str]:
     """(setup lines, expression) for the encoded bytes of ``expr`` without its key."""
     kind = value.kind
@@ -369,7 +374,8 @@ def _write_field(number: int, value: _Value, expr: str, ind: str) -> Iterator[st
         yield f"{ind}{line}"
     key = _key_literal(number, _wire_type(value.kind))
     if _wire_type(value.kind) == 2:
-        yield f"{ind}out += ({key}, {_varint_expr('len(b)')}, b)"
+        yield f"{ind}n = len(b)"
+        yield f"{ind}out += ({key}, {_length_expr('b')}, b)"
     else:
         yield f"{ind}out += ({key}, {encoded})"
 
@@ -392,7 +398,8 @@ def _encoder(cls_name: str, fields: list[_Field]) -> Iterator[str]:
             yield '            e = b"".join(out)'
             yield "            out = out_"
             key = _key_literal(f.number, 2)
-            yield f"            out += ({key}, {_varint_expr('len(e)')}, e)"
+            yield "            n = len(e)"
+            yield f"            out += ({key}, {_length_expr('e')}, e)"
         elif f.repeated and f.value.kind in _PACKED:
             yield "    if v is not None and v != []:"
             setup, encoded = _encode_value(f.value, "x")
@@ -406,7 +413,8 @@ def _encoder(cls_name: str, fields: list[_Field]) -> Iterator[str]:
             else:
                 yield f'        buf = b"".join([{encoded} for x in v])'
             key = _key_literal(f.number, 2)
-            yield f"        out += ({key}, {_varint_expr('len(buf)')}, buf)"
+            yield "        n = len(buf)"
+            yield f"        out += ({key}, {_length_expr('buf')}, buf)"
         elif f.repeated:
             yield "    if v:"
             yield "        for x in v:"

@@ -8,6 +8,8 @@ from typing import Any
 
 import betterproto2
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runwasi_py._proto import messages as p
 from tests.ttrpc.codec.strategies import snapshot
@@ -371,3 +373,29 @@ def test_generated_codecs_of_cgroups_match_betterproto() -> None:
                     reference = cls.FromString(fast)
                 assert snapshot(cls.FromString(fast)) == snapshot(reference)
     assert checked > 0
+
+
+def _containerd_classes() -> list[type]:
+    from runwasi_py._proto import messages as m
+
+    return [
+        m.CreateTaskRequest, m.StateResponse, m.ExecProcessRequest, m.WaitResponse,
+        m.TaskExit, m.Envelope, m.ForwardRequest, m.BootstrapParams, m.RuncOptions,
+        m.cgroups_v2.Metrics, m.cgroups_v1.Metrics, m.StatsResponse, m.PidsResponse,
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", _containerd_classes(), ids=lambda c: c.__qualname__)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_generated_codecs_property(cls: type, data: st.DataObject) -> None:
+    """Random values: betterproto2's bytes, and the decoded values betterproto2 gets."""
+    from tests.ttrpc.codec.strategies import messages
+    from ttrpc import _msgcodec
+
+    message = data.draw(messages(cls))
+    fast = bytes(message)
+    with _msgcodec.reference_codecs():
+        assert fast == bytes(message)
+        reference = snapshot(cls.FromString(fast))  # type: ignore[attr-defined]
+    assert snapshot(cls.FromString(fast)) == reference  # type: ignore[attr-defined]

@@ -249,11 +249,13 @@ def _tc_bytes_TaskCheckpointed(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.checkpoint
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -377,24 +379,29 @@ def _tc_bytes_TaskCreate(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.bundle
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.rootfs
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io
     if v is not None:
         b = bytes(v)
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.checkpoint
     if v:
         b = v.encode("utf-8")
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'0', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -503,7 +510,8 @@ def _tc_bytes_TaskDelete(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -513,11 +521,13 @@ def _tc_bytes_TaskDelete(self):
     v = self.exited_at
     if v is not None:
         b = bytes(__google__protobuf__.Timestamp.from_wrapped(v))
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.id
     if v:
         b = v.encode("utf-8")
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -589,11 +599,13 @@ def _tc_bytes_TaskExecAdded(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.exec_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -675,11 +687,13 @@ def _tc_bytes_TaskExecStarted(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.exec_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -788,11 +802,13 @@ def _tc_bytes_TaskExit(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.id
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -802,7 +818,8 @@ def _tc_bytes_TaskExit(self):
     v = self.exited_at
     if v is not None:
         b = bytes(__google__protobuf__.Timestamp.from_wrapped(v))
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -898,15 +915,18 @@ def _tc_bytes_TaskIo(self):
     v = self.stdin
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.stdout
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.stderr
     if v:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.terminal
     if v:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -967,7 +987,8 @@ def _tc_bytes_TaskOom(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1025,7 +1046,8 @@ def _tc_bytes_TaskPaused(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1083,7 +1105,8 @@ def _tc_bytes_TaskResumed(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1151,7 +1174,8 @@ def _tc_bytes_TaskStart(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))

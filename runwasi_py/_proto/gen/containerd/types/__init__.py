@@ -183,20 +183,24 @@ def _tc_bytes_Mount(self):
     v = self.type
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.source
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.target
     if v:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.options
     if v:
         for x in v:
             b = x.encode("utf-8")
-            out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -352,31 +356,38 @@ def _tc_bytes_RuntimeInfo(self):
     v = self.name
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.version
     if v is not None:
         b = bytes(v)
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.options
     if v is not None:
         b = bytes(v)
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.features
     if v is not None:
         b = bytes(v)
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.annotations
     if v:
         for mk, mv in v.items():
             out_ = out
             out = []
             b = mk.encode("utf-8")
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'*', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -448,11 +459,13 @@ def _tc_bytes_RuntimeVersion(self):
     v = self.version
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.revision
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

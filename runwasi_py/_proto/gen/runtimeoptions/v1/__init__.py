@@ -120,15 +120,18 @@ def _tc_bytes_Options(self):
     v = self.type_url
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.config_path
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.config_body
     if v:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -270,23 +270,28 @@ def _tc_bytes_CheckpointOptions(self):
     if v:
         for x in v:
             b = x.encode("utf-8")
-            out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.cgroups_mode
     if v:
         b = v.encode("utf-8")
-        out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.image_path
     if v:
         b = v.encode("utf-8")
-        out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.work_path
     if v:
         b = v.encode("utf-8")
-        out += (b'J', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.parent_path
     if v:
         b = v.encode("utf-8")
-        out += (b'R', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -484,7 +489,8 @@ def _tc_bytes_Options(self):
     v = self.shim_cgroup
     if v:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_uid
     if v:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -494,30 +500,36 @@ def _tc_bytes_Options(self):
     v = self.binary_name
     if v:
         b = v.encode("utf-8")
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.root
     if v:
         b = v.encode("utf-8")
-        out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.systemd_cgroup
     if v:
         out += (b'H', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
     v = self.criu_image_path
     if v:
         b = v.encode("utf-8")
-        out += (b'R', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.criu_work_path
     if v:
         b = v.encode("utf-8")
-        out += (b'Z', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.task_api_address
     if v:
         b = v.encode("utf-8")
-        out += (b'b', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'b', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.task_api_version
     if v:
         b = v.encode("utf-8")
-        out += (b'j', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'j', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -575,7 +587,8 @@ def _tc_bytes_ProcessDetails(self):
     v = self.exec_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -253,11 +253,13 @@ def _tc_bytes_Process(self):
     v = self.container_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.id
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -267,15 +269,18 @@ def _tc_bytes_Process(self):
     v = self.stdin
     if v:
         b = v.encode("utf-8")
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.stdout
     if v:
         b = v.encode("utf-8")
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.stderr
     if v:
         b = v.encode("utf-8")
-        out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.terminal
     if v:
         out += (b'@', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -285,7 +290,8 @@ def _tc_bytes_Process(self):
     v = self.exited_at
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
-        out += (b'R', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -356,7 +362,8 @@ def _tc_bytes_ProcessInfo(self):
     v = self.info
     if v is not None:
         b = bytes(v)
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -1221,11 +1221,13 @@ def _tc_bytes_Any(self):
     v = self.type_url
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.value
     if v:
         b = v
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1336,7 +1338,8 @@ def _tc_bytes_BytesValue(self):
     v = self.value
     if v:
         b = v
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1711,7 +1714,8 @@ def _tc_bytes_ListValue(self):
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1769,7 +1773,8 @@ def _tc_bytes_StringValue(self):
     v = self.value
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1872,12 +1877,15 @@ def _tc_bytes_Struct(self):
             out_ = out
             out = []
             b = mk.encode("utf-8")
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             b = bytes(mv)
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'\n', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2174,18 +2182,21 @@ def _tc_bytes_Value(self):
     v = self.string_value
     if v is not None:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.bool_value
     if v is not None:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
     v = self.struct_value
     if v is not None:
         b = bytes(v)
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.list_value
     if v is not None:
         b = bytes(v)
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -292,39 +292,47 @@ def _tc_bytes_BootstrapParams(self):
     v = self.instance_id
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.namespace
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.log_level
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
     v = self.containerd_version
     if v:
         b = v.encode("utf-8")
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.containerd_ttrpc_address
     if v:
         b = v.encode("utf-8")
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.containerd_grpc_address
     if v:
         b = v.encode("utf-8")
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.containerd_binary
     if v:
         b = v.encode("utf-8")
-        out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.extensions
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.socket_dir
     if v is not None:
         b = v.encode("utf-8")
-        out += (b'J', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -467,23 +475,28 @@ def _tc_bytes_BootstrapResult(self):
     v = self.address
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.protocol
     if v:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.metadata
     if v:
         for mk, mv in v.items():
             out_ = out
             out = []
             b = mk.encode("utf-8")
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'*', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -541,7 +554,8 @@ def _tc_bytes_Extension(self):
     v = self.value
     if v is not None:
         b = bytes(v)
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -455,11 +455,13 @@ def _tc_bytes_BlkIoEntry(self):
     v = self.op
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.device
     if v:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.major
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -625,42 +627,50 @@ def _tc_bytes_BlkIoStat(self):
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_serviced_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_queued_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_service_time_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_wait_time_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_merged_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io_time_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.sectors_recursive
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -837,11 +847,13 @@ def _tc_bytes_CpuStat(self):
     v = self.usage
     if v is not None:
         b = bytes(v)
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.throttling
     if v is not None:
         b = bytes(v)
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -954,7 +966,8 @@ def _tc_bytes_CpuUsage(self):
     v = self.per_cpu
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'"', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1051,7 +1064,8 @@ def _tc_bytes_HugetlbStat(self):
     v = self.pagesize
     if v:
         b = v.encode("utf-8")
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1738,19 +1752,23 @@ def _tc_bytes_MemoryStat(self):
     v = self.usage
     if v is not None:
         b = bytes(v)
-        out += (b'\x8a\x02', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x8a\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.swap
     if v is not None:
         b = bytes(v)
-        out += (b'\x92\x02', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x92\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.kernel
     if v is not None:
         b = bytes(v)
-        out += (b'\x9a\x02', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x9a\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.kernel_tcp
     if v is not None:
         b = bytes(v)
-        out += (b'\xa2\x02', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\xa2\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1921,40 +1939,49 @@ def _tc_bytes_Metrics(self):
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.pids
     if v is not None:
         b = bytes(v)
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.cpu
     if v is not None:
         b = bytes(v)
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.memory
     if v is not None:
         b = bytes(v)
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.blkio
     if v is not None:
         b = bytes(v)
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.rdma
     if v is not None:
         b = bytes(v)
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.network
     if v:
         for x in v:
             b = bytes(x)
-            out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.cgroup_stats
     if v is not None:
         b = bytes(v)
-        out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.memory_oom_control
     if v is not None:
         b = bytes(v)
-        out += (b'J', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2092,7 +2119,8 @@ def _tc_bytes_NetworkStat(self):
     v = self.name
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.rx_bytes
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2260,7 +2288,8 @@ def _tc_bytes_RdmaEntry(self):
     v = self.device
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.hca_handles
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2339,12 +2368,14 @@ def _tc_bytes_RdmaStat(self):
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.limit
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

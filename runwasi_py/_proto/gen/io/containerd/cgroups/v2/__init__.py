@@ -441,7 +441,8 @@ def _tc_bytes_HugeTlbStat(self):
     v = self.pagesize
     if v:
         b = v.encode("utf-8")
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -618,7 +619,8 @@ def _tc_bytes_IoStat(self):
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1386,32 +1388,39 @@ def _tc_bytes_Metrics(self):
     v = self.pids
     if v is not None:
         b = bytes(v)
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.cpu
     if v is not None:
         b = bytes(v)
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.memory
     if v is not None:
         b = bytes(v)
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.rdma
     if v is not None:
         b = bytes(v)
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.io
     if v is not None:
         b = bytes(v)
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.hugetlb
     if v:
         for x in v:
             b = bytes(x)
-            out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.memory_events
     if v is not None:
         b = bytes(v)
-        out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1555,7 +1564,8 @@ def _tc_bytes_RdmaEntry(self):
     v = self.device
     if v:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.hca_handles
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1634,12 +1644,14 @@ def _tc_bytes_RdmaStat(self):
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.limit
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -668,14 +668,16 @@ def _tc_bytes_FieldNumbers(self):
     v = self.n15
     if v:
         b = v.encode("utf-8")
-        out += (b'z', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.n16
     if v:
         out += (b'\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
     v = self.n2047
     if v:
         b = v
-        out += (b'\xfa\x7f', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\xfa\x7f', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.n2048
     if v:
         out += (b'\x80\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -689,7 +691,8 @@ def _tc_bytes_FieldNumbers(self):
     v = self.n_max
     if v:
         b = v.encode("utf-8")
-        out += (b'\xfa\xff\xff\xff\x0f', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\xfa\xff\xff\xff\x0f', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1189,12 +1192,15 @@ def _tc_bytes_Maps(self):
             out_ = out
             out = []
             b = mk.encode("utf-8")
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'\n', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_message
     if v:
         for mk, mv in v.items():
@@ -1202,10 +1208,12 @@ def _tc_bytes_Maps(self):
             out = []
             out += (b'\x08', (_tc_V1[mk] if 0 <= mk < 128 else _tc_enc(mk)))
             b = bytes(mv)
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'\x12', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_bytes
     if v:
         for mk, mv in v.items():
@@ -1213,10 +1221,12 @@ def _tc_bytes_Maps(self):
             out = []
             out += (b'\x08', (_tc_V1[mk] if 0 <= mk < 128 else _tc_enc(mk)))
             b = mv
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'\x1a', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_enum
     if v:
         for mk, mv in v.items():
@@ -1227,7 +1237,8 @@ def _tc_bytes_Maps(self):
             out += (b'\x10', (_tc_V1[mv] if 0 <= mv < 128 else _tc_enc(mv)))
             e = b"".join(out)
             out = out_
-            out += (b'"', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_double
     if v:
         for mk, mv in v.items():
@@ -1237,7 +1248,8 @@ def _tc_bytes_Maps(self):
             out += (b'\x11', _tc.F64.pack(mv))
             e = b"".join(out)
             out = out_
-            out += (b'*', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_timestamp
     if v:
         for mk, mv in v.items():
@@ -1245,22 +1257,27 @@ def _tc_bytes_Maps(self):
             out = []
             out += (b'\r', _tc.U32.pack(mk))
             b = bytes(___google__protobuf__.Timestamp.from_wrapped(mv))
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b'2', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_wrapper
     if v:
         for mk, mv in v.items():
             out_ = out
             out = []
             b = mk.encode("utf-8")
-            out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             b = bytes(___google__protobuf__.Int32Value.from_wrapped(mv))
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
-            out += (b':', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_sint
     if v:
         for mk, mv in v.items():
@@ -1271,7 +1288,8 @@ def _tc_bytes_Maps(self):
             out += (b'\x10', (_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
             e = b"".join(out)
             out = out_
-            out += (b'B', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self.m_float
     if v:
         for mk, mv in v.items():
@@ -1281,7 +1299,8 @@ def _tc_bytes_Maps(self):
             out += (b'\x15', _tc.F32.pack(mv))
             e = b"".join(out)
             out = out_
-            out += (b'J', (_tc_V1[len(e)] if 0 <= len(e) < 128 else _tc_enc(len(e))), e)
+            n = len(e)
+            out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1367,16 +1386,19 @@ def _tc_bytes_Nested(self):
     v = self.inner
     if v is not None:
         b = bytes(v)
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.inners
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.next
     if v is not None:
         b = bytes(v)
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1449,7 +1471,8 @@ def _tc_bytes_NestedInner(self):
     v = self.child
     if v is not None:
         b = bytes(v)
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1606,32 +1629,37 @@ def _tc_bytes_Oneofs(self):
     v = self.c_string
     if v is not None:
         b = v.encode("utf-8")
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.c_int32
     if v is not None:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
     v = self.c_message
     if v is not None:
         b = bytes(v)
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.c_timestamp
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.c_color
     if v is not None:
         out += (b'(', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
     v = self.c_bytes
     if v is not None:
         b = v
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.o_double
     if v is not None:
         out += (b'9', _tc.F64.pack(v))
     v = self.o_empty
     if v is not None:
         b = bytes(v)
-        out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.plain
     if v:
         out += (b'H', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1781,11 +1809,13 @@ def _tc_bytes_Optionals(self):
     v = self.o_string
     if v is not None:
         b = v.encode("utf-8")
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.o_bytes
     if v is not None:
         b = v
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.o_bool
     if v is not None:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1805,7 +1835,8 @@ def _tc_bytes_Optionals(self):
     v = self.o_message
     if v is not None:
         b = bytes(v)
-        out += (b'J', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2285,27 +2316,33 @@ def _tc_bytes_Repeated(self):
     v = self.f_double
     if v is not None and v != []:
         buf = b"".join([_tc.F64.pack(x) for x in v])
-        out += (b'\n', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_float
     if v is not None and v != []:
         buf = b"".join([_tc.F32.pack(x) for x in v])
-        out += (b'\x12', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_int32
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'\x1a', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_int64
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'"', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_uint32
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'*', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_uint64
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'2', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_sint32
     if v is not None and v != []:
         buf = []
@@ -2313,7 +2350,8 @@ def _tc_bytes_Repeated(self):
             z = x << 1 if x >= 0 else (x << 1) ^ ~0
             buf.append((_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
         buf = b"".join(buf)
-        out += (b':', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_sint64
     if v is not None and v != []:
         buf = []
@@ -2321,50 +2359,61 @@ def _tc_bytes_Repeated(self):
             z = x << 1 if x >= 0 else (x << 1) ^ ~0
             buf.append((_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
         buf = b"".join(buf)
-        out += (b'B', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_fixed32
     if v is not None and v != []:
         buf = b"".join([_tc.U32.pack(x) for x in v])
-        out += (b'J', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_fixed64
     if v is not None and v != []:
         buf = b"".join([_tc.U64.pack(x) for x in v])
-        out += (b'R', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_sfixed32
     if v is not None and v != []:
         buf = b"".join([_tc.I32.pack(x) for x in v])
-        out += (b'Z', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_sfixed64
     if v is not None and v != []:
         buf = b"".join([_tc.I64.pack(x) for x in v])
-        out += (b'b', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'b', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_bool
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'j', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'j', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_string
     if v:
         for x in v:
             b = x.encode("utf-8")
-            out += (b'r', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'r', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.f_bytes
     if v:
         for x in v:
             b = x
-            out += (b'z', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.f_color
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'\x82\x01', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self.f_message
     if v:
         for x in v:
             b = bytes(x)
-            out += (b'\x8a\x01', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.f_unpacked
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
-        out += (b'\x92\x01', (_tc_V1[len(buf)] if 0 <= len(buf) < 128 else _tc_enc(len(buf))), buf)
+        n = len(buf)
+        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2602,11 +2651,13 @@ def _tc_bytes_Scalars(self):
     v = self.f_string
     if v:
         b = v.encode("utf-8")
-        out += (b'r', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'r', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.f_bytes
     if v:
         b = v
-        out += (b'z', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.f_color
     if v:
         out += (b'\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2905,77 +2956,95 @@ def _tc_bytes_WellKnown(self):
     v = self.ts
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
-        out += (b'\n', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.dur
     if v is not None:
         b = bytes(___google__protobuf__.Duration.from_wrapped(v))
-        out += (b'\x12', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.any
     if v is not None:
         b = bytes(v)
-        out += (b'\x1a', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_int32
     if v is not None:
         b = bytes(___google__protobuf__.Int32Value.from_wrapped(v))
-        out += (b'"', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_int64
     if v is not None:
         b = bytes(___google__protobuf__.Int64Value.from_wrapped(v))
-        out += (b'*', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_uint32
     if v is not None:
         b = bytes(___google__protobuf__.UInt32Value.from_wrapped(v))
-        out += (b'2', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_uint64
     if v is not None:
         b = bytes(___google__protobuf__.UInt64Value.from_wrapped(v))
-        out += (b':', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_bool
     if v is not None:
         b = bytes(___google__protobuf__.BoolValue.from_wrapped(v))
-        out += (b'B', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_string
     if v is not None:
         b = bytes(___google__protobuf__.StringValue.from_wrapped(v))
-        out += (b'J', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_bytes
     if v is not None:
         b = bytes(___google__protobuf__.BytesValue.from_wrapped(v))
-        out += (b'R', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_double
     if v is not None:
         b = bytes(___google__protobuf__.DoubleValue.from_wrapped(v))
-        out += (b'Z', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.w_float
     if v is not None:
         b = bytes(___google__protobuf__.FloatValue.from_wrapped(v))
-        out += (b'b', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'b', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.empty
     if v is not None:
         b = bytes(v)
-        out += (b'j', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'j', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.tss
     if v:
         for x in v:
             b = bytes(___google__protobuf__.Timestamp.from_wrapped(x))
-            out += (b'r', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'r', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.durs
     if v:
         for x in v:
             b = bytes(___google__protobuf__.Duration.from_wrapped(x))
-            out += (b'z', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+            n = len(b)
+            out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.st
     if v is not None:
         b = bytes(v)
-        out += (b'\x82\x01', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.val
     if v is not None:
         b = bytes(v)
-        out += (b'\x8a\x01', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self.lst
     if v is not None:
         b = bytes(v)
-        out += (b'\x92\x01', (_tc_V1[len(b)] if 0 <= len(b) < 128 else _tc_enc(len(b))), b)
+        n = len(b)
+        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
