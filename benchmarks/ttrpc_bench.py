@@ -18,7 +18,10 @@ loop), as a shim's clients do. The server is pinned to CPU 0 and the client to C
 there are two or more CPUs (``taskset``), so each side has one core; the Python server runs
 on uvloop when installed (the table says which). ``ratio`` is calls/s divided by the
 ``go -> go`` figure of the same scenario; ``srv CPU`` is the server process's CPU time per
-call. Rows are the median of interleaved rounds (5 by default).
+call and ``srv wait`` the share of the run its threads spent runnable without a CPU (other
+load on its core; a single-threaded server then gets fewer CPU shares than Go's several
+threads, and that, not its work per call, sets its calls/s). Rows are the median of
+interleaved rounds (5 by default).
 
 Run (one command; needs Go and Debian's ttrpc sources for the Go rows):
 
@@ -73,6 +76,7 @@ class Row:
     p50_us: float
     p99_us: float
     server_cpu_us_per_call: float
+    server_wait_pct: float  # share of the run the server's threads waited, runnable, for a CPU
     ratio_to_go: float | None = None
 
 
@@ -257,6 +261,17 @@ def _build_go() -> Path | None:
     return Path(result.stdout.strip().splitlines()[-1])
 
 
+def _runqueue_wait_ns(pid: int) -> int:
+    """Time the process's threads spent runnable but not running (/proc schedstat, Linux)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def _run_client(cmd: list[str]) -> dict[str, Any]:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
     if result.returncode != 0:
@@ -300,6 +315,7 @@ def measure(
         _wait_for(sock, server)
         cpu_proc = psutil.Process(server.pid)
         before = cpu_proc.cpu_times()
+        wait_before, wall_before = _runqueue_wait_ns(server.pid), time.monotonic()
         args = [str(sock), str(conns), str(payload), str(seconds), str(warmup)]
         if client_lang == "go":
             assert go_peer is not None
@@ -307,6 +323,8 @@ def measure(
         else:
             result = _run_client([*_pin(client_cpu), sys.executable, script, "_pyclient", *args])
         after = cpu_proc.cpu_times()
+        wait = _runqueue_wait_ns(server.pid) - wait_before
+        wall = time.monotonic() - wall_before
     finally:
         _stop(server)
     cpu = (after.user + after.system) - (before.user + before.system)
@@ -320,14 +338,16 @@ def measure(
         p50_us=result["p50_us"],
         p99_us=result["p99_us"],
         server_cpu_us_per_call=cpu / total_calls * 1e6,
+        server_wait_pct=100.0 * wait / 1e9 / wall if wall > 0 else 0.0,
     )
 
 
 def print_table(rows: list[Row], loop: str) -> None:
-    print(f"\nttrpc unary Echo; Python server on {loop}; ratio = calls/s / (go -> go)\n")
+    print(f"\nttrpc unary Echo; Python server on {loop}; ratio = calls/s / (go -> go)")
+    print("srv wait = share of the run the server's threads were runnable but had no CPU\n")
     head = (
         f"{'scenario':<16} {'client -> server':<17} {'calls/s':>10} {'p50 us':>9} "
-        f"{'p99 us':>9} {'srv CPU us/call':>16} {'ratio':>7}"
+        f"{'p99 us':>9} {'srv CPU us/call':>16} {'srv wait':>9} {'ratio':>7}"
     )
     print(head)
     print("-" * len(head))
@@ -335,7 +355,8 @@ def print_table(rows: list[Row], loop: str) -> None:
         ratio = f"{r.ratio_to_go:.2f}" if r.ratio_to_go is not None else "-"
         print(
             f"{r.scenario:<16} {r.pair:<17} {r.calls_per_s:>10,.0f} {r.p50_us:>9,.0f} "
-            f"{r.p99_us:>9,.0f} {r.server_cpu_us_per_call:>16,.1f} {ratio:>7}"
+            f"{r.p99_us:>9,.0f} {r.server_cpu_us_per_call:>16,.1f} "
+            f"{r.server_wait_pct:>8.0f}% {ratio:>7}"
         )
 
 
