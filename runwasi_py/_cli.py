@@ -394,7 +394,7 @@ def _group(bundle: str, container_id: str) -> str:
         group = annotations.get(ANNOTATION_SANDBOX_ID)
         if isinstance(group, str) and group:
             return group
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass  # Create will report a bad bundle clearly; start only needs a name
     return container_id
 

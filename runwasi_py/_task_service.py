@@ -539,6 +539,8 @@ def _is_wasm(ctx: RuntimeContext) -> bool:
 def _stdio_path(value: str, which: str) -> str:
     if not value:
         return ""
+    if "\0" in value:
+        raise InvalidArgument(f"{which} {value!r}: a path cannot contain a NUL byte")
     if value.startswith("file://"):
         return value[len("file://") :]
     if "://" in value:
