@@ -10,13 +10,18 @@ stdio FIFOs), instantiate, call. A kill is looked for between those steps too, s
 that lands before the guest runs needs no trap.
 
 Exit statuses: ``proc_exit`` is our own host function (wasmtime's refuses 126 and up); a
-trap, or the memory limit, is 137 with the message on the container's stderr; a kill is
-128 + signal. wasmtime-py's store limits make a refused ``memory.grow`` return -1 with no
-callback, so "out of memory" is inferred: a trap with the memory near the limit.
+trap, or the memory budget, is 137 with the message on the container's stderr; a kill is
+128 + signal. The memory limit is one budget across the container's memories and tables
+(``_budget``); wasmtime-py's store limits make a refused ``memory.grow`` return -1 with no
+callback, so "out of memory" is inferred: a trap with a memory near its cap.
 
-Limits: epoch interruption reaches wasm code only. A guest inside a host call is stopped
-when the call returns: a blocked stdin read is woken (see ``_stdio``), but a ``sleep``
-(``poll_oneoff`` on a clock) runs to its end.
+Host calls: epoch interruption reaches wasm code only, so the calls a guest can block in
+are made interruptible: ``poll_oneoff`` (every sleep) is our own (``_poll``) and returns on
+a kill, a blocked stdin read is woken (see ``_stdio``). A component's wasi:io poll is
+wasmtime's and still runs to its end.
+
+Precompiled artifacts are native code: they run only from this engine's compile cache, or
+from an image where the operator or the shim's author opted in (``_trust``).
 
 ``import wasmtime`` costs ~28 ms, more than a shim's whole ``start`` budget, so this module
 imports it only inside methods; importing the shim class stays cheap.
@@ -38,11 +43,14 @@ from runwasi_py._context import RuntimeContext
 from runwasi_py._errors import InvalidArgument
 from runwasi_py._sandbox import Sandbox
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
+from runwasi_py.wasmtime._budget import MemoryBudget, configure_engine
+from runwasi_py.wasmtime._poll import define_poll_oneoff
 from runwasi_py.wasmtime._stdio import (
     AppendingOutput,
     FifoUnblocker,
     stdin_opens_at_once,
 )
+from runwasi_py.wasmtime._trust import check_cache_entry, check_image_artifact
 
 if TYPE_CHECKING:
     import wasmtime
@@ -93,12 +101,17 @@ class WasmtimeSandbox(Sandbox):
 
     cache_directory: ClassVar[Path | None] = None
     """Where compiled modules are cached; None = ``default_cache_dir()`` (env-overridable)."""
-    accept_precompiled: ClassVar[bool] = True
-    """Run entrypoints that are wasmtime artifacts (as runwasi does).
+    accept_precompiled: ClassVar[bool] = False
+    """Run entrypoints that are wasmtime artifacts shipped in images (runwasi does).
 
-    An artifact is native code that wasmtime maps and runs without validation: accept
-    them only from images you trust, or set this to False in a subclass.
+    An artifact is native code that wasmtime maps and runs without validation, as the
+    shim's user: set True only if every image this shim runs is trusted. The operator can
+    opt in without a new shim: ``RUNWASI_PY_ACCEPT_PRECOMPILED=1`` in containerd's
+    environment. Artifacts from the shim's own compile cache are always run.
     """
+    max_memories: ClassVar[int] = 1
+    """Linear memories a container may have in all; the memory budget is shared evenly
+    between them. 1 (the default) also validates modules without multi-memory."""
     worker_nice: ClassVar[int] = 10
     """Nice value of the worker thread while wasm runs (0 = leave it alone).
 
@@ -114,6 +127,7 @@ class WasmtimeSandbox(Sandbox):
         self._engine: wasmtime.Engine | None = None
         self._fifos: FifoUnblocker | None = None
         self._appenders: list[AppendingOutput] = []  # worker thread only
+        self._wake = threading.Event()  # set by a kill: ends a guest's poll_oneoff wait
 
     # -- Sandbox hooks --------------------------------------------------------------
 
@@ -128,11 +142,8 @@ class WasmtimeSandbox(Sandbox):
         except OSError as exc:
             raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r}: {exc.strerror}") from None
         kind = detect(head)
-        if kind is BinaryKind.PRECOMPILED and not self.accept_precompiled:
-            raise InvalidArgument(
-                f"entrypoint {ctx.entrypoint.path!r} is a precompiled wasmtime artifact, "
-                "which this shim does not accept (native code); ship the .wasm instead"
-            )
+        if kind is BinaryKind.PRECOMPILED:
+            check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
         if kind is None:
             raise InvalidArgument(
                 f"entrypoint {ctx.entrypoint.path!r} is {describe(head)}; the pywasmtime shim "
@@ -146,6 +157,7 @@ class WasmtimeSandbox(Sandbox):
         Any signal ends the guest (preview 1 has no signal handlers); the exit status is
         128 + the signal recorded in the context. Quick and thread-safe.
         """
+        self._wake.set()
         with self._lock:
             engine, fifos = self._engine, self._fifos
         if engine is not None:
@@ -155,16 +167,18 @@ class WasmtimeSandbox(Sandbox):
 
     def cache_key(self) -> str:
         """wasmtime's version, the host machine and the engine settings artifacts depend on."""
-        return _engine_key()
+        return _engine_key(self.max_memories)
 
     def compile(self, wasm: bytes) -> bytes:
         """Compile a module, component or WAT text into an artifact for ``run_wasi``."""
         kind = detect(wasm[:_HEAD])
         if kind is BinaryKind.PRECOMPILED:
+            # Passed through into the cache, an image's artifact would come out trusted.
+            check_image_artifact("the module", self.accept_precompiled)
             return wasm
         if kind is None:
             raise InvalidArgument(f"cannot compile {describe(wasm[:_HEAD])}")
-        program = _compile(new_engine(), kind, wasm)
+        program = _compile(new_engine(self.max_memories), kind, wasm)
         return bytes(program.compiled.serialize())
 
     async def run_wasi(self, ctx: RuntimeContext) -> int:
@@ -198,7 +212,7 @@ class WasmtimeSandbox(Sandbox):
         _check_kill(ctx)
         import wasmtime
 
-        engine = new_engine()
+        engine = new_engine(self.max_memories)
         with self._lock:
             self._engine = engine
         # A kill recorded before the engine was published bumped nothing; checked below.
@@ -216,8 +230,9 @@ class WasmtimeSandbox(Sandbox):
 
         store = wasmtime.Store(engine)
         store.set_epoch_deadline(1)  # with epoch interruption on, no deadline = trap at once
-        if ctx.memory_limit is not None and ctx.memory_limit > 0:
-            store.set_limits(memory_size=ctx.memory_limit)
+        budget = self._budget(ctx)
+        if budget is not None:
+            budget.apply(store)
         store.set_wasi(wasi)
         try:
             if program.kind is BinaryKind.COMPONENT:
@@ -237,14 +252,14 @@ class WasmtimeSandbox(Sandbox):
         if kind is None:
             raise InvalidArgument(f"the file is {describe(head)}")
         if kind is BinaryKind.PRECOMPILED:
-            if not self.accept_precompiled:
-                raise InvalidArgument("precompiled artifacts are not accepted")
+            check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
             return _deserialize(engine, src, None)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
             try:
+                check_cache_entry(ctx.precompiled)
                 return _deserialize(engine, ctx.precompiled, expected)
-            except Exception as exc:  # a stale artifact: compile instead
+            except Exception as exc:  # stale, or not provably ours: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
         wasm = src.read_bytes()
         cache = self._cache()
@@ -252,6 +267,7 @@ class WasmtimeSandbox(Sandbox):
         path = cache.get(key)
         if path is not None:
             try:
+                check_cache_entry(path)
                 return _deserialize(engine, path, expected)
             except Exception as exc:
                 log.warning("cached %s unusable, compiling: %s", path, exc)
@@ -265,6 +281,12 @@ class WasmtimeSandbox(Sandbox):
 
     def _cache(self) -> CompileCache:
         return shared_cache(self.cache_directory)
+
+    def _budget(self, ctx: RuntimeContext) -> MemoryBudget | None:
+        limit = ctx.memory_limit
+        if limit is None or limit <= 0:
+            return None
+        return MemoryBudget.split(limit, memories=self.max_memories)
 
     def _wasi_config(self, ctx: RuntimeContext) -> wasmtime.WasiConfig:
         import wasmtime
@@ -317,6 +339,7 @@ class WasmtimeSandbox(Sandbox):
         linker = wasmtime.Linker(store.engine)
         linker.define_wasi()
         exited = _shadow_proc_exit(linker, store.engine)
+        define_poll_oneoff(linker, self._wake)
         try:
             instance = linker.instantiate(store, module)  # runs a start section, if any
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
@@ -386,19 +409,23 @@ class WasmtimeSandbox(Sandbox):
         if ctx.kill_signal is not None:
             return _killed_status(ctx)
         message = _message(exc)
-        limit = ctx.memory_limit
-        if (
-            limit is not None
-            and limit > 0
-            and (
-                (instantiating and "exceeds memory limits" in message)
-                or _memory_at_limit(instance, store, limit)
-            )
+        budget = self._budget(ctx)
+        if budget is not None and (
+            (instantiating and "exceeds memory limits" in message)
+            or (instantiating and "table" in message and "limit" in message)
+            or _memory_at_limit(instance, store, budget.memory_bytes)
         ):
+            limit = budget.total
             ctx.report_oom()
             log.warning("container %s: out of memory (limit %d bytes)", ctx.container_id, limit)
             _write_stderr(ctx, f"out of memory: the {limit}-byte memory limit ended the program\n")
             return EXIT_TRAP
+        if instantiating and "count too high" in message:
+            return _cannot_run(
+                ctx,
+                f"cannot instantiate {ctx.entrypoint.path!r}: {message} (the memory budget "
+                f"allows {self.max_memories} memory and {budget.tables if budget else 0} tables)",
+            )
         if instantiating:
             return _cannot_run(ctx, f"cannot instantiate {ctx.entrypoint.path!r}: {message}")
         log.warning("container %s: wasm trap: %s", ctx.container_id, message)
@@ -436,23 +463,27 @@ def preload() -> None:
         _preloading.start()
 
 
-def new_engine() -> wasmtime.Engine:
+def new_engine(max_memories: int = 1) -> wasmtime.Engine:
     """An Engine configured exactly as every run and every compile needs it."""
     import wasmtime
 
     config = wasmtime.Config()
     config.epoch_interruption = True
+    configure_engine(config, max_memories)
     return wasmtime.Engine(config)
 
 
 @functools.cache
-def _engine_key() -> str:
+def _engine_key(max_memories: int = 1) -> str:
     import platform
     from importlib.metadata import version
 
+    import wasmtime
+
     # The artifact depends on these; deserialize checks them too, but a key that says
     # them keeps two incompatible hosts sharing a cache directory from thrashing it.
-    return f"wasmtime-py-{version('wasmtime')}:{platform.machine()}:epoch-interruption"
+    features = configure_engine(wasmtime.Config(), max_memories)
+    return f"wasmtime-py-{version('wasmtime')}:{platform.machine()}:epoch-interruption:{features}"
 
 
 def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program:
@@ -539,14 +570,14 @@ def _component_entry(
     )
 
 
-def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
-    """Whether the guest trapped with its memory (nearly) at the limit.
+def _memory_at_limit(instance: Any, store: wasmtime.Store, cap: int) -> bool:
+    """Whether the guest trapped with a memory (nearly) at its cap (bytes per memory).
 
     wasmtime-py's store limits make ``memory.grow`` return -1 instead of trapping and
     offer no callback, so a refusal is invisible; the guest's allocator then traps or
-    aborts. A trap with the exported memory within a quarter of the limit (at least two
+    aborts. A trap with an exported memory within a quarter of the cap (at least two
     pages) of it is taken as out of memory: allocators grow in steps, and a refused step
-    leaves the memory short of the limit by up to that step. (A component's memories are
+    leaves the memory short of the cap by up to that step. (A component's memories are
     not visible from here: for components only a refused instantiation counts.)
     """
     import wasmtime
@@ -555,10 +586,10 @@ def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
         return False
     try:
         exports = instance.exports(store)
-        used = sum(e.data_len(store) for e in exports.by_index if isinstance(e, wasmtime.Memory))
+        sizes = [e.data_len(store) for e in exports.by_index if isinstance(e, wasmtime.Memory)]
     except Exception:  # a store that cannot be inspected: not our verdict
         return False
-    return used > 0 and used + max(2 * _PAGE, limit // 4) > limit
+    return any(used > 0 and used + max(2 * _PAGE, cap // 4) > cap for used in sizes)
 
 
 def _is_regular_or_missing(path: str) -> bool:

@@ -53,9 +53,9 @@ def environment(**values: str) -> Iterator[None]:
 
 def build_hostile_images(out: Path) -> list[Path]:
     hostile = build_image(FIXTURES / "hostile.wat", HOSTILE, out / "hostile.tar")
-    mems = " ".join(f"(memory {i} 1)" for i in range(16))
+    mems = " ".join(f"(memory $m{i} 1)" for i in range(16))
     grows = " ".join(
-        f"(block $d{i} (loop $l{i} (br_if $d{i} (i32.eq (memory.grow {i} (i32.const 16))"
+        f"(block $d{i} (loop $l{i} (br_if $d{i} (i32.eq (memory.grow $m{i} (i32.const 16))"
         f" (i32.const -1))) (br $l{i})))"
         for i in range(16)
     )
