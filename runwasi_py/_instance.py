@@ -10,9 +10,13 @@ Theory of operation:
   control loop with ``call_soon_threadsafe``. A workload that blocks only blocks its thread.
 * Kill records the signal in the context (the engine's ``on_kill`` hooks run), calls
   ``sandbox.interrupt``, and cancels the coroutine inside the worker's loop. A killed task
-  exits with 128+signal. If a SIGKILL does not end the job within ``kill_timeout``
-  seconds (a run_wasi that blocks and ignores cancellation), the instance is marked exited
-  with 137 anyway and its thread is abandoned: the control plane never waits for it.
+  exits with 128+signal: the first signal that ends it decides (a SIGKILL after a SIGTERM
+  the workload outlived overrides it, as the kernel's would). Signals that do not end a
+  process by default (``_signals``: SIGCHLD, SIGWINCH, SIGCONT, SIGSTOP...) only reach
+  ``sandbox.notify_signal``; the task runs on. If a SIGKILL does not end the job within
+  ``kill_timeout`` seconds (a run_wasi that blocks and ignores cancellation), the instance
+  is marked exited with 137 anyway and its thread is abandoned: the control plane never
+  waits for it.
 * The exit status: the code run_wasi returned; 128+signal if the task was killed; 137 if
   run_wasi raised (logged with its traceback), as runwasi does.
 
@@ -40,6 +44,7 @@ from typing import Any
 from runwasi_py._context import RuntimeContext
 from runwasi_py._output_drain import drain_outputs
 from runwasi_py._sandbox import Sandbox
+from runwasi_py._signals import ends_task
 
 __all__ = ["CpuUsage", "ExitStatus", "Instance", "WorkerPool"]
 
@@ -330,12 +335,24 @@ class Instance:
         """Deliver ``sig``: tell the engine, cancel run_wasi; SIGKILL ends the task for sure.
 
         Signal 0 only checks that the task exists (as ``kill(2)``). Killing a task that was
-        never started ends it at once with 128+signal.
+        never started ends it at once with 128+signal. A signal that does not end a process
+        by default goes to ``sandbox.notify_signal`` only.
         """
         if sig == 0 or self._exit is not None:
             return
+        if not ends_task(sig):
+            log.info(
+                "instance %s: signal %d does not end a task; passed on, not a kill", self.id, sig
+            )
+            try:
+                self.sandbox.notify_signal(sig)
+            except Exception:
+                log.exception("instance %s: sandbox.notify_signal(%d) failed", self.id, sig)
+            return
         with self._lock:
-            self._last_signal = sig
+            last = self._last_signal
+            if last is None or (sig == signal_mod.SIGKILL and last != sig):
+                self._last_signal = sig  # the first decides; SIGKILL overrides the rest
             loop, task = self._worker_loop, self._task
         if not self._started:
             self._finish(128 + sig)

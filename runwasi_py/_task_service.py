@@ -44,6 +44,7 @@ from runwasi_py._errors import (
 )
 from runwasi_py._events import EventSink
 from runwasi_py._instance import Instance, WorkerPool
+from runwasi_py._memory_limit import DEFAULT_MEMORY_LIMIT, effective_memory_limit
 from runwasi_py._oci import BundleSpec, build_context, is_sandbox_container
 from runwasi_py._proto import (
     GO_ZERO_TIME,
@@ -165,8 +166,10 @@ class TaskService(TaskBase):
         kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
         reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
+        default_memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
     ) -> None:
         self._sandbox = sandbox
+        self._memory_ceiling = default_memory_limit
         self.namespace = namespace
         self._events: EventSink = events if events is not None else _DiscardEvents()
         self._shim_name = shim_name
@@ -280,6 +283,7 @@ class TaskService(TaskBase):
             ctx = build_context(
                 spec, container_id=request.id, namespace=self.namespace, stdio=stdio
             )
+            ctx.memory_limit = effective_memory_limit(ctx.memory_limit, self._memory_ceiling)
             sandbox = await self._choose_sandbox(ctx)
             await self._precompile(sandbox, ctx)
             task: _Task | None = None

@@ -84,7 +84,7 @@ def test_a_cache_entry_others_could_write_is_not_run(tmp_path: Path, cache_dir: 
 
 
 def many_memories(n: int) -> bytes:
-    mems = " ".join(f"(memory $m{i} (export \"m{i}\") 1)" for i in range(n))
+    mems = " ".join(f'(memory $m{i} (export "m{i}") 1)' for i in range(n))
     grows = " ".join(
         f"(block $d{i} (loop $l{i} (br_if $d{i} (i32.eq (memory.grow $m{i} (i32.const 16))"
         f" (i32.const -1))) (br $l{i})))"
