@@ -7,7 +7,9 @@ It also carries the kill signal from the control plane to the engine (:meth:`on_
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -57,8 +59,9 @@ class Entrypoint:
 class Stdio:
     """The container's stdio: paths of containerd's FIFOs or files ("" = not connected).
 
-    The ``open_*`` helpers must run on the instance's worker thread: opening a FIFO
-    blocks until its peer opens the other end.
+    The ``open_*`` helpers must run on the instance's worker thread: opening the stdin FIFO
+    blocks until its writer opens the other end. stdout/stderr FIFOs open read-write and
+    never wait; output is kept up to the pipe's buffer until a reader comes.
     """
 
     stdin: str = ""
@@ -78,7 +81,13 @@ class Stdio:
 def _open_out(path: str) -> BinaryIO | None:
     if not path:
         return None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    mode = os.O_WRONLY
+    with contextlib.suppress(OSError):
+        if stat.S_ISFIFO(os.stat(path).st_mode):
+            # Read-write, as runc's shim holds its FIFOs: the open never waits for a reader
+            # (``ctr run -d`` has none), and output is kept until one comes.
+            mode = os.O_RDWR
+    fd = os.open(path, mode | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     return os.fdopen(fd, "wb", buffering=0)
 
 

@@ -48,6 +48,7 @@ from runwasi_py.wasmtime._poll import define_poll_oneoff
 from runwasi_py.wasmtime._stdio import (
     AppendingOutput,
     FifoUnblocker,
+    OutputHold,
     stdin_opens_at_once,
 )
 from runwasi_py.wasmtime._trust import check_cache_entry, check_image_artifact
@@ -126,6 +127,7 @@ class WasmtimeSandbox(Sandbox):
         self._lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
         self._fifos: FifoUnblocker | None = None
+        self._hold: OutputHold | None = None
         self._appenders: list[AppendingOutput] = []  # worker thread only
         self._wake = threading.Event()  # set by a kill: ends a guest's poll_oneoff wait
 
@@ -159,11 +161,13 @@ class WasmtimeSandbox(Sandbox):
         """
         self._wake.set()
         with self._lock:
-            engine, fifos = self._engine, self._fifos
+            engine, fifos, hold = self._engine, self._fifos, self._hold
         if engine is not None:
             engine.increment_epoch()
         if fifos is not None:
             fifos.release()
+        if hold is not None:
+            hold.discard_after_kill()
 
     def cache_key(self) -> str:
         """wasmtime's version, the host machine and the engine settings artifacts depend on."""
@@ -195,9 +199,12 @@ class WasmtimeSandbox(Sandbox):
         finally:
             with self._lock:
                 fifos, self._fifos = self._fifos, None
+                hold, self._hold = self._hold, None
                 self._engine = None
             if fifos is not None:
                 fifos.close()
+            if hold is not None:
+                hold.close()  # before the framework's output drain (see _stdio)
             for appender in self._appenders:
                 appender.close()
             self._appenders.clear()
@@ -314,8 +321,13 @@ class WasmtimeSandbox(Sandbox):
             self._fifos = fifos
         if ctx.kill_signal is not None:  # killed before the unblocker was published
             fifos.release()
-        # Each assignment opens its path here, on the worker thread; on a FIFO it waits
-        # for containerd's end (or for FifoUnblocker.release on a kill).
+        # Each assignment opens its path here, on the worker thread. Output FIFOs are held
+        # read-write first, so their opens never wait for a reader (see _stdio).
+        hold = OutputHold([stdio.stdout, stdio.stderr])
+        with self._lock:
+            self._hold = hold
+        if ctx.kill_signal is not None:
+            hold.discard_after_kill()
         if stdio.stdin:
             with stdin_opens_at_once(stdio.stdin):
                 wasi.stdin_file = stdio.stdin

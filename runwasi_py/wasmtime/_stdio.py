@@ -5,10 +5,15 @@ opening one end of a FIFO blocks until the other end is opened.
 
 - stdin: :func:`stdin_opens_at_once` (the client may never open its end).
 - stdout/stderr in a regular file (``file://`` log URIs): :class:`AppendingOutput`.
-- stdout/stderr: containerd opens its readers before Create, so the open normally returns
-  at once; it is allowed to wait for a late reader. But a task killed while the worker
-  waits (a peer that never came) must still exit, and a guest blocked in ``fd_read`` on
-  stdin sits in host code, where epoch interruption cannot reach it: :class:`FifoUnblocker`.
+- stdout/stderr FIFOs: :class:`OutputHold`, read-write fds held for the whole run, as
+  runc's shim holds its FIFOs. An ``O_RDWR`` open of a FIFO never waits, and while it is
+  held wasmtime's write-only open returns at once too: ``ctr run -d`` (whose reader left
+  with ``ctr``), ``ctr task attach`` later and CRI all see the guest start. What the guest
+  writes with no reader is kept up to the pipe's buffer, after which its writes block, as
+  under runc; a reader that comes later reads it.
+- a guest blocked in ``fd_read`` on stdin, or in ``fd_write`` on a full pipe, sits in host
+  code, where epoch interruption cannot reach it: :class:`FifoUnblocker` and
+  :meth:`OutputHold.discard_after_kill`.
 
 The kill side, done from the kill callback on the control thread: open every stdio FIFO
 ``O_RDWR | O_NONBLOCK``. On Linux an ``O_RDWR`` open of a FIFO never blocks and counts as
@@ -21,7 +26,11 @@ comes); the guest is back in wasm code, past its epoch deadline, and traps at it
 function entry or loop header.
 
 Output must be read before the exit is reported: the framework's ``runwasi_py._output_drain``
-waits for that after ``run_wasi`` returns, for every Sandbox.
+waits for that after ``run_wasi`` returns, for every Sandbox. The hold is closed before:
+it counts as a reader, and the drain waits for the pipe to be read or to lose its readers.
+Closing it first keeps end-of-file and the drain as they were: a real reader keeps the pipe
+and its unread bytes alive and sees end-of-file once the drain lets go; with no reader at
+all the bytes go, as they do when a runc container ends with nobody attached.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ import stat
 import threading
 from collections.abc import Iterator
 
-__all__ = ["AppendingOutput", "FifoUnblocker", "stdin_opens_at_once"]
+__all__ = ["AppendingOutput", "FifoUnblocker", "OutputHold", "stdin_opens_at_once"]
+
+_DISCARD_GRACE = 0.1  # seconds a killed guest's output stays for its reader before it is dropped
 
 
 class FifoUnblocker:
@@ -69,6 +80,59 @@ class FifoUnblocker:
         """Drop the fds :meth:`release` opened; later releases do nothing (worker thread)."""
         with self._lock:
             self._closed = True
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class OutputHold:
+    """Read-write fds on the stdout/stderr FIFOs for the length of one run.
+
+    Open before wasmtime opens the paths (worker thread); :meth:`close` after the Store is
+    closed and before the output drain.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self._fds: list[int] = []
+        for path in paths:
+            if not _is_fifo(path):
+                continue
+            try:
+                self._fds.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            except OSError:
+                continue  # gone: wasmtime's own open will report it
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._discarding = False
+
+    def discard_after_kill(self) -> None:
+        """A kill: if the guest is still running after a short grace, keep reading (and
+        dropping) its output, so a write blocked on a full pipe returns and the guest
+        reaches its epoch check. Any thread; idempotent."""
+        with self._lock:
+            if self._discarding or not self._fds or self._closed.is_set():
+                return
+            self._discarding = True
+        threading.Thread(target=self._discard, name="stdio-discard", daemon=True).start()
+
+    def _discard(self) -> None:
+        if self._closed.wait(_DISCARD_GRACE):
+            return
+        while not self._closed.is_set():
+            with self._lock:  # close() must not free an fd number while it is read here
+                if self._closed.is_set():
+                    return
+                for fd in self._fds:
+                    with contextlib.suppress(OSError):
+                        while os.read(fd, 65536):
+                            pass
+            self._closed.wait(0.005)
+
+    def close(self) -> None:
+        """Let go of the FIFOs (worker thread, once the guest's own fds are closed)."""
+        with self._lock:
+            self._closed.set()
             fds, self._fds = self._fds, []
         for fd in fds:
             with contextlib.suppress(OSError):

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import threading
 from pathlib import Path
 
 import pytest
 
-from runwasi_py import InvalidArgument
+from runwasi_py import InvalidArgument, Stdio
 from runwasi_py.wasmtime import WasmtimeSandbox
 from runwasi_py.wasmtime._trust import ENV_ACCEPT_PRECOMPILED
 from tests.runwasi_py.wasmtime.helpers import make_ctx, out, run, start, wasm
@@ -137,3 +139,77 @@ def test_a_kill_ends_a_guest_asleep_for_an_hour(tmp_path: Path, sig: int) -> Non
     kill(sandbox, ctx, sig)
     # Without the shadow poll_oneoff this would wait out the hour (and the result's timeout).
     assert fut.result(20) == 128 + sig
+
+
+# --- stdio with no reader ------------------------------------------------------------
+
+FLOOD = b"""(module
+  (import "wasi_snapshot_preview1" "fd_write" (func $w (param i32 i32 i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "_start")
+    (i32.store (i32.const 0) (i32.const 1024))
+    (i32.store (i32.const 4) (i32.const 65536))
+    (loop $more (drop (call $w (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+      (br $more))))"""
+
+
+def fifos(tmp_path: Path) -> tuple[str, str]:
+    paths = []
+    for name in ("stdout", "stderr"):
+        p = tmp_path / f"{name}.fifo"
+        os.mkfifo(p)
+        paths.append(str(p))
+    return paths[0], paths[1]
+
+
+def test_output_written_before_a_reader_comes_is_kept(tmp_path: Path) -> None:
+    """``ctr task attach`` after ``ctr run -d``: the reader arrives while the guest runs."""
+    stdout, stderr = fifos(tmp_path)
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, "sleep", stdio=Stdio(stdout=stdout, stderr=stderr))
+    fut = start(sandbox, ctx)
+    wait_for(lambda: sandbox._hold is not None and sandbox._engine is not None)
+    reader = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)  # the late attach
+    try:
+        got = b""
+
+        def read_some() -> bool:
+            nonlocal got
+            with contextlib.suppress(BlockingIOError):
+                got += os.read(reader, 100)
+            return got == b"running\n"
+
+        wait_for(read_some)
+        assert not fut.done()
+        kill(sandbox, ctx, signal.SIGTERM)
+        assert fut.result(20) == 143
+    finally:
+        os.close(reader)
+
+
+def test_a_kill_ends_a_guest_blocked_on_a_full_pipe_nobody_reads(tmp_path: Path) -> None:
+    stdout, stderr = fifos(tmp_path)
+    sandbox = WasmtimeSandbox()
+    ctx = make_ctx(tmp_path, FLOOD, stdio=Stdio(stdout=stdout, stderr=stderr))
+    fut = start(sandbox, ctx)
+    worker = next(t for t in threading.enumerate() if t.name == "wasm-worker")
+    assert worker.native_id is not None
+    tid = worker.native_id
+    wait_for(lambda: Path(f"/proc/self/task/{tid}/wchan").read_text().endswith("pipe_write"))
+    assert not fut.done()
+    kill(sandbox, ctx, signal.SIGKILL)
+    assert fut.result(20) == 137
+
+
+def test_generic_stdio_opens_output_fifos_without_a_reader(tmp_path: Path) -> None:
+    """Any Sandbox's ``ctx.stdio.open_stdout()`` returns at once with nobody reading."""
+    stdout, _ = fifos(tmp_path)
+    f = Stdio(stdout=stdout).open_stdout()
+    assert f is not None
+    with f:
+        f.write(b"kept\n")
+        reader = os.open(stdout, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            assert os.read(reader, 100) == b"kept\n"
+        finally:
+            os.close(reader)
