@@ -12,7 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import select
 import signal
+import socket
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -273,3 +276,95 @@ def test_sigterm_ends_a_guest_asleep_in_poll_oneoff(
         shared.ctr("containers", "rm", cid)
     finally:
         remove_container(shared, cid)
+
+
+# --- 6. the shim's ttrpc socket -----------------------------------------------------
+
+
+def shim_socket(c8d: PrivateContainerd, cid: str) -> str:
+    return (c8d.bundle(cid) / "address").read_text().removeprefix("unix://")
+
+
+def connect(path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(path)
+    return sock
+
+
+def closed_by_peer(sock: socket.socket, within: float = 5.0) -> bool:
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(within * 1000):
+        return False
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_connection_flood_is_capped_and_the_shim_serves_on(
+    shared: PrivateContainerd, neighbour: str
+) -> None:
+    path = shim_socket(shared, neighbour)
+    flood: list[socket.socket] = []
+    try:
+        # the shim holds at most Config.max_connections (1024)
+        flood.extend(connect(path) for _ in range(1100))
+        refused = sum(closed_by_peer(s, within=0.5) for s in flood[-150:])
+        assert refused > 0
+    finally:
+        for s in flood:
+            s.close()
+    # The flood gone, a new container in the same shim runs.
+    cid = new_id("after")
+    try:
+        res = shared.run(PROBE, cid, "/probe.wasm", "exit", "7", runtime=RUNTIME)
+        assert res.returncode == 7, res
+    finally:
+        remove_container(shared, cid)
+
+
+def test_unfinished_frames_do_not_grow_the_shim(shared: PrivateContainerd, neighbour: str) -> None:
+    """Peers that start 4 MiB frames and never end them: the shim stops reading from them
+    (its buffered bytes are capped) and keeps serving containerd."""
+    path = shim_socket(shared, neighbour)
+    pid = int(shared.ctr("task", "ls").stdout.split(neighbour, 1)[1].split()[0])
+    shim_pid = next(p for p in _shim_daemons(pid))
+    before = _rss(shim_pid)
+    hogs = [connect(path) for _ in range(16)]
+    try:
+        header = struct.pack(">IIBB", (4 << 20) - 1, 1, 1, 0)
+        stuck = 0
+        for sock in hogs:
+            sock.setblocking(False)
+            data = memoryview(header + bytes((4 << 20) - 2))  # all but the last byte
+            try:
+                while data:
+                    data = data[sock.send(data) :]
+            except BlockingIOError:
+                stuck += 1  # the shim stopped reading from this one
+        assert stuck > 0
+        # 16 x 4 MiB would be 64 MiB more; the cap (16 MiB) plus one frame being finished
+        # and the socket buffers bound it well below that.
+        assert _rss(shim_pid) - before < 40 << 20
+        cid = new_id("busy")
+        try:
+            res = shared.run(PROBE, cid, "/probe.wasm", "exit", "3", runtime=RUNTIME)
+            assert res.returncode == 3, res
+        finally:
+            remove_container(shared, cid)
+    finally:
+        for sock in hogs:
+            sock.close()
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+def _shim_daemons(task_pid: int) -> list[int]:
+    """The shim process owning the task (its pid is one of the shim's threads)."""
+    return [int(p.name) for p in Path("/proc").iterdir() if (p / "task" / str(task_pid)).exists()]
