@@ -440,6 +440,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "large_bytes": len(large),
         }
         print(f"small module {len(small)} B, large module {len(large) / 2**20:.2f} MiB", flush=True)
+        if args.kill_only:
+            return await kill_results(res, mode, args, work)
         await start_latency(mode, small, 1, work / "warmup")  # imports, bytecode: discarded
         res["start_small"] = await start_latency(mode, small, args.repeat, work / "s")
         print("start (small) done", flush=True)
@@ -450,13 +452,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         (work / "el").mkdir()
         res["engine_start_large"] = engine_start_latency(large, 2, work / "el")
         print("engine start done", flush=True)
-        res["kill"] = await kill_latency(mode, args.kills, work / "k")
-        res["engine_kill"] = engine_kill_latency(args.kills, work / "ek")
-        # A guest asleep in WASI's poll_oneoff: SIGTERM ends it (the engine's own poll_oneoff
-        # would sleep out its hour; the kill timeout's SIGKILL escalation is not involved).
-        res["kill_sleeper"] = await kill_latency(
-            mode, args.kills, work / "ks", "sleep.wat", signal.SIGTERM
-        )
+        await kill_results(res, mode, args, work)
         print("kill done", flush=True)
         res["busy"] = await busy_instances(args.instances, args.probes, work / "b")
         print("busy done", flush=True)
@@ -477,10 +473,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+async def kill_results(
+    res: dict[str, Any], mode: Mode, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    res["kill"] = await kill_latency(mode, args.kills, work / "k")
+    res["engine_kill"] = engine_kill_latency(args.kills, work / "ek")
+    # A guest asleep in WASI's poll_oneoff: SIGTERM ends it (the engine's own poll_oneoff
+    # would sleep out its hour; the kill timeout's SIGKILL escalation is not involved).
+    res["kill_sleeper"] = await kill_latency(
+        mode, args.kills, work / "ks", "sleep.wat", signal.SIGTERM
+    )
+    return res
+
+
 def report(res: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     f: Callable[[float], str] = lambda v: f"{v:8.2f} ms"  # noqa: E731
-    for size in ("small", "large"):
+    for size in ("small", "large") if "start_small" in res else ():
         s = res[f"start_{size}"]
         e = res[f"engine_start_{size}"]
         for temp in ("cold", "warm", "hot"):
@@ -529,6 +538,8 @@ def report(res: dict[str, Any]) -> str:
             f"epoch trap {ANCHOR_EPOCH_TRAP_MS} ms",
         )
     )
+    if "busy" not in res:  # --kill-only
+        return table(rows)
     b, b0 = res["busy"], res["busy_nice0"]
     n = b["instances"]
     nice = res["worker_nice"]
@@ -570,6 +581,7 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=100)
     p.add_argument("--probes", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--kill-only", action="store_true", help="only the kill latencies")
     args = p.parse_args()
     if args.quick:
         args.repeat, args.kills, args.probes = 2, 5, 50
