@@ -7,16 +7,15 @@ It also carries the kill signal from the control plane to the engine (:meth:`on_
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-__all__ = ["Entrypoint", "Mount", "RuntimeContext", "Stdio"]
+from runwasi_py._stdio import Stdio
+
+__all__ = ["Entrypoint", "Mount", "RuntimeContext", "Stdio"]  # Stdio lives in _stdio
 
 WASM_MAGIC = b"\0asm"
 
@@ -53,42 +52,6 @@ class Entrypoint:
         """
         path, sep, func = arg0.partition("#")
         return cls(path=path, func=func if sep and func else "_start", source=source)
-
-
-@dataclass(frozen=True, slots=True)
-class Stdio:
-    """The container's stdio: paths of containerd's FIFOs or files ("" = not connected).
-
-    The ``open_*`` helpers must run on the instance's worker thread: opening the stdin FIFO
-    blocks until its writer opens the other end. stdout/stderr FIFOs open read-write and
-    never wait; output is kept up to the pipe's buffer until a reader comes.
-    """
-
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-
-    def open_stdin(self) -> BinaryIO | None:
-        return open(self.stdin, "rb", buffering=0) if self.stdin else None
-
-    def open_stdout(self) -> BinaryIO | None:
-        return _open_out(self.stdout)
-
-    def open_stderr(self) -> BinaryIO | None:
-        return _open_out(self.stderr)
-
-
-def _open_out(path: str) -> BinaryIO | None:
-    if not path:
-        return None
-    mode = os.O_WRONLY
-    with contextlib.suppress(OSError):
-        if stat.S_ISFIFO(os.stat(path).st_mode):
-            # Read-write, as runc's shim holds its FIFOs: the open never waits for a reader
-            # (``ctr run -d`` has none), and output is kept until one comes.
-            mode = os.O_RDWR
-    fd = os.open(path, mode | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "wb", buffering=0)
 
 
 @dataclass(frozen=True, slots=True)

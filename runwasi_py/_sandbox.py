@@ -29,7 +29,7 @@ class Sandbox:
 
     drain_timeout: ClassVar[float] = 10.0
     """Seconds to wait after ``run_wasi`` returns for the output FIFOs to be read before the
-    exit is reported (see ``runwasi_py._output_drain``); the wait ends as soon as the pipes
+    exit is reported (see ``runwasi_py._stdio``); the wait ends as soon as the pipes
     are empty or their readers are gone, so it costs nothing when the client keeps up."""
 
     async def run_wasi(self, ctx: RuntimeContext) -> int:
@@ -58,7 +58,7 @@ class Sandbox:
 
     def notify_signal(self, signal: int) -> None:
         """A signal arrived that does not end a process by default (SIGCHLD, SIGURG, SIGWINCH,
-        SIGCONT, SIGSTOP and the terminal stops; see ``runwasi_py._signals``).
+        SIGCONT, SIGSTOP and the terminal stops; see ``runwasi_py._task.signals``).
 
         The task keeps running either way; a sandbox whose guest asked for such a signal
         passes it on here. Control-plane thread: quick and thread-safe. Default: nothing.

@@ -25,7 +25,7 @@ import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from runwasi_py._errors import InvalidArgument
+from runwasi_py import InvalidArgument
 
 __all__ = [
     "ENV_ACCEPT_PRECOMPILED",

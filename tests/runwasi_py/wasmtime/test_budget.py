@@ -7,7 +7,7 @@ import wasmtime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runwasi_py._memory_limit import (
+from runwasi_py._bundle.memory_limit import (
     DEFAULT_MEMORY_LIMIT,
     ENV_DEFAULT_MEMORY_LIMIT,
     effective_memory_limit,
