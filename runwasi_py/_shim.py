@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from runwasi_py._bundle.group import GROUP_MODES
-from runwasi_py._launch.address import bound_path, inode
 from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT
+from runwasi_py._launch.address import bound_path, inode
 from runwasi_py._proto.wire import field_map
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage

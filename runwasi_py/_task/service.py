@@ -33,6 +33,7 @@ from pathlib import Path
 import betterproto2
 
 from runwasi_py._bundle.bundle import Bundle
+from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT, effective_memory_limit
 from runwasi_py._bundle.spec import is_sandbox_container
 from runwasi_py._compile_cache import precompile, shared_cache
 from runwasi_py._context import WASM_MAGIC, RuntimeContext
@@ -52,7 +53,6 @@ from runwasi_py._events.topics import (
     TOPIC_OOM,
     TOPIC_START,
 )
-from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT, effective_memory_limit
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
     GO_ZERO_TIME,

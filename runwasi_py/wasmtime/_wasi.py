@@ -54,8 +54,9 @@ def wasi_config(
 
     ``publish`` gets the FIFO unblocker before any stdio open can block (the kill side
     releases it), ``publish_hold`` the read-write hold on the output FIFOs (the caller
-    closes it after the Store, before the output drain); regular-file outputs are appended through :class:`AppendingOutput`s added
-    to ``appenders``, which the caller closes after the Store is gone. Worker thread only.
+    closes it after the Store, before the output drain); regular-file outputs are appended
+    through :class:`AppendingOutput`s added to ``appenders``, which the caller closes after
+    the Store is gone. Worker thread only.
     """
     import wasmtime
 

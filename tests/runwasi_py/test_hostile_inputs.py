@@ -22,9 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runwasi_py import InvalidArgument
-from runwasi_py._cli import Flags, UsageError, _bootstrap, parse_flags
-from runwasi_py._oci import BundleSpec, build_context, resolve_entrypoint
-from runwasi_py._task_service import _stdio_path
+from runwasi_py._bundle.group import grouping_id_from_bundle
+from runwasi_py._bundle.spec import BundleSpec, build_context, resolve_entrypoint
+from runwasi_py._launch.bootstrap import bootstrap
+from runwasi_py._launch.flags import Flags, UsageError, parse_flags
+from runwasi_py._stdio import Stdio
 from runwasi_py.wasmtime._binary import describe, detect
 
 _FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -191,7 +193,7 @@ uris = st.text(max_size=40) | st.builds(
 @given(uris)
 def test_any_stdio_uri_is_a_path_or_invalid_argument(uri: str) -> None:
     try:
-        path = _stdio_path(uri, "stdout")
+        path = Stdio.from_request("", uri, "").stdout
     except InvalidArgument as exc:
         assert "stdout" in str(exc)  # noqa: PT017 (hypothesis drives the input)
         return
@@ -249,17 +251,15 @@ def test_any_bootstrap_bytes_decode_or_are_not_ours(
             data += _varint(int.from_bytes(payload[:9] or b"\0", "little"))
         else:
             data += payload
-    result = _bootstrap(data, flags)
+    result = bootstrap(data, flags)
     assert result is None or isinstance(result.ttrpc_address, str)
 
 
 @given(st.binary(max_size=100))
 def test_random_bootstrap_bytes_never_raise(data: bytes) -> None:
-    _bootstrap(data, Flags(id="c1", namespace="ns"))
+    bootstrap(data, Flags(id="c1", namespace="ns"))
 
 
 def test_start_groups_a_deeply_nested_config_by_container_id(tmp_path: Path) -> None:
-    from runwasi_py._cli import _group
-
     (tmp_path / "config.json").write_text('{"annotations": ' + "[" * 100_000 + "]" * 100_000 + "}")
-    assert _group(str(tmp_path), "c1") == "c1"
+    assert grouping_id_from_bundle(str(tmp_path), "c1") == "c1"

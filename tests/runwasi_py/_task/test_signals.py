@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py._instance import Instance, WorkerPool
-from runwasi_py._signals import NOT_ENDING, ends_task
+from runwasi_py._task.instance import Instance, WorkerPool
+from runwasi_py._task.signals import NOT_ENDING, ends_task
+from tests.runwasi_py._task.test_instance import make_ctx, until_entered
 from tests.runwasi_py.sandboxes import RELEASE, ScriptSandbox, reset
-from tests.runwasi_py.test_instance import make_ctx, until_entered
 
 pytestmark = pytest.mark.anyio
 
