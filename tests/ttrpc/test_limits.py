@@ -7,6 +7,8 @@ import logging
 from collections.abc import Hashable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.ttrpc.harness import RawConnection, TestService, serving, wait_for
 from tests.ttrpc.messages import TestPayload
@@ -220,3 +222,37 @@ async def test_running_handlers_count_their_payloads() -> None:
         assert sid == 1
         assert await wait_for(lambda: server.buffered_bytes == 0)
         await raw.close()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 3),  # which connection
+            st.integers(0, 300),  # partial bytes
+            st.integers(0, 100),  # running bytes
+            st.booleans(),  # forget instead
+        ),
+        max_size=60,
+    )
+)
+def test_any_sequence_keeps_the_books_and_frees_everyone_under_the_cap(
+    steps: list[tuple[int, int, int, bool]],
+) -> None:
+    limits = ServerLimits(None, 200)
+    conns = [FakeConn() for _ in range(4)]
+    held = [0, 0, 0, 0]
+    for i, partial, running, forget in steps:
+        if forget:
+            limits.forget(conns[i])
+            conns[i] = FakeConn()  # that connection is gone; a new one takes its place
+            held[i] = 0
+        else:
+            limits.hold(conns[i], partial, running)
+            held[i] = partial + running
+        assert limits.buffered == sum(held)
+        if limits.buffered <= 200:
+            assert not any(c.paused for c in conns)
+        # Never more than one connection reads while over the cap holding a partial frame
+        # it was allowed to finish.
+        finisher = limits._finisher
+        assert finisher is None or not isinstance(finisher, FakeConn) or not finisher.paused
