@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import os
 import signal
+import tempfile
 import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from runwasi_py import InvalidArgument, Stdio
 from runwasi_py.wasmtime import WasmtimeSandbox
@@ -213,3 +216,23 @@ def test_generic_stdio_opens_output_fifos_without_a_reader(tmp_path: Path) -> No
             assert os.read(reader, 100) == b"kept\n"
         finally:
             os.close(reader)
+
+
+# --- any entrypoint file -------------------------------------------------------------
+
+heads = st.sampled_from([b"", b"\0asm\x01\0\0\0", b"\0asm\x0d\0\x01\0", b"\x7fELF", b"(module"])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(head=heads, body=st.binary(max_size=200))
+def test_any_entrypoint_bytes_are_refused_or_run_never_raise(head: bytes, body: bytes) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ctx = make_ctx(tmp, head + body)
+        try:
+            asyncio.run(WasmtimeSandbox().can_handle(ctx))
+        except InvalidArgument:
+            return
+        assert head != b"\x7fELF"  # an image's artifact is refused by default
+        code = run(WasmtimeSandbox(), ctx)
+        assert 0 <= code <= 255
