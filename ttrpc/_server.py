@@ -165,6 +165,8 @@ class ServerConnection(FrameProtocol):
     def _account(self) -> None:
         partial = self.core.buffered_bytes
         running = sum(self._running.values()) if self._running else 0
+        if self.inboxes:  # streamed messages not yet taken by their handlers
+            running += sum(inbox.nbytes for inbox in self.inboxes.values())
         if partial + running != self._held:
             self._held = partial + running
             if not self.is_closed:
@@ -236,7 +238,7 @@ class ServerConnection(FrameProtocol):
         inbox = None
         if method.kind.client_streams:
             # Registered now, not when the task starts: Data may be in this very chunk.
-            inbox = Inbox(self, sid, lambda: self._stream_full(sid))
+            inbox = Inbox(self, sid, lambda: self._stream_full(sid), self._account)
             self.inboxes[sid] = inbox
             # Go's rule (ttrpc #126): the Request payload is a first message only when
             # non-empty, for client-streaming methods.

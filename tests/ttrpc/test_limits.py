@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable
+from collections.abc import AsyncIterator, Hashable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.ttrpc.harness import RawConnection, TestService, serving, wait_for
-from tests.ttrpc.messages import TestPayload
-from ttrpc import Client, Server
+from tests.ttrpc.messages import EchoPayload, TestPayload
+from ttrpc import CallContext, Client, MethodKind, Server, Service, rpc
 from ttrpc._envelope import Request, encode_request
 from ttrpc._limits import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, ServerLimits
 from ttrpc._wire import MAX_MESSAGE, pack_header
@@ -256,3 +256,35 @@ def test_any_sequence_keeps_the_books_and_frees_everyone_under_the_cap(
         # it was allowed to finish.
         finisher = limits._finisher
         assert finisher is None or not isinstance(finisher, FakeConn) or not finisher.paused
+
+
+class Slow(Service):
+    """A client-streaming handler that reads only once told to."""
+
+    service_name = "test.v1.Slow"
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+
+    @rpc
+    async def count(
+        self, requests: AsyncIterator[EchoPayload], context: CallContext
+    ) -> EchoPayload:
+        await self.go.wait()
+        n = 0
+        async for _ in requests:
+            n += 1
+        return EchoPayload(seq=n)
+
+
+async def test_streamed_messages_not_yet_taken_count() -> None:
+    service = Slow()
+    async with serving(service) as (server, address), await Client.connect(address) as client:
+        stream = await client.stream("test.v1.Slow", "Count", MethodKind.CLIENT_STREAM, EchoPayload)
+        for i in range(5):
+            await stream.send(EchoPayload(seq=i, msg="m" * (50 * _KIB)))
+        assert await wait_for(lambda: server.buffered_bytes >= 5 * 50 * _KIB)
+        service.go.set()
+        await stream.close_send()
+        assert (await stream.recv()).seq == 5
+        assert await wait_for(lambda: server.buffered_bytes == 0)
