@@ -1,8 +1,9 @@
 """The server's resource caps: how many connections it holds, how many request bytes it buffers.
 
 Theory of operation. Each accepted connection costs its read buffer (256 KiB) and whatever
-request bytes it holds: the unfinished frame the core is assembling (up to 4 MiB each) and
-the payloads of its requests whose handlers are still running. Without caps a peer that
+request bytes it holds: the unfinished frame the core is assembling (up to 4 MiB each), the
+payloads of its requests whose handlers are still running, and streamed messages its
+handlers have not taken yet. Without caps a peer that
 opens connections, or starts frames and never finishes them, grows the process without end.
 
 :class:`ServerLimits` keeps the server-wide count. A connection over ``max_connections`` is
