@@ -3,8 +3,8 @@
 Theory of operation. Each accepted connection costs its read buffer (256 KiB) and whatever
 request bytes it holds: the unfinished frame the core is assembling (up to 4 MiB each), the
 payloads of its requests whose handlers are still running, and streamed messages its
-handlers have not taken yet. Without caps a peer that
-opens connections, or starts frames and never finishes them, grows the process without end.
+handlers have not taken yet. Without caps a peer that opens connections, or starts frames
+and never finishes them, grows the process without end.
 
 :class:`ServerLimits` keeps the server-wide count. A connection over ``max_connections`` is
 closed at accept. While the buffered total is over ``max_buffered_bytes``, every connection
