@@ -1,0 +1,117 @@
+"""The cgroup directories a shim created, kept on disk so they can be removed after a crash.
+
+A record lives in the bundle of the task it belongs to (containerd runs the ``delete`` action
+there after a shim died). Each directory is written to the record *before* its ``mkdir``,
+so a SIGKILL between the two leaves a name that :func:`remove_recorded` skips as missing,
+never a directory nobody knows about. Directories the shim found already there (the pod's
+``cgroup_parent``, made by kubelet) are never recorded and never removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+__all__ = ["RECORD_NAME", "CreationRecord"]
+
+log = logging.getLogger("runwasi_py.cgroups")
+
+RECORD_NAME = "runwasi-py-cgroups.json"
+"""The record's file name inside a bundle."""
+
+
+class CreationRecord:
+    """An ordered list of created cgroup directories, saved to ``file`` (None: memory only).
+
+    Example:
+        >>> rec = CreationRecord(bundle / RECORD_NAME)
+        >>> rec.mkdir(Path("/sys/fs/cgroup/cpu/kubepods/pod1/c1"))
+        >>> rec.remove_all(lambda d: None)
+        []
+    """
+
+    def __init__(self, file: Path | None = None, dirs: Iterable[Path] = ()) -> None:
+        self.file = file
+        self._dirs: list[Path] = list(dirs)
+
+    @classmethod
+    def load(cls, file: Path) -> CreationRecord:
+        """The record saved in ``file``; empty when there is none (or it is unreadable)."""
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            dirs = [Path(d) for d in data.get("dirs", []) if isinstance(d, str)]
+        except FileNotFoundError:
+            dirs = []
+        except (OSError, ValueError, AttributeError) as e:
+            log.warning("ignoring unreadable cgroup record %s: %s", file, e)
+            dirs = []
+        return cls(file, dirs)
+
+    @property
+    def dirs(self) -> list[Path]:
+        """Created directories, in creation order (parents before children)."""
+        return list(self._dirs)
+
+    def _save(self) -> None:
+        if self.file is None:
+            return
+        if not self._dirs:
+            with contextlib.suppress(FileNotFoundError):
+                self.file.unlink()
+            return
+        tmp = self.file.with_name(self.file.name + ".tmp")
+        tmp.write_text(json.dumps({"dirs": [str(d) for d in self._dirs]}), encoding="utf-8")
+        os.replace(tmp, self.file)
+
+    def mkdir(self, directory: Path) -> bool:
+        """Create ``directory`` (its parent exists); True if this call created it."""
+        if directory.is_dir():
+            return False
+        self._dirs.append(directory)
+        self._save()
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            self._dirs.remove(directory)  # lost a race with another creator: not ours
+            self._save()
+            return False
+        except OSError:
+            self._dirs.remove(directory)
+            self._save()
+            raise
+        return True
+
+    def mkdir_p(self, chain: Iterable[Path]) -> list[Path]:
+        """Create the missing ones of ``chain`` (outermost first), as ``mkdir -p``; returns them."""
+        return [d for d in chain if self.mkdir(d)]
+
+    def remove(self, directory: Path, move_out: Callable[[Path], None]) -> bool:
+        """``rmdir`` one recorded directory after ``move_out(directory)`` emptied it.
+
+        True when it is gone (or was never made). A directory still busy (a thread left in
+        it, a child someone else made) stays in the record and is logged.
+        """
+        if directory not in self._dirs:
+            return False
+        if directory.is_dir():
+            try:
+                move_out(directory)
+                directory.rmdir()
+            except OSError as e:
+                if e.errno != errno.ENOENT:
+                    log.warning("cannot remove cgroup %s: %s", directory, e.strerror or e)
+                    return False
+        self._dirs.remove(directory)
+        self._save()
+        return True
+
+    def remove_all(self, move_out: Callable[[Path], None]) -> list[Path]:
+        """Remove every recorded directory, innermost first; returns those left behind."""
+        for d in sorted(self._dirs, key=lambda p: len(p.parts), reverse=True):
+            self.remove(d, move_out)
+        return self.dirs
