@@ -48,7 +48,8 @@ def write_text(path: Path, value: str, field: str = "") -> None:
     Anything else is the host: FailedPrecondition naming the file.
     """
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        # the flags of a shell's `echo v > file`, which cgroupfs accepts
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             os.write(fd, value.encode())
         finally:
@@ -128,7 +129,11 @@ class CgroupDriver(abc.ABC):
             if not any(d.is_relative_to(m) and d != m for m in known):
                 # a record names only dirs inside this host's hierarchies; never rmdir others
                 raise FailedPrecondition(f"cgroup record names {d}, outside every cgroup mount")
-        return record.remove_all(self.move_out)
+        return record.remove_all(self.move_out, self.rmdir)
+
+    def rmdir(self, directory: Path) -> None:
+        """Remove one cgroup directory (cgroupfs drops its control files with it)."""
+        os.rmdir(directory)
 
 
 def driver_for(layout: CgroupLayout, proc: str | os.PathLike[str] = "/proc") -> CgroupDriver:

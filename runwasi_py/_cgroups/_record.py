@@ -90,7 +90,12 @@ class CreationRecord:
         """Create the missing ones of ``chain`` (outermost first), as ``mkdir -p``; returns them."""
         return [d for d in chain if self.mkdir(d)]
 
-    def remove(self, directory: Path, move_out: Callable[[Path], None]) -> bool:
+    def remove(
+        self,
+        directory: Path,
+        move_out: Callable[[Path], None],
+        rmdir: Callable[[Path], None] = os.rmdir,
+    ) -> bool:
         """``rmdir`` one recorded directory after ``move_out(directory)`` emptied it.
 
         True when it is gone (or was never made). A directory still busy (a thread left in
@@ -101,7 +106,7 @@ class CreationRecord:
         if directory.is_dir():
             try:
                 move_out(directory)
-                directory.rmdir()
+                rmdir(directory)
             except OSError as e:
                 if e.errno != errno.ENOENT:
                     log.warning("cannot remove cgroup %s: %s", directory, e.strerror or e)
@@ -110,8 +115,10 @@ class CreationRecord:
         self._save()
         return True
 
-    def remove_all(self, move_out: Callable[[Path], None]) -> list[Path]:
+    def remove_all(
+        self, move_out: Callable[[Path], None], rmdir: Callable[[Path], None] = os.rmdir
+    ) -> list[Path]:
         """Remove every recorded directory, innermost first; returns those left behind."""
         for d in sorted(self._dirs, key=lambda p: len(p.parts), reverse=True):
-            self.remove(d, move_out)
+            self.remove(d, move_out, rmdir)
         return self.dirs
