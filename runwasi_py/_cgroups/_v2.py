@@ -108,7 +108,15 @@ class CgroupV2(CgroupDriver):
         return v2_metrics(read_text(d / "cpu.stat"), read_text(d / "cgroup.threads"), memory)
 
     def move_out(self, directory: Path) -> None:
-        """Threads go to the parent (the threaded domain), processes to the parent too."""
+        """Threads go to the parent (the threaded domain), processes to the parent too.
+
+        Children go first: below a daemon's cgroup every child is a container's threaded
+        cgroup this shim made, and a ``delete`` for the sandbox may come before a
+        container's, so removing the daemon's cgroup removes what is left of them.
+        """
+        for child in sorted(p for p in directory.iterdir() if p.is_dir()):
+            self.move_out(child)
+            self.rmdir(child)
         for name in ("cgroup.threads", "cgroup.procs"):
             for ident in read_text(directory / name).split():
                 try:
