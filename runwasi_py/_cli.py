@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import socket
     from typing import Any, NoReturn
 
+    from runwasi_py._cgroups import DaemonCgroup
     from runwasi_py._shim import Shim
 
 __all__ = ["Flags", "UsageError", "parse_flags", "shim_main"]
@@ -56,6 +57,9 @@ _BOOL_FLAGS = frozenset({"debug", "v", "info"})
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
 _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 _LISTENER_FD = 3
+_CGROUP_RECORDS = ("runwasi-py-cgroups.json", "runwasi-py-daemon-cgroups.json")
+"""= _cgroups.RECORD_NAME, DAEMON_RECORD_NAME (not imported: delete stays light)."""
+_SYSTEMD_ENV = "RUNWASI_PY_SYSTEMD_CGROUP"  # = _placement.SYSTEMD_ENV
 _DELETE_EXIT_STATUS = 128 + 9  # what the runc shim reports for a task it could not reap
 _USAGE = """\
 Usage of {prog}:
@@ -243,7 +247,13 @@ def _main(shim: type[Shim] | str, argv: list[str] | None, group_by: str | None =
         if flags.action == "delete":
             return _delete(flags)
         if flags.action == "":
-            return _daemon(_resolve(shim), flags)
+            # before the shim's modules are imported: the pod is charged for the working set
+            pod, note = _join_pod_cgroup(flags)
+            try:
+                return _daemon(_resolve(shim), flags, note)
+            finally:
+                if pod is not None:
+                    _leave_pod_cgroup(pod)
     except Exception as e:
         # containerd shows start's combined output as the error: one clear line
         sys.stderr.write(f"{flags.action or 'shim'}: {e}\n")
@@ -351,6 +361,26 @@ def _proto_fields(data: bytes) -> dict[int, list[bytes | int]]:
             raise ValueError("truncated field")
         out.setdefault(number, []).append(value)
     return out
+
+
+def _systemd_cgroup(data: bytes) -> bool:
+    """``SystemdCgroup = true`` in a pre-2.3 stdin's runtime options (an ``Any`` holding
+    ``runtimeoptions.v1.Options``, whose field 3 is the options table as TOML)."""
+    if b"SystemdCgroup" not in data:
+        return False
+    try:
+        fields = _proto_fields(data)
+        url, value = fields.get(1, [b""])[-1], fields.get(2, [b""])[-1]
+        if not isinstance(url, bytes) or not url.endswith(b"runtimeoptions.v1.Options"):
+            return False
+        body = _proto_fields(value).get(3, [b""])[-1] if isinstance(value, bytes) else b""
+        if not isinstance(body, bytes):
+            return False
+        import tomllib
+
+        return tomllib.loads(body.decode("utf-8")).get("SystemdCgroup") is True
+    except (ValueError, UnicodeDecodeError):
+        return False
 
 
 def _bootstrap(data: bytes, flags: Flags) -> _Bootstrap | None:
@@ -525,9 +555,12 @@ def _start(
     if not flags.id:
         raise ValueError("-id is required")
     flags.bundle = os.path.abspath(flags.bundle or os.getcwd())
-    boot = _bootstrap(_read_stdin(), flags)
+    stdin = _read_stdin()
+    boot = _bootstrap(stdin, flags)
     mode = _group_mode(shim, group_by)
     env = None
+    if boot is None and _systemd_cgroup(stdin):
+        env = dict(os.environ, **{_SYSTEMD_ENV: "1"})
     if boot is not None:
         flags.debug = flags.debug or boot.debug
         flags.address = flags.address or boot.grpc_address
@@ -695,6 +728,15 @@ def _delete(flags: Flags) -> int:
             unmount_all(rootfs)
         except Exception as e:  # containerd logs delete's stderr as a warning on success
             sys.stderr.write(f"delete: unmount rootfs: {e}\n")
+    if any(os.path.exists(os.path.join(bundle, n)) for n in _CGROUP_RECORDS):
+        try:
+            from runwasi_py._cgroups import cleanup_bundle
+
+            left = cleanup_bundle(bundle)
+            if left:
+                sys.stderr.write(f"delete: cgroups left behind: {', '.join(map(str, left))}\n")
+        except Exception as e:
+            sys.stderr.write(f"delete: remove cgroups: {e}\n")
     try:
         with open(os.path.join(bundle, "address")) as f:
             address = f.read().strip()
@@ -759,7 +801,42 @@ def encode_delete_response(pid: int, exit_status: int, seconds: int, nanos: int)
 # --- the daemon ------------------------------------------------------------------------
 
 
-def _daemon(shim: type[Shim], flags: Flags) -> int:
+def _join_pod_cgroup(flags: Flags) -> tuple[DaemonCgroup | None, str]:
+    """Move the daemon into ``<cgroup_parent>/runwasi-py-shim-<group>`` (a per-pod shim).
+
+    Returns (the DaemonCgroup or None, a note for the log once logging is set up). A spec
+    the join cannot use is not fatal here: Create reports it to containerd.
+    """
+    if os.environ.get(GROUP_ENV) == "namespace":
+        return None, ""
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+        linux = spec.get("linux") if isinstance(spec, dict) else None
+        if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
+            return None, ""
+        from runwasi_py._placement import SYSTEMD_ENV, join_pod_cgroup
+
+        systemd = os.environ.get(SYSTEMD_ENV, "") in ("1", "true")
+        pod = join_pod_cgroup(spec, bundle, _group(bundle, flags.id), systemd=systemd)
+    except Exception as e:
+        return None, f"the daemon stays in its cgroup: {e}"
+    return pod, f"daemon cgroup {pod.path}" if pod is not None else ""
+
+
+def _leave_pod_cgroup(pod: DaemonCgroup) -> None:
+    try:
+        left: list[object] = list(pod.leave())
+    except Exception as e:
+        left = [e]
+    if left:
+        import logging
+
+        logging.getLogger("runwasi_py.daemon").warning("cgroups left behind: %s", left)
+
+
+def _daemon(shim: type[Shim], flags: Flags, placement_note: str = "") -> int:
     import logging
     import signal
     import socket as socket_mod
@@ -792,6 +869,8 @@ def _daemon(shim: type[Shim], flags: Flags) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
     log.info("shim %s starting", shim.name, extra={"namespace": flags.namespace, "id": flags.id})
+    if placement_note:
+        log.info("%s", placement_note)
     try:
         shared = os.environ.get(GROUP_ENV) == "namespace"
         linger = shim.config.linger if shared else 0.0

@@ -33,6 +33,7 @@ from pathlib import Path
 import betterproto2
 
 from runwasi_py import _mount
+from runwasi_py._cgroups import CpuLimits
 from runwasi_py._compile_cache import cache_key_for, shared_cache
 from runwasi_py._context import WASM_MAGIC, RuntimeContext, Stdio
 from runwasi_py._errors import (
@@ -45,6 +46,12 @@ from runwasi_py._errors import (
 from runwasi_py._events import EventSink
 from runwasi_py._instance import Instance, WorkerPool
 from runwasi_py._oci import BundleSpec, build_context, is_sandbox_container
+from runwasi_py._placement import (
+    TaskPlacement,
+    refuse_cri_in_shared_shim,
+    resources_from_update,
+    systemd_from_options,
+)
 from runwasi_py._proto import (
     GO_ZERO_TIME,
     CheckpointTaskRequest,
@@ -82,12 +89,13 @@ from runwasi_py._proto import (
     UpdateTaskRequest,
     WaitRequest,
     WaitResponse,
+    pack_any,
 )
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._state import TaskState, transition
-from runwasi_py._stats import stats_any
+from runwasi_py._stats import engine_memory, stats_any
 from ttrpc import CallContext
 
 __all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]
@@ -131,6 +139,7 @@ class _Task:
     rootfs: Path | None  # where we mounted CreateTaskRequest.rootfs; None if nothing
     mounts: list[Mount] = field(default_factory=list)
     state: TaskState = TaskState.CREATED
+    placement: TaskPlacement | None = None  # its cgroup and namespaces; None outside a pod
 
 
 class PauseSandbox(Sandbox):
@@ -165,8 +174,15 @@ class TaskService(TaskBase):
         kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
         reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
+        shared_shim: bool | None = None,
     ) -> None:
         self._sandbox = sandbox
+        # A namespace-shared daemon serves many pods, so it cannot be in any pod's cgroup
+        self._shared_shim = (
+            os.environ.get("RUNWASI_PY_SHIM_GROUP") == "namespace"
+            if shared_shim is None
+            else shared_shim
+        )
         self.namespace = namespace
         self._events: EventSink = events if events is not None else _DiscardEvents()
         self._shim_name = shim_name
@@ -272,7 +288,10 @@ class TaskService(TaskBase):
             stderr=_stdio_path(request.stderr, "stderr"),
         )
         spec = BundleSpec.load(request.bundle)
+        if self._shared_shim:
+            refuse_cri_in_shared_shim(spec.annotations, request.id)
         mounted: Path | None = None
+        placement: TaskPlacement | None = None
         if request.rootfs:
             _mount.mount_rootfs(request.rootfs, spec.rootfs)
             mounted = spec.rootfs
@@ -282,6 +301,12 @@ class TaskService(TaskBase):
             )
             sandbox = await self._choose_sandbox(ctx)
             await self._precompile(sandbox, ctx)
+            placement = TaskPlacement.prepare(
+                spec.raw,
+                request.bundle,
+                sandbox_container=is_sandbox_container(spec.annotations),
+                systemd=systemd_from_options(request.options),
+            )
             task: _Task | None = None
 
             def on_exit(instance: Instance) -> None:
@@ -295,6 +320,7 @@ class TaskService(TaskBase):
                 pool=self._pool,
                 on_exit=on_exit,
                 kill_timeout=self._kill_timeout,
+                placement=placement,
             )
             task = _Task(
                 id=request.id,
@@ -303,9 +329,12 @@ class TaskService(TaskBase):
                 instance=instance,
                 rootfs=mounted,
                 mounts=list(request.rootfs),
+                placement=placement,
             )
             return task
         except BaseException:
+            if placement is not None:
+                placement.remove()
             if mounted is not None:
                 _unmount(mounted, request.rootfs, request.id)
             raise
@@ -398,6 +427,8 @@ class TaskService(TaskBase):
         if was is TaskState.CREATED:
             task.instance.discard()
         del self._tasks[task.id]
+        if task.placement is not None:
+            _remove_placement(task)
         if task.rootfs is not None:
             _unmount(task.rootfs, task.mounts, task.id)
         status = task.instance.exit_status
@@ -444,7 +475,12 @@ class TaskService(TaskBase):
 
     async def stats(self, request: StatsRequest, context: CallContext) -> StatsResponse:
         task = self._get(request.id)
-        return StatsResponse(stats=stats_any(task.instance, self._running_count()))
+        running = self._running_count()
+        if task.placement is not None:
+            metrics = task.placement.metrics(engine_memory(task.instance, running))
+            if metrics is not None:
+                return StatsResponse(stats=pack_any(metrics))
+        return StatsResponse(stats=stats_any(task.instance, running))
 
     async def connect(self, request: ConnectRequest, context: CallContext) -> ConnectResponse:
         # runc answers an unknown id with task_pid 0 rather than an error; containerd calls
@@ -477,10 +513,16 @@ class TaskService(TaskBase):
 
     async def update(self, request: UpdateTaskRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
-        # An engine cannot change a running instance's limits; take the annotations so
-        # State-level readers see them and accept the call as containerd's CRI expects.
+        # CPU limits go to the task's cgroup; an engine cannot change a running instance's
+        # memory limit. The annotations are kept so State-level readers see them.
+        if request.resources is not None and request.resources.value:
+            resources = resources_from_update(request.resources.type_url, request.resources.value)
+            if task.placement is not None:
+                task.placement.update(resources)
+            else:
+                CpuLimits.from_resources(resources, field="resources")  # still refuse bad input
+                log.debug("task %s: Update without a cgroup: CPU limits not applied", task.id)
         task.instance.ctx.annotations.update(request.annotations)
-        log.debug("task %s: Update (resources not applied to a running instance)", task.id)
         return Empty()
 
     async def exec(self, request: ExecProcessRequest, context: CallContext) -> Empty:
@@ -523,6 +565,14 @@ class TaskService(TaskBase):
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
         await asyncio.to_thread(pool.join_all, grace)
+
+
+def _remove_placement(task: _Task) -> None:
+    assert task.placement is not None
+    try:
+        task.placement.remove()
+    except Exception:  # a cgroup left behind must not fail the Delete; the log names it
+        log.exception("task %s: removing its cgroup failed", task.id)
 
 
 def _is_wasm(ctx: RuntimeContext) -> bool:

@@ -26,9 +26,10 @@ from runwasi_py._cgroups._placement import (
     cleanup_bundle,
     daemon_cgroup_path,
 )
-from runwasi_py._cgroups._record import RECORD_NAME, CreationRecord
+from runwasi_py._cgroups._record import DAEMON_RECORD_NAME, RECORD_NAME, CreationRecord
 
 __all__ = [
+    "DAEMON_RECORD_NAME",
     "MIN_QUOTA_US",
     "RECORD_NAME",
     "CgroupDriver",

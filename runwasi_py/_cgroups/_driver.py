@@ -107,6 +107,10 @@ class CgroupDriver(abc.ABC):
         """Move thread ``tid`` of this process into ``path``."""
 
     @abc.abstractmethod
+    def thread_dirs(self, path: CgroupPath) -> list[Path]:
+        """The directories a thread placed in ``path`` is listed in."""
+
+    @abc.abstractmethod
     def join_process(self, path: CgroupPath, pid: int, record: CreationRecord) -> None:
         """Create ``path`` for every controller and move process ``pid`` (all threads) in."""
 

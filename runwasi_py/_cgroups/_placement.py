@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runwasi_py._cgroups._cpu import CpuLimits
-from runwasi_py._cgroups._driver import CgroupDriver, driver_for
+from runwasi_py._cgroups._driver import CgroupDriver, driver_for, read_text
 from runwasi_py._cgroups._hierarchy import discover
 from runwasi_py._cgroups._metrics import EngineMemory
 from runwasi_py._cgroups._path import CgroupPath, parse_cgroups_path
-from runwasi_py._cgroups._record import RECORD_NAME, CreationRecord
+from runwasi_py._cgroups._record import DAEMON_RECORD_NAME, RECORD_NAME, CreationRecord
 from runwasi_py._errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -114,6 +114,18 @@ class ContainerCgroup:
         self.driver.place_thread(self.path, tid)
         return tid
 
+    def release_current_thread(self) -> None:
+        """Move the calling thread back to the daemon's cgroup (its job is over)."""
+        tid = str(threading.get_native_id())
+        for d in self.driver.thread_dirs(self.path):
+            if (
+                tid
+                in read_text(
+                    d / ("tasks" if self.driver.version == 1 else "cgroup.threads")
+                ).split()
+            ):
+                self.driver.move_out(d)
+
     def update(self, cpu: CpuLimits, field: str = "resources") -> None:
         """Change CPU limits of a running container (Update)."""
         with self._lock:
@@ -143,7 +155,9 @@ class DaemonCgroup:
         self.path = path
         self.record = record
         self.pid = pid
-        self._home = driver.own_cgroups(pid)
+        if not record.home:
+            record.home = driver.own_cgroups(pid)
+        self._home = record.home
 
     @classmethod
     def join(
@@ -156,6 +170,7 @@ class DaemonCgroup:
         """Create ``path`` (mkdir -p) in every hierarchy and move the process in."""
         pid = os.getpid() if pid is None else pid
         daemon = cls(driver, path, record, pid)
+        record.save()
         try:
             driver.join_process(path, pid, record)
         except BaseException:
@@ -173,8 +188,15 @@ class DaemonCgroup:
 def cleanup_bundle(
     bundle: str | os.PathLike[str], driver: CgroupDriver | None = None
 ) -> list[Path]:
-    """Remove the cgroups recorded in ``bundle`` (the ``delete`` action); returns leftovers."""
-    record = CreationRecord.load(Path(bundle) / RECORD_NAME)
-    if not record.dirs:
-        return []
-    return (driver or driver_for(discover())).remove(record)
+    """Remove the cgroups recorded in ``bundle`` (the ``delete`` action); returns leftovers.
+
+    The container's record goes first, then the daemon's (on v2 the container's cgroup sits
+    inside the daemon's).
+    """
+    left: list[Path] = []
+    for name in (RECORD_NAME, DAEMON_RECORD_NAME):
+        record = CreationRecord.load(Path(bundle) / name)
+        if record.dirs:
+            driver = driver or driver_for(discover())
+            left += driver.remove(record)
+    return left

@@ -17,12 +17,14 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["RECORD_NAME", "CreationRecord"]
+__all__ = ["DAEMON_RECORD_NAME", "RECORD_NAME", "CreationRecord"]
 
 log = logging.getLogger("runwasi_py.cgroups")
 
 RECORD_NAME = "runwasi-py-cgroups.json"
-"""The record's file name inside a bundle."""
+"""The file name of a container's record inside its bundle."""
+DAEMON_RECORD_NAME = "runwasi-py-daemon-cgroups.json"
+"""The file name of the pod daemon's record, in the bundle the daemon was started for."""
 
 
 class CreationRecord:
@@ -35,27 +37,41 @@ class CreationRecord:
         []
     """
 
-    def __init__(self, file: Path | None = None, dirs: Iterable[Path] = ()) -> None:
+    def __init__(
+        self,
+        file: Path | None = None,
+        dirs: Iterable[Path] = (),
+        home: dict[str, str] | None = None,
+    ) -> None:
         self.file = file
         self._dirs: list[Path] = list(dirs)
+        self.home: dict[str, str] = dict(home or {})
+        """Where a joined process came from (controller -> cgroup), to go back at exit."""
 
     @classmethod
     def load(cls, file: Path) -> CreationRecord:
         """The record saved in ``file``; empty when there is none (or it is unreadable)."""
+        dirs: list[Path] = []
+        home: dict[str, str] = {}
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
             dirs = [Path(d) for d in data.get("dirs", []) if isinstance(d, str)]
+            raw_home = data.get("home", {})
+            home = {k: v for k, v in raw_home.items() if isinstance(v, str)}
         except FileNotFoundError:
-            dirs = []
+            pass
         except (OSError, ValueError, AttributeError) as e:
             log.warning("ignoring unreadable cgroup record %s: %s", file, e)
-            dirs = []
-        return cls(file, dirs)
+        return cls(file, dirs, home)
 
     @property
     def dirs(self) -> list[Path]:
         """Created directories, in creation order (parents before children)."""
         return list(self._dirs)
+
+    def save(self) -> None:
+        """Write the record now (it is also written at every change)."""
+        self._save()
 
     def _save(self) -> None:
         if self.file is None:
@@ -65,7 +81,8 @@ class CreationRecord:
                 self.file.unlink()
             return
         tmp = self.file.with_name(self.file.name + ".tmp")
-        tmp.write_text(json.dumps({"dirs": [str(d) for d in self._dirs]}), encoding="utf-8")
+        data = {"dirs": [str(d) for d in self._dirs], "home": self.home}
+        tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, self.file)
 
     def mkdir(self, directory: Path) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwasi_py._cgroups._cpu import CpuLimits, v1_files
 from runwasi_py._cgroups._driver import CgroupDriver, read_text, write_text
@@ -19,7 +20,9 @@ from runwasi_py._cgroups._metrics import CpuStatV1, EngineMemory, v1_metrics
 from runwasi_py._cgroups._path import CgroupPath
 from runwasi_py._cgroups._record import CreationRecord
 from runwasi_py._errors import FailedPrecondition
-from runwasi_py._proto import cgroups_v1
+
+if TYPE_CHECKING:
+    from runwasi_py._proto import cgroups_v1
 
 __all__ = ["THREAD_CONTROLLERS", "CgroupV1"]
 
@@ -63,6 +66,10 @@ class CgroupV1(CgroupDriver):
         """Write the tid to ``tasks`` in the cpu and cpuacct directories."""
         for h in self._thread_hierarchies():
             write_text(h.dir_of(path.path) / "tasks", str(tid))
+
+    def thread_dirs(self, path: CgroupPath) -> list[Path]:
+        """The cpu and cpuacct directories (one when they are joined)."""
+        return [h.dir_of(path.path) for h in self._thread_hierarchies()]
 
     def join_process(self, path: CgroupPath, pid: int, record: CreationRecord) -> None:
         """Create ``path`` in every hierarchy and write ``pid`` to each ``cgroup.procs``."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runwasi_py._cgroups._cpu import CpuLimits, v2_files
 from runwasi_py._cgroups._driver import CgroupDriver, read_text, write_text
@@ -26,7 +27,9 @@ from runwasi_py._cgroups._metrics import EngineMemory, v2_metrics
 from runwasi_py._cgroups._path import CgroupPath
 from runwasi_py._cgroups._record import CreationRecord
 from runwasi_py._errors import FailedPrecondition
-from runwasi_py._proto import cgroups_v2
+
+if TYPE_CHECKING:
+    from runwasi_py._proto import cgroups_v2
 
 __all__ = ["PROCESS_CONTROLLERS", "CgroupV2"]
 
@@ -93,6 +96,10 @@ class CgroupV2(CgroupDriver):
     def place_thread(self, path: CgroupPath, tid: int) -> None:
         """Write the tid to the threaded child's ``cgroup.threads``."""
         write_text(self._dir(path) / "cgroup.threads", str(tid))
+
+    def thread_dirs(self, path: CgroupPath) -> list[Path]:
+        """The threaded child."""
+        return [self._dir(path)]
 
     def join_process(self, path: CgroupPath, pid: int, record: CreationRecord) -> None:
         """``mkdir -p`` with controllers enabled down the path, then ``cgroup.procs``."""
