@@ -44,6 +44,9 @@ from typing import TYPE_CHECKING, Literal, TypeVar
 import ttrpc
 from runwasi_py._events_fake import RecordedEvent, RecordingEventsServer
 from runwasi_py._proto import (
+    Any as AnyMessage,
+)
+from runwasi_py._proto import (
     ConnectRequest,
     ConnectResponse,
     CreateTaskRequest,
@@ -62,8 +65,10 @@ from runwasi_py._proto import (
     StateResponse,
     StatsRequest,
     StatsResponse,
+    UpdateTaskRequest,
     WaitRequest,
     WaitResponse,
+    cgroups_v1,
     cgroups_v2,
 )
 
@@ -246,6 +251,7 @@ def make_bundle(
     stdio: Literal["fifo", "file", "none"] = "fifo",
     stdin: bytes | None = None,
     config: Mapping[str, object] | None = None,
+    linux: Mapping[str, object] | None = None,
 ) -> Bundle:
     """Write a bundle under ``directory/<container_id>`` and return it.
 
@@ -254,6 +260,8 @@ def make_bundle(
     ``Sandbox.can_handle`` accepts it. ``stdio="fifo"`` makes stdout/stderr FIFOs read by
     :class:`Output`; ``"file"`` uses plain files; ``"none"`` leaves them unconnected.
     ``config`` replaces the generated ``config.json`` object entirely (for bad-input tests).
+    ``linux`` adds to the spec's ``linux`` object (``cgroupsPath``, ``namespaces``,
+    ``resources``: a ``memory_limit`` is kept unless ``resources`` replaces it).
 
     Example:
         >>> b = make_bundle(tmp_path, args=["/app.wasm", "hi"], files={"app.wasm": wasm})
@@ -275,15 +283,16 @@ def make_bundle(
     if config is not None:
         spec = dict(config)
     else:
-        linux: dict[str, object] = {}
+        linux_obj: dict[str, object] = {}
         if memory_limit is not None:
-            linux["resources"] = {"memory": {"limit": memory_limit}}
+            linux_obj["resources"] = {"memory": {"limit": memory_limit}}
+        linux_obj.update(linux or {})
         spec = {
             "ociVersion": "1.0.2",
             "process": {"args": list(args), "env": list(env), "cwd": cwd},
             "root": {"path": "rootfs"},
             "annotations": dict(annotations or {}),
-            "linux": linux,
+            "linux": linux_obj,
         }
     (path / "config.json").write_text(json.dumps(spec))
     bundle = Bundle(path=path, id=container_id, rootfs=rootfs)
@@ -416,6 +425,24 @@ class TaskDriver:
         if reply.stats.type_url != "io.containerd.cgroups.v2.Metrics":
             raise AssertionError(f"unexpected stats type {reply.stats.type_url!r}")
         return cgroups_v2.Metrics.FromString(reply.stats.value)
+
+    async def metrics(self, task_id: str) -> cgroups_v1.Metrics | cgroups_v2.Metrics:
+        """The task's Stats as whichever Metrics the shim sent (v1 on a v1 host's cgroup)."""
+        reply = await self._call("Stats", StatsRequest(id=task_id), StatsResponse)
+        assert reply.stats is not None
+        if reply.stats.type_url == "io.containerd.cgroups.v1.Metrics":
+            return cgroups_v1.Metrics.FromString(reply.stats.value)
+        if reply.stats.type_url == "io.containerd.cgroups.v2.Metrics":
+            return cgroups_v2.Metrics.FromString(reply.stats.value)
+        raise AssertionError(f"unexpected stats type {reply.stats.type_url!r}")
+
+    async def update(self, task_id: str, resources: Mapping[str, object]) -> None:
+        """Update with OCI ``LinuxResources`` (sent as containerd does: JSON in an Any)."""
+        packed = AnyMessage(
+            type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+            value=json.dumps(resources).encode(),
+        )
+        await self._call("Update", UpdateTaskRequest(id=task_id, resources=packed), Empty)
 
     async def connect(self, task_id: str = "") -> ConnectResponse:
         """Connect: the shim's pid and the task's pid."""
