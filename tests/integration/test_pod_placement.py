@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ttrpc
 
+import ttrpc
 from runwasi_py._cgroups import CgroupDriver, CgroupPath, discover, driver_for
 from runwasi_py._cgroups._hierarchy import read_proc_cgroup
 from runwasi_py._proto import cgroups_v1, cgroups_v2
