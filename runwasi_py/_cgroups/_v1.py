@@ -9,6 +9,7 @@ gets its parent's values first, as runc does.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,9 +25,13 @@ from runwasi_py._errors import FailedPrecondition
 if TYPE_CHECKING:
     from runwasi_py._proto import cgroups_v1
 
-__all__ = ["THREAD_CONTROLLERS", "CgroupV1"]
+__all__ = ["PROCESS_CONTROLLERS", "THREAD_CONTROLLERS", "CgroupV1"]
 
 THREAD_CONTROLLERS = ("cpu", "cpuacct")
+PROCESS_CONTROLLERS = frozenset({"cpu", "cpuacct", "memory", "pids"})
+"""What a pod daemon must join: the pod's CPU, memory and pid accounting and limits."""
+
+log = logging.getLogger("runwasi_py.cgroups")
 
 
 class CgroupV1(CgroupDriver):
@@ -72,15 +77,28 @@ class CgroupV1(CgroupDriver):
         return [h.dir_of(path.path) for h in self._thread_hierarchies()]
 
     def join_process(self, path: CgroupPath, pid: int, record: CreationRecord) -> None:
-        """Create ``path`` in every hierarchy and write ``pid`` to each ``cgroup.procs``."""
+        """Create ``path`` in every hierarchy and write ``pid`` to each ``cgroup.procs``.
+
+        The pod's figures and limits need ``cpu``, ``cpuacct``, ``memory`` and ``pids``: a
+        failure there is an error. Elsewhere (a ``cpuset`` parent left without CPUs, say)
+        it is logged and the process stays where it was in that hierarchy.
+        """
         for h in self.layout.hierarchies():
-            chain = self._chain(h, path)
-            created = self._mkdir_p(record, chain, path)
-            if "cpuset" in h.controllers:
-                for d in created:
-                    for name in ("cpuset.cpus", "cpuset.mems"):
-                        write_text(d / name, read_text(d.parent / name).strip() or "\n")
-            write_text(chain[-1] / "cgroup.procs", str(pid))
+            try:
+                self._join_one(h, path, pid, record)
+            except FailedPrecondition as e:
+                if h.controllers & PROCESS_CONTROLLERS:
+                    raise
+                log.warning("cgroup %s not joined in %s: %s", path, h.mountpoint, e)
+
+    def _join_one(self, h: Hierarchy, path: CgroupPath, pid: int, record: CreationRecord) -> None:
+        chain = self._chain(h, path)
+        created = self._mkdir_p(record, chain, path)
+        if "cpuset" in h.controllers:
+            for d in created:
+                for name in ("cpuset.cpus", "cpuset.mems"):
+                    write_text(d / name, read_text(d.parent / name).strip() or "\n")
+        write_text(chain[-1] / "cgroup.procs", str(pid))
 
     def metrics(self, path: CgroupPath, memory: EngineMemory) -> cgroups_v1.Metrics:
         """cpuacct usage and times, cpu throttling, the engine's memory."""

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 import ttrpc
@@ -50,7 +51,11 @@ def pod(driver: CgroupDriver) -> Iterator[CgroupPath]:
     """A pod cgroup_parent made as kubelet would (so the test owns it and removes it)."""
     path = CgroupPath(f"/runwasi-py-test-{uuid.uuid4().hex[:10]}")
     for h in driver.layout.hierarchies():
-        h.dir_of(path.path).mkdir()
+        top = h.dir_of(path.path)
+        top.mkdir()
+        if "cpuset" in h.controllers:  # kubelet (libcontainer) fills a new cpuset's values
+            for name in ("cpuset.cpus", "cpuset.mems"):
+                (top / name).write_text((top.parent / name).read_text())
     yield path
     for h in driver.layout.hierarchies():
         top = h.dir_of(path.path)
@@ -246,8 +251,6 @@ async def test_pod_namespaces_through_the_sandbox_tasks_pid(
 
 
 async def _sleep(seconds: float) -> None:
-    import anyio
-
     await anyio.sleep(seconds)
 
 
@@ -266,3 +269,95 @@ async def test_a_cri_container_is_refused_by_a_namespace_shared_shim(
 
 
 _ = cgroups_v2  # v2 hosts answer with v2 Metrics (covered by the fake-tree tests)
+
+
+def _cgroup_file(driver: CgroupDriver, controller: str, path: str, name: str) -> str:
+    return (driver.layout.v1[controller].dir_of(path) / name).read_text().strip()
+
+
+async def test_the_pod_daemon_lives_below_the_pod_cgroup(
+    driver: CgroupDriver, pod: CgroupPath, tmp_path: Path
+) -> None:
+    sb = make_bundle(
+        tmp_path,
+        container_id="sb",
+        args=["/pause"],
+        files={"pause": b"\x7fELF"},
+        annotations=SANDBOX,
+        linux={"cgroupsPath": f"{pod}/sb"},
+    )
+    daemon_cgroup = f"{pod}/runwasi-py-shim-sb"
+    async with serve_shim(ScriptShim, mode="subprocess", bundle=sb) as s:
+        own = read_proc_cgroup(s.shim_pid)
+        for controller in ("cpu", "cpuacct", "memory", "pids"):
+            assert own[controller] == daemon_cgroup, s.log.data if s.log else controller
+        # the pod's memory is charged: the daemon's working set was allocated in there
+        assert int(_cgroup_file(driver, "memory", pod.path, "memory.usage_in_bytes")) > 1 << 20
+        await s.driver.create(sb)
+        await s.driver.start("sb")
+        app = make_bundle(
+            tmp_path,
+            container_id="app",
+            args=["/x.wasm", "burn", "200"],
+            annotations={**SANDBOX, "io.kubernetes.cri.container-type": "container"},
+            linux={"cgroupsPath": f"{pod}/app"},
+        )
+        code, _, _ = await s.driver.run(app)
+        assert code == 0
+        app_ns = (
+            int(_cgroup_file(driver, "cpuacct", f"{pod}/app", "cpuacct.usage"))
+            if (driver.layout.v1["cpuacct"].dir_of(f"{pod}/app").exists())
+            else 0
+        )
+        assert app_ns == 0  # deleted with its task
+        # the pod's CPU includes the container's burn (charged to the pod's cgroup)
+        assert int(_cgroup_file(driver, "cpuacct", pod.path, "cpuacct.usage")) >= 150_000_000
+    assert _children(driver, pod) == []  # the daemon left and removed its cgroup
+
+
+async def test_delete_action_cleans_up_after_a_sigkilled_pod_shim(
+    driver: CgroupDriver, pod: CgroupPath, tmp_path: Path
+) -> None:
+    import signal
+
+    sb = make_bundle(
+        tmp_path,
+        container_id="sb",
+        args=["/pause"],
+        files={"pause": b"\x7fELF"},
+        annotations=SANDBOX,
+        linux={"cgroupsPath": f"{pod}/sb"},
+    )
+    async with serve_shim(ScriptShim, mode="subprocess", bundle=sb) as s:
+        await s.driver.create(sb)
+        await s.driver.start("sb")
+        app = make_bundle(
+            tmp_path,
+            container_id="app",
+            args=["/x.wasm", "sleep"],
+            annotations={**SANDBOX, "io.kubernetes.cri.container-type": "container"},
+            linux={"cgroupsPath": f"{pod}/app", "resources": {"cpu": {"quota": 50000}}},
+        )
+        await s.driver.create(app)
+        await s.driver.start("app")
+        assert f"cpu{pod}/app" in _children(driver, pod)
+        os.kill(s.shim_pid, signal.SIGKILL)
+        assert s.executable is not None
+        # what containerd runs in each bundle of a dead shim (the harness does the sandbox's)
+        res = await anyio.run_process(
+            [
+                str(s.executable),
+                "-namespace",
+                s.namespace,
+                "-id",
+                "app",
+                "-bundle",
+                str(app.path),
+                "delete",
+            ],
+            cwd=app.path,
+            check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        s.driver.created.clear()  # nothing to kill or delete: the shim is gone
+    assert _children(driver, pod) == []
