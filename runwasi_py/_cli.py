@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     import socket
     from typing import Any, NoReturn
 
-    from runwasi_py._cgroups import DaemonCgroup
     from runwasi_py._shim import Shim
 
 __all__ = ["Flags", "UsageError", "parse_flags", "shim_main"]
@@ -60,6 +59,7 @@ _LISTENER_FD = 3
 _CGROUP_RECORDS = ("runwasi-py-cgroups.json", "runwasi-py-daemon-cgroups.json")
 """= _cgroups.RECORD_NAME, DAEMON_RECORD_NAME (not imported: delete stays light)."""
 _SYSTEMD_ENV = "RUNWASI_PY_SYSTEMD_CGROUP"  # = _placement.SYSTEMD_ENV
+_CGROUP_NOTE_ENV = "RUNWASI_PY_DAEMON_CGROUP"  # start -> daemon: where it put the daemon
 _DELETE_EXIT_STATUS = 128 + 9  # what the runc shim reports for a task it could not reap
 _USAGE = """\
 Usage of {prog}:
@@ -247,13 +247,10 @@ def _main(shim: type[Shim] | str, argv: list[str] | None, group_by: str | None =
         if flags.action == "delete":
             return _delete(flags)
         if flags.action == "":
-            # before the shim's modules are imported: the pod is charged for the working set
-            pod, note = _join_pod_cgroup(flags)
             try:
-                return _daemon(_resolve(shim), flags, note)
+                return _daemon(_resolve(shim), flags, os.environ.pop(_CGROUP_NOTE_ENV, ""))
             finally:
-                if pod is not None:
-                    _leave_pod_cgroup(pod)
+                _leave_pod_cgroup(flags)
     except Exception as e:
         # containerd shows start's combined output as the error: one clear line
         sys.stderr.write(f"{flags.action or 'shim'}: {e}\n")
@@ -589,6 +586,10 @@ def _start(
             os.dup2(listener.fileno(), _LISTENER_FD)  # start is exiting: fd 3 is free to take
         else:
             os.set_inheritable(_LISTENER_FD, True)
+        if mode == "sandbox":
+            note = _join_pod_cgroup(flags.bundle, group)
+            if note:
+                env = dict(env if env is not None else os.environ, **{_CGROUP_NOTE_ENV: note})
         pid = _spawn_daemon(command, flags.bundle, env)
     except BaseException:
         os.unlink(socket_path(address))
@@ -801,38 +802,43 @@ def encode_delete_response(pid: int, exit_status: int, seconds: int, nanos: int)
 # --- the daemon ------------------------------------------------------------------------
 
 
-def _join_pod_cgroup(flags: Flags) -> tuple[DaemonCgroup | None, str]:
-    """Move the daemon into ``<cgroup_parent>/runwasi-py-shim-<group>`` (a per-pod shim).
+def _join_pod_cgroup(bundle: str, group: str) -> str:
+    """Move this ``start`` process into ``<cgroup_parent>/runwasi-py-shim-<group>`` right
+    before it spawns the pod's daemon, so the daemon is born there and every page it ever
+    allocates is the pod's (charges never move with a process on v2, and on v1 only with
+    ``memory.move_charge_at_immigrate``). Returns a line for the daemon's log.
 
-    Returns (the DaemonCgroup or None, a note for the log once logging is set up). A spec
-    the join cannot use is not fatal here: Create reports it to containerd.
+    A spec the join cannot use is not fatal here: Create reports it to containerd.
     """
-    if os.environ.get(GROUP_ENV) == "namespace":
-        return None, ""
-    bundle = os.path.abspath(flags.bundle or os.getcwd())
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             spec = json.load(f)
         linux = spec.get("linux") if isinstance(spec, dict) else None
         if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
-            return None, ""
-        from runwasi_py._placement import SYSTEMD_ENV, join_pod_cgroup
+            return ""
+        from runwasi_py._placement import join_pod_cgroup
 
-        systemd = os.environ.get(SYSTEMD_ENV, "") in ("1", "true")
-        pod = join_pod_cgroup(spec, bundle, _group(bundle, flags.id), systemd=systemd)
+        systemd = os.environ.get(_SYSTEMD_ENV, "") in ("1", "true")
+        pod = join_pod_cgroup(spec, bundle, group, systemd=systemd)
     except Exception as e:
-        return None, f"the daemon stays in its cgroup: {e}"
-    return pod, f"daemon cgroup {pod.path}" if pod is not None else ""
+        return f"the daemon stays in containerd's cgroup: {e}"
+    return f"daemon cgroup {pod.path}" if pod is not None else ""
 
 
-def _leave_pod_cgroup(pod: DaemonCgroup) -> None:
+def _leave_pod_cgroup(flags: Flags) -> None:
+    """At the daemon's exit: go back to where ``start`` came from, remove the daemon cgroup."""
+    bundle = os.path.abspath(flags.bundle or os.getcwd())
+    if not os.path.exists(os.path.join(bundle, _CGROUP_RECORDS[1])):
+        return
+    import logging
+
+    from runwasi_py._placement import leave_pod_cgroup
+
     try:
-        left: list[object] = list(pod.leave())
+        left: list[object] = list(leave_pod_cgroup(bundle))
     except Exception as e:
         left = [e]
     if left:
-        import logging
-
         logging.getLogger("runwasi_py.daemon").warning("cgroups left behind: %s", left)
 
 

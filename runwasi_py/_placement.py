@@ -48,6 +48,7 @@ __all__ = [
     "TaskPlacement",
     "host_cgroups",
     "join_pod_cgroup",
+    "leave_pod_cgroup",
     "refuse_cri_in_shared_shim",
     "resources_from_update",
     "systemd_from_options",
@@ -253,3 +254,19 @@ def join_pod_cgroup(
     path = daemon_cgroup_path(request.path.parent, grouping_id)
     record = CreationRecord(Path(bundle) / DAEMON_RECORD_NAME)
     return DaemonCgroup.join(driver, path, record)
+
+
+def leave_pod_cgroup(
+    bundle: str | os.PathLike[str], pid: int | None = None, driver: CgroupDriver | None = None
+) -> list[Path]:
+    """The daemon's exit: move ``pid`` (this process) back to the cgroups the record says it
+    came from, then remove what :func:`join_pod_cgroup` created. Returns what could not go."""
+    record = CreationRecord.load(Path(bundle) / DAEMON_RECORD_NAME)
+    if not record.dirs and not record.home:
+        return []
+    driver = driver or host_cgroups()
+    if driver is None:
+        return record.dirs
+    if record.home:
+        driver.leave(os.getpid() if pid is None else pid, record.home)
+    return driver.remove(record)
