@@ -271,6 +271,11 @@ async def test_a_cri_container_is_refused_by_a_namespace_shared_shim(
 _ = cgroups_v2  # v2 hosts answer with v2 Metrics (covered by the fake-tree tests)
 
 
+def _rss_anon_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+
+
 def _cgroup_file(driver: CgroupDriver, controller: str, path: str, name: str) -> str:
     return (driver.layout.v1[controller].dir_of(path) / name).read_text().strip()
 
@@ -293,8 +298,7 @@ async def test_the_pod_daemon_lives_below_the_pod_cgroup(
             assert own[controller] == daemon_cgroup, controller
         # the daemon was born in there (start joined before spawning it): all of its
         # anonymous memory is charged to the pod, none stayed with containerd's cgroup
-        with open(f"/proc/{s.shim_pid}/status") as f:
-            anon_kb = next(int(line.split()[1]) for line in f if line.startswith("RssAnon"))
+        anon_kb = _rss_anon_kb(s.shim_pid)
         usage = int(_cgroup_file(driver, "memory", pod.path, "memory.usage_in_bytes"))
         assert usage >= anon_kb * 1024 > 1 << 20
         await s.driver.create(sb)
