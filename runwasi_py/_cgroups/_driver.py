@@ -33,12 +33,17 @@ _VALUE_ERRNOS = frozenset({errno.EINVAL, errno.ERANGE})
 
 
 def read_text(path: Path) -> str:
-    """A cgroup file's text; ``""`` when it does not exist."""
+    """A cgroup file's text; ``""`` when it does not exist or cannot be read in this cgroup
+    (v2 answers EOPNOTSUPP for ``cgroup.procs`` of a threaded cgroup)."""
     try:
         with open(path, encoding="ascii", errors="replace") as f:
             return f.read()
     except (FileNotFoundError, NotADirectoryError):
         return ""
+    except OSError as e:
+        if e.errno == errno.EOPNOTSUPP:
+            return ""
+        raise
 
 
 def write_text(path: Path, value: str, field: str = "") -> None:

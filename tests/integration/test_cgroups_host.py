@@ -250,3 +250,47 @@ def test_a_thread_joins_a_network_namespace_and_comes_back(netns: str) -> None:
     assert seen["uts_in"] != own_uts  # a new UTS namespace for that thread alone
     assert (seen["net_after"], seen["uts_after"]) == (own_net, own_uts)
     assert os.stat("/proc/self/ns/net").st_ino == own_net  # the rest of the process stayed
+
+
+def test_v2_threaded_subtree_on_the_real_kernel() -> None:
+    """The v2 driver against a real cgroup2 hierarchy (a hybrid host's controller-less
+    ``unified`` mount is enough for threaded subtrees): this process plays the daemon."""
+    require_root()
+    from runwasi_py._cgroups import CgroupLayout, CgroupMode
+    from runwasi_py._cgroups._v2 import CgroupV2
+
+    host = discover()
+    if host.unified is None:
+        pytest.skip("no cgroup2 hierarchy mounted")
+    if host.mode.is_v2:
+        pytest.skip("a v2 host: the pod tests run the v2 driver for real")
+    driver = CgroupV2(CgroupLayout(mode=CgroupMode.UNIFIED, unified=host.unified))
+    parent = CgroupPath(f"/runwasi-py-test-{uuid.uuid4().hex[:10]}")
+    daemon = DaemonCgroup.join(driver, daemon_cgroup_path(parent, "sb"), CreationRecord())
+    root = host.unified.mountpoint
+    try:
+        assert read_proc_cgroup(os.getpid())[""] == daemon.path.path
+        cg = ContainerCgroup.create(driver, parent.child("c1"), CpuLimits(), CreationRecord())
+        assert cg.path == daemon.path.child("c1")  # below the daemon's, not beside it
+        seen: dict[str, str] = {}
+
+        def work(done: threading.Event) -> None:
+            tid = cg.place_current_thread()
+            seen["in"] = read_proc_cgroup(f"self/task/{tid}")[""]
+            cg.release_current_thread()
+            seen["after"] = read_proc_cgroup(f"self/task/{tid}")[""]
+            done.set()
+
+        t, done = _in_thread(work)
+        t.join(10)
+        assert done.is_set()
+        assert seen == {"in": cg.path.path, "after": daemon.path.path}
+        assert (root / cg.path.path.lstrip("/") / "cgroup.type").read_text().strip() == "threaded"
+        domain = (root / daemon.path.path.lstrip("/") / "cgroup.type").read_text().strip()
+        assert domain == "domain threaded"
+        assert cg.remove() == []
+        assert not (root / cg.path.path.lstrip("/")).exists()
+    finally:
+        assert daemon.leave() == []
+    assert read_proc_cgroup(os.getpid())[""] == "/"
+    assert not (root / parent.path.lstrip("/")).exists()
