@@ -25,7 +25,6 @@ puts the thread back in its earlier namespaces afterwards (pooled workers are re
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import os
@@ -33,9 +32,12 @@ import stat
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runwasi_py._errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    import ctypes
 
 __all__ = [
     "CLONE_FLAGS",
@@ -88,8 +90,16 @@ _libc: ctypes.CDLL | None = None
 def _syscalls() -> ctypes.CDLL:
     global _libc
     if _libc is None:
+        import ctypes  # only a task that joins a namespace needs it: off the daemon's boot
+
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
+
+
+def _errno() -> int:
+    import ctypes
+
+    return ctypes.get_errno()
 
 
 def namespace_type(fd: int) -> int:
@@ -99,13 +109,13 @@ def namespace_type(fd: int) -> int:
 
 def _setns(fd: int, flag: int) -> None:
     if _syscalls().setns(fd, flag) != 0:
-        e = ctypes.get_errno()
+        e = _errno()
         raise OSError(e, os.strerror(e))
 
 
 def _unshare(flags: int) -> None:
     if _syscalls().unshare(flags) != 0:
-        e = ctypes.get_errno()
+        e = _errno()
         raise OSError(e, os.strerror(e))
 
 

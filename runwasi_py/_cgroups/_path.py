@@ -18,7 +18,6 @@ Everything here is sans-IO.
 from __future__ import annotations
 
 import posixpath
-import tomllib
 from dataclasses import dataclass
 
 from runwasi_py._errors import InvalidArgument
@@ -151,6 +150,8 @@ def systemd_cgroup_option(config_body: str) -> bool:
     """
     if not config_body.strip():
         return False
+    import tomllib  # only runtimes with options need it: off the daemon's boot path
+
     try:
         table = tomllib.loads(config_body)
     except tomllib.TOMLDecodeError as e:
