@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from runwasi_py._proto import cgroups_v1, cgroups_v2
+    from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
 
 __all__ = ["CpuStatV1", "EngineMemory", "parse_flat_keyed", "v1_metrics", "v2_metrics"]
 
@@ -56,7 +56,7 @@ def _num(text: str) -> int:
 
 def v1_metrics(files: CpuStatV1, memory: EngineMemory) -> cgroups_v1.Metrics:
     """``io.containerd.cgroups.v1.Metrics`` from v1 file texts plus the engine's memory."""
-    from runwasi_py._proto import cgroups_v1
+    from runwasi_py._proto.messages import cgroups_v1
 
     acct = parse_flat_keyed(files.cpuacct_stat)
     throttle = parse_flat_keyed(files.cpu_stat)
@@ -85,7 +85,7 @@ def v1_metrics(files: CpuStatV1, memory: EngineMemory) -> cgroups_v1.Metrics:
 
 def v2_metrics(cpu_stat: str, threads: str, memory: EngineMemory) -> cgroups_v2.Metrics:
     """``io.containerd.cgroups.v2.Metrics`` from a v2 ``cpu.stat`` plus the engine's memory."""
-    from runwasi_py._proto import cgroups_v2
+    from runwasi_py._proto.messages import cgroups_v2
 
     cpu = parse_flat_keyed(cpu_stat)
     return cgroups_v2.Metrics(

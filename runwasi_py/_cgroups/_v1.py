@@ -23,7 +23,7 @@ from runwasi_py._cgroups._record import CreationRecord
 from runwasi_py._errors import FailedPrecondition
 
 if TYPE_CHECKING:
-    from runwasi_py._proto import cgroups_v1
+    from runwasi_py._proto.messages import cgroups_v1
 
 __all__ = ["PROCESS_CONTROLLERS", "THREAD_CONTROLLERS", "CgroupV1"]
 

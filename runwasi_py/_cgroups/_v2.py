@@ -29,7 +29,7 @@ from runwasi_py._cgroups._record import CreationRecord
 from runwasi_py._errors import FailedPrecondition
 
 if TYPE_CHECKING:
-    from runwasi_py._proto import cgroups_v2
+    from runwasi_py._proto.messages import cgroups_v2
 
 __all__ = ["PROCESS_CONTROLLERS", "CgroupV2"]
 

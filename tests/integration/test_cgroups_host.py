@@ -39,7 +39,7 @@ from runwasi_py._cgroups import (
 from runwasi_py._cgroups._hierarchy import read_proc_cgroup
 from runwasi_py._errors import InvalidArgument
 from runwasi_py._namespaces import NamespacePlan
-from runwasi_py._proto import cgroups_v1
+from runwasi_py._proto.messages import cgroups_v1
 from tests.integration._require import require_root
 
 

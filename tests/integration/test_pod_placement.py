@@ -20,7 +20,7 @@ import pytest
 import ttrpc
 from runwasi_py._cgroups import CgroupDriver, CgroupPath, discover, driver_for
 from runwasi_py._cgroups._hierarchy import read_proc_cgroup
-from runwasi_py._proto import cgroups_v1, cgroups_v2
+from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
 from runwasi_py.testing import ShimUnderTest, make_bundle, serve_shim
 from tests.integration._require import require_root
 from tests.runwasi_py.sandboxes import RELEASE, ScriptShim, entered, reset
