@@ -2,9 +2,10 @@
 
 A container's thread is placed in the ``cpu`` and ``cpuacct`` hierarchies (one directory
 when they are joined in one mount), the only v1 controllers that account and limit per
-thread. The daemon joins every mounted hierarchy through ``cgroup.procs``. A new ``cpuset``
-directory starts with no CPUs and no memory nodes, and the kernel refuses tasks in it, so it
-gets its parent's values first, as runc does.
+thread. The daemon joins the cpu, cpuacct, memory and pids hierarchies through
+``cgroup.procs``. A new ``cpuset`` directory (when cpuset is mounted with one of those) starts
+with no CPUs and no memory nodes, and the kernel refuses tasks in it, so it gets its parent's
+values first, as runc does.
 """
 
 from __future__ import annotations
@@ -77,24 +78,20 @@ class CgroupV1(CgroupDriver):
         return [h.dir_of(path.path) for h in self._thread_hierarchies()]
 
     def join_process(self, path: CgroupPath, pid: int, record: CreationRecord) -> None:
-        """Create ``path`` in every hierarchy and write ``pid`` to each ``cgroup.procs``.
+        """Create ``path`` in the cpu, cpuacct, memory and pids hierarchies and write ``pid``
+        to each ``cgroup.procs``: the pod's CPU, memory and pid accounting and limits.
 
-        The pod's figures and limits need ``cpu``, ``cpuacct``, ``memory`` and ``pids``: a
-        failure there is an error. Elsewhere (a ``cpuset`` parent left without CPUs, say)
-        it is logged and the process stays where it was in that hierarchy.
+        The other hierarchies (blkio, devices, freezer, cpuset, named ones) are left alone:
+        each move of a process costs the kernel an RCU grace period when it is the first in
+        a while, and nothing the pod is measured or limited by lives there.
         """
-        for h in self.layout.hierarchies():
-            try:
-                self._join_one(h, path, pid, record)
-            except FailedPrecondition as e:
-                if h.controllers & PROCESS_CONTROLLERS:
-                    raise
-                log.warning("cgroup %s not joined in %s: %s", path, h.mountpoint, e)
+        for h in self.layout.v1_for(sorted(PROCESS_CONTROLLERS)):
+            self._join_one(h, path, pid, record)
 
     def _join_one(self, h: Hierarchy, path: CgroupPath, pid: int, record: CreationRecord) -> None:
         chain = self._chain(h, path)
         created = self._mkdir_p(record, chain, path)
-        if "cpuset" in h.controllers:
+        if "cpuset" in h.controllers:  # mounted together with one of ours
             for d in created:
                 for name in ("cpuset.cpus", "cpuset.mems"):
                     write_text(d / name, read_text(d.parent / name).strip() or "\n")
@@ -139,8 +136,8 @@ class CgroupV1(CgroupDriver):
                     raise
 
     def leave(self, pid: int, home: dict[str, str]) -> None:
-        """Write ``pid`` to ``cgroup.procs`` of its earlier cgroup in every hierarchy."""
-        for h in self.layout.hierarchies():
+        """Write ``pid`` to ``cgroup.procs`` of its earlier cgroup in each joined hierarchy."""
+        for h in self.layout.v1_for(sorted(PROCESS_CONTROLLERS)):
             path = next((home[n] for n in h.controllers if n in home), None)
             if path is None:
                 continue

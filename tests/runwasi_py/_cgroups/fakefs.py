@@ -40,22 +40,25 @@ def _fake_rmdir(directory: Path) -> None:
     directory.rmdir()
 
 
-def v1_host(tmp: Path, *, joined: bool = False) -> FakeHost:
+def v1_host(tmp: Path, *, joined: bool = False, cpuset_with_memory: bool = False) -> FakeHost:
     root, proc = tmp / "cg", tmp / "proc"
     groups = (
         [("cpu,cpuacct", "cpu,cpuacct")] if joined else [("cpu", "cpu"), ("cpuacct", "cpuacct")]
     )
-    groups += [("memory", "memory"), ("cpuset", "cpuset")]
+    if cpuset_with_memory:
+        groups += [("memory,cpuset", "memory,cpuset")]
+    else:
+        groups += [("memory", "memory"), ("cpuset", "cpuset")]
     lines = []
     for i, (dirname, opts) in enumerate(groups):
         (root / dirname).mkdir(parents=True)
         lines.append(f"{30 + i} 1 0:{30 + i} / {root / dirname} rw - cgroup cgroup rw,{opts}")
-    (root / "cpuset" / "cpuset.cpus").write_text("0-1\n")
-    (root / "cpuset" / "cpuset.mems").write_text("0\n")
+    cpuset = root / ("memory,cpuset" if cpuset_with_memory else "cpuset")
+    (cpuset / "cpuset.cpus").write_text("0-1\n")
+    (cpuset / "cpuset.mems").write_text("0\n")
     host = FakeHost(root, proc, parse_mountinfo("\n".join(lines) + "\n"))
-    host.set_own_cgroups(
-        "4:memory:/\n3:cpuset:/\n2:cpuacct:/\n1:cpu:/\n" if not joined else "1:cpu,cpuacct:/\n"
-    )
+    own = "1:cpu,cpuacct:/\n" if joined else "4:memory:/\n3:cpuset:/\n2:cpuacct:/\n1:cpu:/\n"
+    host.set_own_cgroups(own)
     return host
 
 

@@ -114,23 +114,30 @@ def test_v1_stats_read_cpuacct_and_throttling(tmp_path: Path) -> None:
     assert m.pids.current == 1
 
 
-def test_v1_daemon_joins_every_hierarchy_and_cpuset_gets_parent_values(tmp_path: Path) -> None:
+def test_v1_daemon_joins_the_accounting_hierarchies_only(tmp_path: Path) -> None:
     host = v1_host(tmp_path)
     record = CreationRecord()
     path = daemon_cgroup_path(POD, "sb1")
     assert path.path == "/kubepods/pod1/runwasi-py-shim-sb1"
     daemon = DaemonCgroup.join(host.driver, path, record, pid=4242)
-    for h in ("cpu", "cpuacct", "memory", "cpuset"):
-        assert (
-            host.root / h / "kubepods/pod1/runwasi-py-shim-sb1/cgroup.procs"
-        ).read_text() == "4242"
-    assert (host.root / "cpuset/kubepods/pod1/cpuset.cpus").read_text() == "0-1"
-    assert (host.root / "cpuset/kubepods/pod1/runwasi-py-shim-sb1/cpuset.mems").read_text() == "0"
+    for h in ("cpu", "cpuacct", "memory"):
+        procs = host.root / h / "kubepods/pod1/runwasi-py-shim-sb1/cgroup.procs"
+        assert procs.read_text() == "4242"
+    assert not (host.root / "cpuset" / "kubepods").exists()  # nothing the pod is measured by
     for p in host.root.glob("*/kubepods/pod1/runwasi-py-shim-sb1/cgroup.procs"):
         p.unlink()  # the fake kernel: the process has left once leave() wrote it elsewhere
     assert daemon.leave() == []
     assert (host.root / "cpu" / "cgroup.procs").read_text() == "4242"  # home was the root
     assert not (host.root / "memory" / "kubepods").exists()
+
+
+def test_v1_a_new_cpuset_gets_its_parents_values(tmp_path: Path) -> None:
+    host = v1_host(tmp_path, cpuset_with_memory=True)
+    DaemonCgroup.join(host.driver, daemon_cgroup_path(POD, "sb1"), CreationRecord(), pid=4242)
+    d = host.root / "memory,cpuset/kubepods/pod1/runwasi-py-shim-sb1"
+    assert (d / "cgroup.procs").read_text() == "4242"
+    assert (d.parent / "cpuset.cpus").read_text() == "0-1"
+    assert (d / "cpuset.mems").read_text() == "0"
 
 
 def test_cleanup_bundle_removes_what_a_killed_shim_recorded(tmp_path: Path) -> None:
