@@ -18,7 +18,6 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 __all__ = [
@@ -49,9 +48,8 @@ class CgroupMode(enum.Enum):
         return self is CgroupMode.UNIFIED
 
 
-@dataclass(frozen=True, slots=True)
 class Hierarchy:
-    """One mounted cgroup hierarchy.
+    """One mounted cgroup hierarchy (a plain class: ``start`` imports this module).
 
     ``controllers`` are a v1 mount's controllers (``name=systemd`` for a named one) and empty
     for cgroup2, whose controllers are read from ``cgroup.controllers`` when needed.
@@ -59,10 +57,31 @@ class Hierarchy:
     namespace shows only a subtree).
     """
 
-    mountpoint: Path
-    version: int
-    controllers: frozenset[str] = frozenset()
-    root: str = "/"
+    __slots__ = ("controllers", "mountpoint", "root", "version")
+
+    def __init__(
+        self,
+        mountpoint: Path,
+        version: int,
+        controllers: frozenset[str] = frozenset(),
+        root: str = "/",
+    ) -> None:
+        self.mountpoint = mountpoint
+        self.version = version
+        self.controllers = controllers
+        self.root = root
+
+    def _key(self) -> tuple[Path, int, frozenset[str], str]:
+        return (self.mountpoint, self.version, self.controllers, self.root)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Hierarchy) and other._key() == self._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return f"Hierarchy({str(self.mountpoint)!r}, v{self.version}, {sorted(self.controllers)})"
 
     def dir_of(self, cgroup: str) -> Path:
         """The directory of the cgroup at hierarchy path ``cgroup`` (``/a/b``).
@@ -79,7 +98,6 @@ class Hierarchy:
         return self.mountpoint / rel if rel else self.mountpoint
 
 
-@dataclass(frozen=True, slots=True)
 class CgroupLayout:
     """The host's cgroup hierarchies: v1 ones by controller, and the unified one if mounted.
 
@@ -89,9 +107,17 @@ class CgroupLayout:
         (<CgroupMode.LEGACY: 'legacy'>, PosixPath('/sys/fs/cgroup/cpu'))
     """
 
-    mode: CgroupMode
-    v1: Mapping[str, Hierarchy] = field(default_factory=dict)
-    unified: Hierarchy | None = None
+    __slots__ = ("mode", "unified", "v1")
+
+    def __init__(
+        self,
+        mode: CgroupMode,
+        v1: Mapping[str, Hierarchy] | None = None,
+        unified: Hierarchy | None = None,
+    ) -> None:
+        self.mode = mode
+        self.v1: Mapping[str, Hierarchy] = dict(v1 or {})
+        self.unified = unified
 
     def hierarchies(self) -> list[Hierarchy]:
         """Every distinct hierarchy that holds controllers for this mode."""

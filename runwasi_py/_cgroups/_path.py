@@ -18,7 +18,6 @@ Everything here is sans-IO.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 
 from runwasi_py._errors import InvalidArgument
 
@@ -32,20 +31,30 @@ __all__ = [
 FIELD = "linux.cgroupsPath"
 
 
-@dataclass(frozen=True, slots=True)
 class CgroupPath:
     """A validated cgroup: ``path`` is absolute and normalised inside the hierarchy.
 
-    Example:
+    A plain class, not a dataclass: ``start`` imports this module, and ``dataclasses``
+    costs it ~10 ms. Example:
         >>> parse_cgroups_path("/kubepods/pod1/c1").parent
         CgroupPath(path='/kubepods/pod1')
     """
 
-    path: str
+    __slots__ = ("path",)
 
-    def __post_init__(self) -> None:
-        if not self.path.startswith("/") or self.path == "/":
-            raise ValueError(f"not a cgroup below the root: {self.path!r}")
+    def __init__(self, path: str) -> None:
+        if not path.startswith("/") or path == "/":
+            raise ValueError(f"not a cgroup below the root: {path!r}")
+        self.path = path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CgroupPath) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        return f"CgroupPath(path={self.path!r})"
 
     @property
     def name(self) -> str:

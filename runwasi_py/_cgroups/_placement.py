@@ -1,16 +1,14 @@
-"""A container's and a pod daemon's cgroups as objects: created, joined, updated, removed.
+"""A container's cgroup as an object: created, joined by its thread, updated, removed.
 
 :class:`CgroupRequest` is what a spec asks for, validated before anything is created.
 :class:`ContainerCgroup` is one container's thread cgroup (its worker thread joins it for
-``cpu``/``cpuacct`` on v1, a threaded child on v2); :class:`DaemonCgroup` is the pod's shim
-daemon's own cgroup below the pod's ``cgroup_parent``. Each keeps a :class:`CreationRecord`
-in its bundle, so :func:`cleanup_bundle` (the ``delete`` action) removes what a SIGKILLed
-shim left.
+``cpu``/``cpuacct`` on v1, a threaded child on v2). It keeps a :class:`CreationRecord` in
+its bundle, so ``cleanup_bundle`` (:mod:`._daemon`, the ``delete`` action) removes what a
+SIGKILLed shim left.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,26 +16,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runwasi_py._cgroups._cpu import CpuLimits
-from runwasi_py._cgroups._driver import CgroupDriver, driver_for, read_text
-from runwasi_py._cgroups._hierarchy import discover
+from runwasi_py._cgroups._driver import CgroupDriver, read_text
 from runwasi_py._cgroups._metrics import EngineMemory
 from runwasi_py._cgroups._path import CgroupPath, parse_cgroups_path
-from runwasi_py._cgroups._record import DAEMON_RECORD_NAME, RECORD_NAME, CreationRecord
+from runwasi_py._cgroups._record import CreationRecord
 from runwasi_py._errors import InvalidArgument
 
 if TYPE_CHECKING:
     import betterproto2
 
-__all__ = [
-    "DAEMON_CGROUP_PREFIX",
-    "CgroupRequest",
-    "ContainerCgroup",
-    "DaemonCgroup",
-    "cleanup_bundle",
-    "daemon_cgroup_path",
-]
-
-DAEMON_CGROUP_PREFIX = "runwasi-py-shim-"
+__all__ = ["CgroupRequest", "ContainerCgroup"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,11 +52,6 @@ class CgroupRequest:
             raise InvalidArgument(f"linux.cgroupsPath must be a string, not {raw!r}")
         path = parse_cgroups_path(raw, systemd=systemd)
         return cls(path=path, cpu=CpuLimits.from_resources(linux.get("resources")))
-
-
-def daemon_cgroup_path(cgroup_parent: CgroupPath, sandbox_id: str) -> CgroupPath:
-    """The pod daemon's own cgroup: ``<cgroup_parent>/runwasi-py-shim-<sandbox id>``."""
-    return cgroup_parent.child(DAEMON_CGROUP_PREFIX + sandbox_id)
 
 
 class ContainerCgroup:
@@ -139,64 +122,3 @@ class ContainerCgroup:
         """Move threads out and remove every directory this container created."""
         with self._lock:
             return self.driver.remove(self.record)
-
-
-class DaemonCgroup:
-    """The pod's shim daemon in a cgroup of its own below the pod's ``cgroup_parent``.
-
-    Join before the daemon allocates its working set: memory charges stay where they were
-    made (never moved on v2; on v1 only with ``memory.move_charge_at_immigrate``).
-    """
-
-    def __init__(
-        self, driver: CgroupDriver, path: CgroupPath, record: CreationRecord, pid: int
-    ) -> None:
-        self.driver = driver
-        self.path = path
-        self.record = record
-        self.pid = pid
-        if not record.home:
-            record.home = driver.own_cgroups(pid)
-        self._home = record.home
-
-    @classmethod
-    def join(
-        cls,
-        driver: CgroupDriver,
-        path: CgroupPath,
-        record: CreationRecord,
-        pid: int | None = None,
-    ) -> DaemonCgroup:
-        """Create ``path`` (mkdir -p) in every hierarchy and move the process in."""
-        pid = os.getpid() if pid is None else pid
-        daemon = cls(driver, path, record, pid)
-        record.save()
-        try:
-            driver.join_process(path, pid, record)
-        except BaseException:
-            driver.leave(pid, daemon._home)
-            driver.remove(record)
-            raise
-        return daemon
-
-    def leave(self) -> list[Path]:
-        """Move the process back where it came from and remove what was created."""
-        self.driver.leave(self.pid, self._home)
-        return self.driver.remove(self.record)
-
-
-def cleanup_bundle(
-    bundle: str | os.PathLike[str], driver: CgroupDriver | None = None
-) -> list[Path]:
-    """Remove the cgroups recorded in ``bundle`` (the ``delete`` action); returns leftovers.
-
-    The container's record goes first, then the daemon's (on v2 the container's cgroup sits
-    inside the daemon's).
-    """
-    left: list[Path] = []
-    for name in (RECORD_NAME, DAEMON_RECORD_NAME):
-        record = CreationRecord.load(Path(bundle) / name)
-        if record.dirs:
-            driver = driver or driver_for(discover())
-            left += driver.remove(record)
-    return left

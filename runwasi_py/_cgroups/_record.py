@@ -12,14 +12,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-__all__ = ["DAEMON_RECORD_NAME", "RECORD_NAME", "CreationRecord"]
+__all__ = ["DAEMON_RECORD_NAME", "RECORD_NAME", "CreationRecord", "log"]
 
-log = logging.getLogger("runwasi_py.cgroups")
+
+def log() -> logging.Logger:
+    """The cgroups logger (``logging`` is imported on first use: ``start`` imports this)."""
+    import logging
+
+    return logging.getLogger("runwasi_py.cgroups")
+
+
+# Not typing.TYPE_CHECKING: ``start`` imports this module, and typing costs it ~5 ms.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
 
 RECORD_NAME = "runwasi-py-cgroups.json"
 """The file name of a container's record inside its bundle."""
@@ -61,7 +71,7 @@ class CreationRecord:
         except FileNotFoundError:
             pass
         except (OSError, ValueError, AttributeError) as e:
-            log.warning("ignoring unreadable cgroup record %s: %s", file, e)
+            log().warning("ignoring unreadable cgroup record %s: %s", file, e)
         return cls(file, dirs, home)
 
     @property
@@ -104,8 +114,28 @@ class CreationRecord:
         return True
 
     def mkdir_p(self, chain: Iterable[Path]) -> list[Path]:
-        """Create the missing ones of ``chain`` (outermost first), as ``mkdir -p``; returns them."""
-        return [d for d in chain if self.mkdir(d)]
+        """Create the missing ones of ``chain`` (outermost first), as ``mkdir -p``; returns them.
+
+        The missing ones are recorded together, in one write ahead of the first ``mkdir``.
+        """
+        missing = [d for d in chain if not d.is_dir()]
+        if not missing:
+            return []
+        self._dirs.extend(missing)
+        self._save()
+        created: list[Path] = []
+        try:
+            for d in missing:
+                try:
+                    d.mkdir()
+                except FileExistsError:
+                    continue  # lost a race with another creator: not ours
+                created.append(d)
+        finally:
+            if len(created) != len(missing):
+                self._dirs = [d for d in self._dirs if d not in missing or d in created]
+                self._save()
+        return created
 
     def remove(
         self,
@@ -126,7 +156,7 @@ class CreationRecord:
                 rmdir(directory)
             except OSError as e:
                 if e.errno != errno.ENOENT:
-                    log.warning("cannot remove cgroup %s: %s", directory, e.strerror or e)
+                    log().warning("cannot remove cgroup %s: %s", directory, e.strerror or e)
                     return False
         self._dirs.remove(directory)
         self._save()

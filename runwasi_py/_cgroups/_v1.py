@@ -10,20 +10,20 @@ values first, as runc does.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from runwasi_py._cgroups._cpu import CpuLimits, v1_files
 from runwasi_py._cgroups._driver import CgroupDriver, read_text, write_text
 from runwasi_py._cgroups._hierarchy import Hierarchy
-from runwasi_py._cgroups._metrics import CpuStatV1, EngineMemory, v1_metrics
 from runwasi_py._cgroups._path import CgroupPath
 from runwasi_py._cgroups._record import CreationRecord
 from runwasi_py._errors import FailedPrecondition
 
+# Not typing.TYPE_CHECKING: ``start`` imports this module, and typing costs it ~5 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from runwasi_py._cgroups._cpu import CpuLimits
+    from runwasi_py._cgroups._metrics import EngineMemory
     from runwasi_py._proto.messages import cgroups_v1
 
 __all__ = ["PROCESS_CONTROLLERS", "THREAD_CONTROLLERS", "CgroupV1"]
@@ -31,8 +31,6 @@ __all__ = ["PROCESS_CONTROLLERS", "THREAD_CONTROLLERS", "CgroupV1"]
 THREAD_CONTROLLERS = ("cpu", "cpuacct")
 PROCESS_CONTROLLERS = frozenset({"cpu", "cpuacct", "memory", "pids"})
 """What a pod daemon must join: the pod's CPU, memory and pid accounting and limits."""
-
-log = logging.getLogger("runwasi_py.cgroups")
 
 
 class CgroupV1(CgroupDriver):
@@ -63,6 +61,8 @@ class CgroupV1(CgroupDriver):
 
     def apply_cpu(self, path: CgroupPath, limits: CpuLimits, field: str) -> None:
         """Write shares, period, quota to the cpu hierarchy's directory."""
+        from runwasi_py._cgroups._cpu import v1_files
+
         cpu_dir = self.layout.v1["cpu"].dir_of(path.path)
         for name, value in v1_files(limits):
             key = {"cpu.shares": "shares", "cpu.cfs_period_us": "period"}.get(name, "quota")
@@ -99,6 +99,8 @@ class CgroupV1(CgroupDriver):
 
     def metrics(self, path: CgroupPath, memory: EngineMemory) -> cgroups_v1.Metrics:
         """cpuacct usage and times, cpu throttling, the engine's memory."""
+        from runwasi_py._cgroups._metrics import CpuStatV1, v1_metrics
+
         cpu_dir = self.layout.v1["cpu"].dir_of(path.path)
         acct = self.layout.v1.get("cpuacct")
         acct_dir = acct.dir_of(path.path) if acct else cpu_dir

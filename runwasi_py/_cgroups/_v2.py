@@ -15,25 +15,24 @@ enabled in the daemon cgroup's ``cgroup.subtree_control``. Where the figures com
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from runwasi_py._cgroups._cpu import CpuLimits, v2_files
 from runwasi_py._cgroups._driver import CgroupDriver, read_text, write_text
 from runwasi_py._cgroups._hierarchy import Hierarchy
-from runwasi_py._cgroups._metrics import EngineMemory, v2_metrics
 from runwasi_py._cgroups._path import CgroupPath
-from runwasi_py._cgroups._record import CreationRecord
+from runwasi_py._cgroups._record import CreationRecord, log
 from runwasi_py._errors import FailedPrecondition
 
+# Not typing.TYPE_CHECKING: ``start`` imports this module, and typing costs it ~5 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from runwasi_py._cgroups._cpu import CpuLimits
+    from runwasi_py._cgroups._metrics import EngineMemory
     from runwasi_py._proto.messages import cgroups_v2
 
 __all__ = ["PROCESS_CONTROLLERS", "CgroupV2"]
 
-log = logging.getLogger("runwasi_py.cgroups")
 
 PROCESS_CONTROLLERS = ("cpu", "memory", "pids", "io")
 """Enabled down the daemon's path (when the parent offers them), as runc enables them."""
@@ -63,7 +62,7 @@ class CgroupV2(CgroupDriver):
                 except FailedPrecondition as e:
                     # a domain controller cannot be enabled where processes live: not fatal,
                     # the cgroup still exists and is accounted by its ancestors
-                    log.info("%s", e)
+                    log().info("%s", e)
 
     def thread_cgroup(self, spec_path: CgroupPath) -> CgroupPath:
         """``<daemon's cgroup>/<spec name>``: inside the daemon's threaded subtree."""
@@ -85,6 +84,8 @@ class CgroupV2(CgroupDriver):
 
     def apply_cpu(self, path: CgroupPath, limits: CpuLimits, field: str) -> None:
         """Write ``cpu.weight`` and ``cpu.max``."""
+        from runwasi_py._cgroups._cpu import v2_files
+
         d = self._dir(path)
         files = v2_files(limits, read_text(d / "cpu.max") or None)
         if files and not (d / "cpu.max").exists():
@@ -111,6 +112,8 @@ class CgroupV2(CgroupDriver):
 
     def metrics(self, path: CgroupPath, memory: EngineMemory) -> cgroups_v2.Metrics:
         """The threaded child's ``cpu.stat``, the engine's memory."""
+        from runwasi_py._cgroups._metrics import v2_metrics
+
         d = self._dir(path)
         return v2_metrics(read_text(d / "cpu.stat"), read_text(d / "cgroup.threads"), memory)
 

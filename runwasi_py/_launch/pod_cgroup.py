@@ -55,11 +55,11 @@ def join_before_spawn(bundle: str, group: str, env: dict[str, str] | None) -> di
         linux = spec.get("linux") if isinstance(spec, dict) else None
         if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
             return env
-        from runwasi_py._task.placement import join_pod_cgroup
+        from runwasi_py._cgroups._daemon import join_daemon_cgroup
 
         base = env if env is not None else os.environ
         systemd = base.get(SYSTEMD_ENV, "") in ("1", "true")
-        pod = join_pod_cgroup(spec, bundle, group, systemd=systemd)
+        pod = join_daemon_cgroup(spec, bundle, group, systemd=systemd)
         note = f"daemon cgroup {pod.path}" if pod is not None else ""
     except Exception as e:
         note = f"the daemon stays in containerd's cgroup: {e}"
@@ -74,10 +74,10 @@ def leave_at_exit(bundle: str) -> None:
         return
     import logging
 
-    from runwasi_py._task.placement import leave_pod_cgroup
+    from runwasi_py._cgroups._daemon import leave_daemon_cgroup
 
     try:
-        left: list[object] = list(leave_pod_cgroup(bundle))
+        left: list[object] = list(leave_daemon_cgroup(bundle))
     except Exception as e:
         left = [e]
     if left:
@@ -89,7 +89,7 @@ def cleanup(bundle: str) -> None:
     if not any(os.path.exists(os.path.join(bundle, n)) for n in RECORD_FILES):
         return
     try:
-        from runwasi_py._cgroups import cleanup_bundle
+        from runwasi_py._cgroups._daemon import cleanup_bundle
 
         left = cleanup_bundle(bundle)
         if left:

@@ -7,8 +7,8 @@ its cgroup for ``cpu``/``cpuacct``, or its v2 threaded child, and the spec's net
 and IPC namespaces), updated by Update, read by Stats, and removed at Delete. The instance
 only calls :meth:`~TaskPlacement.on_worker`; the task service owns the rest.
 
-:func:`join_pod_cgroup` puts the pod's shim daemon in a cgroup of its own below the pod's
-``cgroup_parent``; :func:`refuse_cri_in_shared_shim` is the namespace-shared mode's rule.
+:func:`refuse_cri_in_shared_shim` is the namespace-shared mode's rule. (The pod daemon's
+own cgroup is ``_cgroups._daemon``'s, joined by ``start``: ``_launch/pod_cgroup.py``.)
 """
 
 from __future__ import annotations
@@ -23,16 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runwasi_py._cgroups import (
-    DAEMON_RECORD_NAME,
     RECORD_NAME,
     CgroupDriver,
     CgroupRequest,
     ContainerCgroup,
     CpuLimits,
     CreationRecord,
-    DaemonCgroup,
     EngineMemory,
-    daemon_cgroup_path,
     discover,
     driver_for,
     systemd_cgroup_option,
@@ -47,8 +44,6 @@ __all__ = [
     "CRI_ANNOTATION_PREFIX",
     "TaskPlacement",
     "host_cgroups",
-    "join_pod_cgroup",
-    "leave_pod_cgroup",
     "refuse_cri_in_shared_shim",
     "resources_from_update",
     "systemd_from_options",
@@ -228,45 +223,3 @@ def refuse_cri_in_shared_shim(annotations: Mapping[str, str], container_id: str)
             " RUNWASI_PY_SHIM_GROUP=namespace shares one shim across pods; unset"
             " RUNWASI_PY_SHIM_GROUP (or set it to 'sandbox') for this runtime"
         )
-
-
-def join_pod_cgroup(
-    spec: Mapping[str, Any],
-    bundle: str | os.PathLike[str],
-    grouping_id: str,
-    *,
-    systemd: bool = False,
-    driver: CgroupDriver | None = None,
-) -> DaemonCgroup | None:
-    """Move this process into ``<cgroup_parent>/runwasi-py-shim-<grouping id>``.
-
-    ``cgroup_parent`` is the parent of the first container's ``linux.cgroupsPath`` (the
-    sandbox container's ``<cgroup_parent>/<sandbox id>`` in a pod). Called by the process
-    that becomes the daemon before it allocates its working set; the record goes into the
-    bundle, for the ``delete`` action. None when there is nothing to join.
-    """
-    request = CgroupRequest.from_spec(spec, systemd=systemd)
-    if request.path is None or request.path.parent is None:
-        return None
-    driver = driver or host_cgroups()
-    if driver is None:
-        return None
-    path = daemon_cgroup_path(request.path.parent, grouping_id)
-    record = CreationRecord(Path(bundle) / DAEMON_RECORD_NAME)
-    return DaemonCgroup.join(driver, path, record)
-
-
-def leave_pod_cgroup(
-    bundle: str | os.PathLike[str], pid: int | None = None, driver: CgroupDriver | None = None
-) -> list[Path]:
-    """The daemon's exit: move ``pid`` (this process) back to the cgroups the record says it
-    came from, then remove what :func:`join_pod_cgroup` created. Returns what could not go."""
-    record = CreationRecord.load(Path(bundle) / DAEMON_RECORD_NAME)
-    if not record.dirs and not record.home:
-        return []
-    driver = driver or host_cgroups()
-    if driver is None:
-        return record.dirs
-    if record.home:
-        driver.leave(os.getpid() if pid is None else pid, record.home)
-    return driver.remove(record)
