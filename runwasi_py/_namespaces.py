@@ -179,6 +179,9 @@ class NamespacePlan:
     unshare: list[str] = field(default_factory=list)
     """Thread namespace types the spec asks to be new (no path)."""
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    hostname: str = ""
+    """The spec's ``hostname``, set in a new UTS namespace (what runc does for a pod's
+    sandbox: a sidecar that joins the pod's UTS namespace then sees the pod's name)."""
     """(type, why) for the entries a thread cannot apply."""
 
     @classmethod
@@ -193,6 +196,10 @@ class NamespacePlan:
         linux = spec.get("linux") or {}
         entries = linux.get("namespaces") if isinstance(linux, Mapping) else None
         plan = cls()
+        hostname = spec.get("hostname") or ""
+        if not isinstance(hostname, str) or len(hostname.encode()) > 64 or "\0" in hostname:
+            raise InvalidArgument("hostname must be a string of at most 64 bytes")
+        plan.hostname = hostname
         if entries is None:
             return plan
         if not isinstance(entries, list):
@@ -256,6 +263,11 @@ class NamespacePlan:
                     f"linux.namespaces: cannot make new {'/'.join(self.unshare)}"
                     f" namespaces: {e.strerror}"
                 ) from None
+        if "uts" in self.unshare and self.hostname:
+            name = self.hostname.encode()
+            if _syscalls().sethostname(name, len(name)) != 0:
+                reason = os.strerror(_errno())
+                raise FailedPrecondition(f"hostname: cannot set {self.hostname!r}: {reason}")
 
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:

@@ -8,8 +8,11 @@ and the shim's other containers unaffected.
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,7 @@ import pytest
 import ttrpc
 from runwasi_py._cgroups import CgroupDriver, CgroupPath, discover, driver_for
 from runwasi_py._cgroups._hierarchy import read_proc_cgroup
+from runwasi_py._namespaces import NamespacePlan
 from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
 from runwasi_py.testing import ShimUnderTest, make_bundle, serve_shim
 from tests.integration._require import require_root
@@ -221,6 +225,8 @@ async def test_pod_namespaces_through_the_sandbox_tasks_pid(
                 ],
             },
         )
+        config = json.loads(sb.config.read_text())
+        sb.config.write_text(json.dumps({**config, "hostname": "pod-x"}))  # CRI sets it
         sb_pid = await s.driver.create(sb)
         await s.driver.start("sb")
         proc_ns = f"/proc/{sb_pid}/ns"
@@ -245,9 +251,27 @@ async def test_pod_namespaces_through_the_sandbox_tasks_pid(
         )
         app_ns = {n: os.stat(f"/proc/{app_pid}/ns/{n}").st_ino for n in ("net", "uts", "ipc")}
         assert app_ns == sb_ns
+        assert _hostname_in(f"/proc/{app_pid}/ns/uts") == "pod-x"  # the pod's, not the host's
+        assert socket.gethostname() != "pod-x"
         assert {n: os.stat(f"/proc/thread-self/ns/{n}").st_ino for n in own} == own
         await s.driver.cleanup()
     assert _children(driver, pod) == []
+
+
+def _hostname_in(uts: str) -> str:
+    """The hostname a thread sees in the UTS namespace ``uts`` (a thread of ours joins it)."""
+    plan = NamespacePlan.from_spec({"linux": {"namespaces": [{"type": "uts", "path": uts}]}})
+    seen: list[str] = []
+
+    def look() -> None:
+        with plan.entered():
+            seen.append(socket.gethostname())
+
+    t = threading.Thread(target=look)
+    t.start()
+    t.join(10)
+    plan.close()
+    return seen[0]
 
 
 async def _sleep(seconds: float) -> None:

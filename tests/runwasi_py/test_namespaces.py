@@ -98,3 +98,11 @@ def test_a_bad_entry_after_a_good_one_closes_the_good_one() -> None:
             spec({"type": "network", "path": "/proc/self/ns/net"}, {"type": "uts", "path": "/nope"})
         )
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_hostname_is_checked() -> None:
+    assert NamespacePlan.from_spec({"hostname": "pod-x"}).hostname == "pod-x"
+    with pytest.raises(InvalidArgument, match="hostname"):
+        NamespacePlan.from_spec({"hostname": "x" * 65})
+    with pytest.raises(InvalidArgument, match="hostname"):
+        NamespacePlan.from_spec({"hostname": 7})
