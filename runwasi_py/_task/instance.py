@@ -34,7 +34,9 @@ import signal as signal_mod
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from runwasi_py._context import RuntimeContext
 from runwasi_py._sandbox import Sandbox
@@ -49,7 +51,8 @@ from runwasi_py._task.workers import (
     thread_loop,
 )
 
-__all__ = ["CpuUsage", "ExitStatus", "Instance", "WorkerPool"]  # WorkerPool: from .workers
+# WorkerPool: from .workers
+__all__ = ["CpuUsage", "ExitStatus", "Instance", "ThreadPlacement", "WorkerPool"]
 
 log = logging.getLogger("runwasi_py.instance")
 
@@ -57,6 +60,14 @@ EXIT_ON_ERROR = 137
 """Exit status of a task whose run_wasi raised, or that had to be abandoned (as SIGKILL)."""
 
 _CLOCK_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+class ThreadPlacement(Protocol):
+    """Where a worker thread must be while its instance runs (a pod's cgroup, namespaces)."""
+
+    def on_worker(self) -> AbstractContextManager[None]:
+        """Entered and left on the worker thread, around ``run_wasi``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +121,11 @@ class Instance:
         pool: WorkerPool,
         on_exit: Callable[[Instance], None] | None = None,
         kill_timeout: float = 1.0,
+        placement: ThreadPlacement | None = None,
     ) -> None:
         self.id = container_id
+        self.placement = placement
+        """Entered by the worker thread before the guest runs (cgroup, namespaces)."""
         self.sandbox = sandbox
         self.ctx = ctx
         self._pool = pool
@@ -281,7 +295,7 @@ class Instance:
         self._cpu_start_ns = time.thread_time_ns()
         ru = resource.getrusage(resource.RUSAGE_THREAD)
         self._ru_start = (ru.ru_utime, ru.ru_stime)
-        code = self._run_to_end()
+        code = self._run_placed()
         if self.ctx.kill_signal is None:
             drain_outputs(self.ctx, self.sandbox.drain_timeout)
         ru = resource.getrusage(resource.RUSAGE_THREAD)
@@ -300,6 +314,30 @@ class Instance:
                 log.warning("instance %s: exited with %d after the shim stopped", self.id, code)
 
         return report
+
+    def _run_placed(self) -> int:
+        """:meth:`_run_to_end` inside the placement: a thread that cannot enter its pod's
+        cgroup or namespaces does not run the guest outside them (status 137, logged), and
+        one that cannot leave them again is not reused for another container."""
+        if self.placement is None:
+            return self._run_to_end()
+        placed = self.placement.on_worker()
+        try:
+            placed.__enter__()
+        except Exception:
+            log.exception(
+                "instance %s: cannot enter its cgroup/namespaces; exit status 137", self.id
+            )
+            return EXIT_ON_ERROR
+        try:
+            return self._run_to_end()
+        finally:
+            try:
+                placed.__exit__(None, None, None)
+            except Exception:
+                log.exception("instance %s: cannot leave its namespaces; thread retired", self.id)
+                if self._worker is not None:
+                    self._worker.abandoned = True
 
     def _run_to_end(self) -> int:
         """Run run_wasi in this thread's loop; return the exit status."""
