@@ -41,6 +41,7 @@ from runwasi_py.containerd._config import (
     MAX_SOCKET_PATH,
     ContainerdPaths,
     CriSettings,
+    host_platform,
     render_config,
 )
 from runwasi_py.containerd._cri_setup import (
@@ -52,6 +53,7 @@ from runwasi_py.containerd._cri_setup import (
 from runwasi_py.containerd._errors import ContainerdError, ContainerdUnavailable, CtrError
 from runwasi_py.containerd._podcgroup import PodCgroup, create_pod_cgroup
 from runwasi_py.containerd._version import ContainerdBuild, ContainerdVersion, build_of, find_build
+from runwasi_py.image import read_image
 
 __all__ = ["PrivateContainerd", "check_available"]
 
@@ -366,7 +368,14 @@ class PrivateContainerd:
         # Container processes (runc's pause and native containers) are found by cgroup.
         problems = teardown_cri(self.paths)
         resisted = unmount_all(self.workdir)
-        for d in (self.paths.root, self.paths.state, self.paths.opt, self.fifo_dir):
+        for d in (
+            self.paths.root,
+            self.paths.state,
+            self.paths.opt,
+            self.fifo_dir,
+            self.paths.cni_conf_dir.parent,
+            self.paths.pod_logs,
+        ):
             shutil.rmtree(d, ignore_errors=True)
         for sock in self.paths.sockets():
             sock.unlink(missing_ok=True)
@@ -492,19 +501,22 @@ class PrivateContainerd:
         return res
 
     def import_image(self, tarball: str | os.PathLike[str], *, namespace: str | None = None) -> str:
-        """``ctr image import --all-platforms`` (needed for wasip1/wasm images).
+        """Import an image tarball so that both ``ctr run`` and CRI can run it.
 
-        On 2.x the import goes through the transfer service, which unpacks every platform
-        of the config's ``unpack_config`` (the host's and ``wasip1/wasm``), so CRI finds the
-        snapshot of a wasm image too.
+        1.x: ``ctr image import --all-platforms`` (needed for wasip1/wasm images; it also
+        unpacks them). 2.x: ctr imports through the transfer service, which with
+        ``--all-platforms`` unpacks only the host platform, leaving CRI without a snapshot
+        of a wasm image ("parent snapshot ... does not exist"); so a non-host image is
+        imported with ``--platform <its platform>``, which the transfer service unpacks
+        because the config lists ``wasip1/wasm`` in its ``unpack_config``.
         """
+        flag = ["--all-platforms"]
+        if self.version.major >= 2:
+            plat = read_image(tarball).platform
+            if str(plat) != host_platform():
+                flag = ["--platform", str(plat)]
         return self.ctr(
-            "image",
-            "import",
-            "--all-platforms",
-            os.fspath(tarball),
-            timeout=60,
-            namespace=namespace,
+            "image", "import", *flag, os.fspath(tarball), timeout=60, namespace=namespace
         ).stdout
 
     # -- context managers ------------------------------------------------------------------
