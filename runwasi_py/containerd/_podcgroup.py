@@ -53,13 +53,8 @@ def cgroup_mounts(mountinfo: str | None = None) -> list[CgroupMount]:
             key: tuple[int, tuple[str, ...]] = (2, ())
             mount = CgroupMount(Path(fields[4]), 2, ())
         elif fstype == "cgroup":
-            ctrls = tuple(
-                sorted(
-                    o
-                    for o in opts
-                    if o.startswith("name=") or (o not in ("rw", "ro") and "=" not in o)
-                )
-            )
+            known = _kernel_controllers()
+            ctrls = tuple(sorted(o for o in opts if o.startswith("name=") or o in known))
             key = (1, ctrls)
             mount = CgroupMount(Path(fields[4]), 1, ctrls)
         else:
@@ -70,6 +65,16 @@ def cgroup_mounts(mountinfo: str | None = None) -> list[CgroupMount]:
         # Hybrid: the unified mount holds no controllers; the v1 hierarchies are the ones.
         mounts = [m for m in mounts if m.version == 1 or _v2_controllers(m.path)]
     return mounts
+
+
+def _kernel_controllers() -> set[str]:
+    """The controllers this kernel has (``/proc/cgroups``), to tell them from mount options."""
+    try:
+        lines = Path("/proc/cgroups").read_text().splitlines()[1:]
+    except OSError:
+        lines = []
+    found = {line.split()[0] for line in lines if line.strip()}
+    return found or {"cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids"}
 
 
 def _v2_controllers(root: Path) -> list[str]:

@@ -41,7 +41,9 @@ def pod_config(
         metadata=pb.PodSandboxMetadata(
             name=name, uid=uid or uuid.uuid4().hex, namespace=namespace, attempt=0
         ),
-        hostname=name[:63],
+        # kubelet leaves the hostname empty for host-network pods: they share the node's UTS
+        # namespace, and runc refuses to set a hostname without a private one.
+        hostname="" if host_network else name[:63],
         log_directory=str(log_directory),
         linux=pb.LinuxPodSandboxConfig(
             cgroup_parent=cgroup_parent,
