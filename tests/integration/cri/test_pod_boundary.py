@@ -2,7 +2,9 @@
 
 These tests state what issue 8 asks of the shim (the pod's workload inside the pod's cgroup
 and namespaces; Linux executables run through runc in the same per-pod shim). They fail
-until the shim does it; the reason each would fail today is in its docstring.
+until the shim does it; the reason each fails today is in its docstring. Until then the
+module is marked xfail (not strict, so a test that starts passing shows as XPASS): delete
+the ``AWAITING_POD_BOUNDARY`` line once the cgroup, namespace and native-container work is in.
 """
 
 from __future__ import annotations
@@ -21,7 +23,11 @@ from tests.integration._images import PROBE
 from tests.integration.cri._images import NATIVE_C
 from tests.integration.cri._pods import Pod, Pods
 
-pytestmark = pytest.mark.containerd
+AWAITING_POD_BOUNDARY = pytest.mark.xfail(
+    reason="issue 8: pod cgroups, namespaces and native containers are not in the shim yet",
+    strict=False,
+)
+pytestmark = [pytest.mark.containerd, AWAITING_POD_BOUNDARY]
 
 EXIT_SIGKILL = 128 + 9
 BUSY_NS = 200_000_000  # 0.2 s of CPU: far beyond an idle pod, reached quickly by a busy loop
