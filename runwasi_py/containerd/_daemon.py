@@ -53,7 +53,7 @@ from runwasi_py.containerd._cri_setup import (
 from runwasi_py.containerd._errors import ContainerdError, ContainerdUnavailable, CtrError
 from runwasi_py.containerd._podcgroup import PodCgroup, create_pod_cgroup
 from runwasi_py.containerd._version import ContainerdBuild, ContainerdVersion, build_of, find_build
-from runwasi_py.image import read_image
+from runwasi_py.image import ImageError, read_image
 
 __all__ = ["PrivateContainerd", "check_available"]
 
@@ -522,9 +522,12 @@ class PrivateContainerd:
         """
         flag = ["--all-platforms"]
         if self.version.major >= 2:
-            plat = read_image(tarball).platform
-            if str(plat) != host_platform():
-                flag = ["--platform", str(plat)]
+            try:
+                plat = str(read_image(tarball).platform)
+            except ImageError:
+                plat = host_platform()  # not one of ours (several manifests): let ctr choose
+            if plat != host_platform():
+                flag = ["--platform", plat]
         return self.ctr(
             "image", "import", *flag, os.fspath(tarball), timeout=60, namespace=namespace
         ).stdout

@@ -110,11 +110,14 @@ class PodCgroup:
         raise LookupError(f"no mounted cgroup hierarchy has the {controller} controller")
 
 
-def create_pod_cgroup(path: str) -> PodCgroup:
-    """Create ``path`` (e.g. ``/runwasi-py-ab12/pod<uid>``) in every hierarchy, as kubelet does."""
+def create_pod_cgroup(path: str, *, mounts: list[CgroupMount] | None = None) -> PodCgroup:
+    """Create ``path`` (e.g. ``/runwasi-py-ab12/pod<uid>``) in every hierarchy, as kubelet does.
+
+    ``mounts`` defaults to this host's hierarchies (:func:`cgroup_mounts`).
+    """
     rel = _relative(path)
     dirs = []
-    for m in cgroup_mounts():
+    for m in cgroup_mounts() if mounts is None else mounts:
         target = m.path / rel
         if m.version == 2:
             ctrls = _v2_controllers(m.path)
@@ -147,11 +150,11 @@ def _inherit_cpuset(node: Path) -> None:
                 (node / name).write_text((node.parent / name).read_text())
 
 
-def processes_in(path: str) -> list[int]:
+def processes_in(path: str, *, mounts: list[CgroupMount] | None = None) -> list[int]:
     """Pids in ``path`` or below it, in any hierarchy."""
     rel = _relative(path)
     pids: set[int] = set()
-    for m in cgroup_mounts():
+    for m in cgroup_mounts() if mounts is None else mounts:
         top = m.path / rel
         if not top.is_dir():
             continue
@@ -161,20 +164,22 @@ def processes_in(path: str) -> list[int]:
     return sorted(pids)
 
 
-def remove_cgroup_tree(path: str, *, timeout: float = 5.0) -> list[Path]:
+def remove_cgroup_tree(
+    path: str, *, timeout: float = 5.0, mounts: list[CgroupMount] | None = None
+) -> list[Path]:
     """Kill what runs under ``path`` and rmdir it bottom-up in every hierarchy.
 
     Returns the directories still present afterwards (empty when all went).
     """
     rel = _relative(path)
-    for pid in processes_in(path):
+    for pid in processes_in(path, mounts=mounts):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + timeout
     left: list[Path] = []
     while True:
         left = []
-        for m in cgroup_mounts():
+        for m in cgroup_mounts() if mounts is None else mounts:
             top = m.path / rel
             if not top.is_dir():
                 continue

@@ -27,7 +27,12 @@ from runwasi_py.containerd import (
 from runwasi_py.containerd._cleanup import _unescape, mounts_under, process_alive
 from runwasi_py.containerd._cri_setup import lacks_cap_sys_resource
 from runwasi_py.containerd._network import bridge_name, choose_subnet
-from runwasi_py.containerd._podcgroup import cgroup_mounts
+from runwasi_py.containerd._podcgroup import (
+    CgroupMount,
+    cgroup_mounts,
+    create_pod_cgroup,
+    remove_cgroup_tree,
+)
 from runwasi_py.containerd._version import parse_version
 from tests.integration._require import require_containerd, unavailable
 
@@ -147,6 +152,40 @@ def test_cgroup_mounts_v1_and_v2() -> None:
     ]
     v2 = "40 25 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
     assert [(str(m.path), m.version) for m in cgroup_mounts(v2)] == [("/sys/fs/cgroup", 2)]
+
+
+def test_pod_cgroup_on_v2_enables_controllers_on_the_way_down(tmp_path: Path) -> None:
+    # A stand-in unified hierarchy: plain files where the kernel has control files.
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    v2 = [CgroupMount(tmp_path, 2, ())]
+    pod = create_pod_cgroup("/harness/pod1", mounts=v2)
+    assert pod.path == "/harness/pod1"
+    assert pod.dirs == (tmp_path / "harness" / "pod1",)
+    for node in (tmp_path, tmp_path / "harness", tmp_path / "harness" / "pod1"):
+        assert (node / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    for f in [*(tmp_path / "harness").rglob("cgroup.*")]:
+        f.unlink()  # a real cgroupfs has no files to delete: rmdir takes them along
+    assert remove_cgroup_tree("/harness", mounts=v2) == []
+    assert not (tmp_path / "harness").exists()
+
+
+def test_pod_cgroup_on_v1_is_made_in_every_hierarchy(tmp_path: Path) -> None:
+    mounts = [CgroupMount(tmp_path / c, 1, (c,)) for c in ("cpu", "cpuacct", "memory")]
+    for m in mounts:
+        m.path.mkdir()
+    pod = create_pod_cgroup("/harness/pod2", mounts=mounts)
+    assert [d.relative_to(tmp_path).as_posix() for d in pod.dirs] == [
+        "cpu/harness/pod2",
+        "cpuacct/harness/pod2",
+        "memory/harness/pod2",
+    ]
+    assert all(d.is_dir() for d in pod.dirs)
+
+
+@pytest.mark.parametrize("bad", ["", "/", "/a/../../etc", "../x"])
+def test_pod_cgroup_paths_that_escape_are_refused(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="below the root"):
+        create_pod_cgroup(bad, mounts=[CgroupMount(tmp_path, 1, ("cpu",))])
 
 
 def test_config_escapes_odd_paths() -> None:
