@@ -9,8 +9,9 @@ Two formats: containerd 1.6/1.7 read version 2, where CRI is one plugin
 ``io.containerd.cri.v1.runtime`` (runtimes, CNI, OOM score rule) and
 ``io.containerd.cri.v1.images`` (snapshotter, ``pinned_images.sandbox``), with the gRPC
 service (stream server) left in ``io.containerd.grpc.v1.cri``. 2.x also gets the
-transfer service's ``unpack_config`` for ``wasip1/wasm`` beside the host platform, so an
-import or a pull of a wasm image leaves a snapshot CRI can run (see the README).
+transfer service's ``unpack_config`` for ``wasip1/wasm`` beside the host platform (so
+``ctr images import --platform wasip1/wasm`` unpacks a wasm image) and CRI's
+``use_local_image_pull`` (so a CRI pull of a wasm image unpacks it); see the README.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ class ContainerdPaths:
     def pod_logs(self) -> Path:
         """Where the harness's CRI clients put pod log directories."""
         return self.workdir / "pods"
+
+    @property
+    def registry_hosts(self) -> Path:
+        """CRI's registry ``config_path``: ``<host:port>/hosts.toml`` files go here."""
+        return self.workdir / "certs.d"
 
     def sockets(self) -> list[Path]:
         return [self.address, self.ttrpc_address, self.debug_address]
@@ -177,6 +183,10 @@ def _cri_v2(paths: ContainerdPaths, cri: CriSettings) -> str:
 """
         + _runtimes(prefix, cri)
         + f"""
+  [{prefix}.registry]
+    config_path = {_toml_str(paths.registry_hosts)}
+"""
+        + f"""
   [{prefix}.cni]
     bin_dir = {_toml_str(cri.cni_bin_dir)}
     conf_dir = {_toml_str(paths.cni_conf_dir)}
@@ -201,9 +211,16 @@ def _cri_v3(paths: ContainerdPaths, cri: CriSettings) -> str:
 
   [{images}]
     snapshotter = "overlayfs"
+    # CRI's default 2.x pull (transfer service) unpacks only images whose config names the
+    # host platform: a wasip1/wasm image arrives without a snapshot. The client-side pull
+    # unpacks what it fetched, as 1.6/1.7 do (measured with 2.3.4; README).
+    use_local_image_pull = true
 
   [{images}.pinned_images]
     sandbox = {json.dumps(cri.sandbox_image)}
+
+  [{images}.registry]
+    config_path = {_toml_str(paths.registry_hosts)}
 
   [plugins."io.containerd.grpc.v1.cri"]
     stream_server_address = "127.0.0.1"

@@ -375,6 +375,7 @@ class PrivateContainerd:
             self.fifo_dir,
             self.paths.cni_conf_dir.parent,
             self.paths.pod_logs,
+            self.paths.registry_hosts,
         ):
             shutil.rmtree(d, ignore_errors=True)
         for sock in self.paths.sockets():

@@ -213,3 +213,24 @@ class CriClient:
             "ImageService", "ListImages", pb.ListImagesRequest(), pb.ListImagesResponse.FromString
         )
         return list(resp.images)
+
+    def pull_image(
+        self,
+        image: str,
+        *,
+        runtime_handler: str = "",
+        sandbox_config: pb.PodSandboxConfig | None = None,
+    ) -> str:
+        """PullImage (no credentials); returns the image ref CRI stored."""
+        req = pb.PullImageRequest(
+            image=pb.ImageSpec(image=image, runtime_handler=runtime_handler),
+            sandbox_config=sandbox_config,
+        )
+        resp: pb.PullImageResponse = self.call(
+            "ImageService", "PullImage", req, pb.PullImageResponse.FromString
+        )
+        return resp.image_ref
+
+    def remove_image(self, image: str) -> None:
+        req = pb.RemoveImageRequest(image=pb.ImageSpec(image=image))
+        self.call("ImageService", "RemoveImage", req, pb.RemoveImageResponse.FromString)
