@@ -9,6 +9,7 @@ names the manifest) and an image built for ``linux/<arch>`` must both run.
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import pytest
 
 from runwasi_py.containerd import PrivateContainerd
