@@ -51,7 +51,7 @@ from runwasi_py.containerd._cri_setup import (
     teardown_cri,
 )
 from runwasi_py.containerd._errors import ContainerdError, ContainerdUnavailable, CtrError
-from runwasi_py.containerd._podcgroup import PodCgroup, create_pod_cgroup
+from runwasi_py.containerd._podcgroup import PodCgroup, create_pod_cgroup, processes_in
 from runwasi_py.containerd._version import ContainerdBuild, ContainerdVersion, build_of, find_build
 from runwasi_py.image import ImageError, read_image
 
@@ -365,8 +365,9 @@ class PrivateContainerd:
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.unlink()
-        # Container processes (runc's pause and native containers) are found by cgroup.
-        problems = teardown_cri(self.paths)
+        # Container processes (runc's pause and native containers) are found by cgroup;
+        # they hold rootfs mounts, so they go before the unmount.
+        stuck += kill_processes(processes_in(self.cgroup_root))
         resisted = unmount_all(self.workdir)
         for d in (
             self.paths.root,
@@ -380,7 +381,7 @@ class PrivateContainerd:
             shutil.rmtree(d, ignore_errors=True)
         for sock in self.paths.sockets():
             sock.unlink(missing_ok=True)
-        problems += teardown_cri(self.paths)
+        problems = teardown_cri(self.paths)
         if stuck or resisted or problems:
             raise ContainerdError(
                 f"cleanup of {self.workdir} incomplete: processes {stuck} alive, "
