@@ -103,9 +103,17 @@ class PodCgroup:
         return remove_cgroup_tree(self.path)
 
     def dir_for(self, controller: str) -> Path:
-        """The directory of this cgroup in the hierarchy holding ``controller`` (v2: the one)."""
-        for m in cgroup_mounts():
-            if m.version == 2 or controller in m.controllers:
+        """The directory of this cgroup in the hierarchy holding ``controller``.
+
+        A v1 hierarchy with the controller wins (on a hybrid host the unified mount holds
+        few controllers); on a v2 host it is the unified hierarchy.
+        """
+        mounts = cgroup_mounts()
+        for m in mounts:
+            if m.version == 1 and controller in m.controllers:
+                return m.path / _relative(self.path)
+        for m in mounts:
+            if m.version == 2 and controller in _v2_controllers(m.path):
                 return m.path / _relative(self.path)
         raise LookupError(f"no mounted cgroup hierarchy has the {controller} controller")
 

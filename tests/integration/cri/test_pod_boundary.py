@@ -49,12 +49,8 @@ def cpu_usage_ns(cgroup_dir: Path) -> int:
 
 def accounting_dir(pod: Pod) -> Path:
     """The pod cgroup's directory in the hierarchy that accounts CPU time."""
-    v2 = any(m.version == 2 and (m.path / "cgroup.controllers").exists() for m in cgroup_mounts())
-    return pod.cgroup.dir_for("cpu" if v2 and not _has_v1() else "cpuacct")
-
-
-def _has_v1() -> bool:
-    return any(m.version == 1 for m in cgroup_mounts())
+    v1 = any(m.version == 1 for m in cgroup_mounts())
+    return pod.cgroup.dir_for("cpuacct" if v1 else "cpu")
 
 
 def container_dir(pod_dir: Path, container_id: str) -> Path:
