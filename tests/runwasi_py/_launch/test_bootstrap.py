@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from runwasi_py._launch import bootstrap as _bootstrap_mod
@@ -186,6 +188,6 @@ def test_read_stdin_of_a_closed_stdin_is_empty(monkeypatch: pytest.MonkeyPatch) 
     def fail(fd: int, n: int) -> bytes:
         raise OSError(9, "bad fd")
 
-    monkeypatch.setattr(_bootstrap_mod.os, "isatty", lambda fd: False)
-    monkeypatch.setattr(_bootstrap_mod.os, "read", fail)
+    monkeypatch.setattr(os, "isatty", lambda fd: False)
+    monkeypatch.setattr(os, "read", fail)
     assert _bootstrap_mod.read_stdin() == b""
