@@ -441,3 +441,20 @@ def test_23_unknown_protocol_version_fails_start_with_one_line(
     (start,) = [c for c in recorder.of(cid) if c.action == "start"]
     assert start.rc == 1
     assert f"start: {message}\n" in res.stderr  # containerd passed the shim's line to ctr
+
+
+def test_23_shim_exits_when_the_sandbox_went_first(
+    c8d23: PrivateContainerd, cri23: CriClient, pods23: Pods
+) -> None:
+    # The sandbox task dies first (its Shutdown is declined: a container still runs); with
+    # task API v3 the container's Delete comes without a Shutdown, and must end the shim.
+    pod = pods23.run("orphan")
+    spin = pod.start("spin", PROBE, args=["spin"])
+    address = json.loads((c8d23.bundle(pod.id) / "bootstrap.json").read_text())["address"]
+    sock = Path(address.removeprefix("unix://"))
+    c8d23.ctr("task", "kill", "-s", "SIGKILL", pod.id)
+    wait_for(lambda: not c8d23.bundle(pod.id).exists(), "the sandbox task to be deleted")
+    assert sock.exists()  # the container keeps the shim
+    cri23.stop_container(spin, timeout=0)
+    wait_for(lambda: not sock.exists(), "the shim to exit after the last Delete")
+    pod.remove()
