@@ -35,14 +35,15 @@ MAX_SHIM_VERSION_ENV = "MAX_SHIM_VERSION"
 """What containerd 1.7+ sets: the highest shim version it reads back (``2`` up to 2.3)."""
 
 _LOG_DEBUG = -4  # BootstrapParams.LogLevel: TRACE -8, DEBUG -4, INFO 0, WARN 4, ...
+# The string fields of BootstrapParams: number -> (proto name, Bootstrap attribute)
 _STRINGS = {
-    1: "instance_id",
-    2: "namespace",
-    4: "containerd_version",
-    5: "containerd_ttrpc_address",
-    6: "containerd_grpc_address",
-    7: "containerd_binary",
-    9: "socket_dir",
+    1: ("instance_id", "instance_id"),
+    2: ("namespace", "namespace"),
+    4: ("containerd_version", "containerd_version"),
+    5: ("containerd_ttrpc_address", "ttrpc_address"),
+    6: ("containerd_grpc_address", "grpc_address"),
+    7: ("containerd_binary", "containerd_binary"),
+    9: ("socket_dir", "socket_dir"),
 }
 
 
@@ -123,9 +124,9 @@ def bootstrap(data: bytes, flags: Flags) -> Bootstrap | None:
         return None  # a legacy runtime options Any (its fields 1 and 2 are type_url, value)
     boot = Bootstrap()
     for number, wire, value in fields:
-        name = _STRINGS.get(number)
-        if name is not None:
-            setattr(boot, _ATTRS.get(name, name), _text(name, wire, value))
+        string = _STRINGS.get(number)
+        if string is not None:
+            setattr(boot, string[1], _text(string[0], wire, value))
         elif number == 3:
             if not isinstance(value, int) or wire != 0:
                 raise BootstrapError("malformed BootstrapParams: log_level is not a varint")
@@ -138,12 +139,6 @@ def bootstrap(data: bytes, flags: Flags) -> Bootstrap | None:
     if not boot.socket_dir:
         boot.socket_dir = None  # present but empty: the default directory (as Go shims read it)
     return boot
-
-
-_ATTRS = {
-    "containerd_ttrpc_address": "ttrpc_address",
-    "containerd_grpc_address": "grpc_address",
-}
 
 
 def _text(name: str, wire: int, value: int | bytes) -> str:
