@@ -77,7 +77,7 @@ def runtime_info(name: str, version: str, revision: str, options: bytes | None) 
     """``RuntimeInfo{name=1, version=2{version=1, revision=2}, options=3, features=4,
     annotations=5}`` on the wire.
 
-    >>> runtime_info("x", "1", "r", None)[:10]
+    >>> runtime_info("x", "1", "r", None)[:11]
     b'\\n\\x01x\\x12\\x06\\n\\x011\\x12\\x01r'
     """
     out = length_delimited(1, name.encode()) if name else b""
