@@ -39,7 +39,6 @@ from tests.integration._ctr import new_id, wait_for
 from tests.integration._images import PROBE, ImageSet
 from tests.integration._require import require_containerd, require_shim, unavailable
 from tests.integration.conftest import DEFAULT_23_BIN
-from tests.integration.cri._images import CriImages, build_cri_images
 from tests.integration.cri._pods import Pods
 
 RUNTIME = "io.containerd.pywasmtime.v1"
@@ -248,11 +247,6 @@ def test_16_gets_the_plain_address_and_no_bootstrap(
 
 
 # -- task API v3 in a pod ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def cri_images(tmp_path_factory: pytest.TempPathFactory) -> CriImages:
-    return build_cri_images(tmp_path_factory.mktemp("cri-images"))
 
 
 @pytest.fixture(scope="module")
