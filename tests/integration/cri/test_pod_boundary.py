@@ -1,13 +1,9 @@
 """The pod boundary through CRI: cgroups, namespaces, native containers, a real pause.
 
-These tests state what issue 8 asks of the shim (the pod's workload inside the pod's cgroup
-and namespaces; Linux executables run through runc in the same per-pod shim). They fail
-until the shim does it; the reason each fails today is in its docstring. Until then each
-is marked xfail (not strict, so one that starts passing shows as XPASS): delete
-``AWAITING_CGROUPS`` once the cgroup and namespace work (branch ``cgroups``) is in, and
-``AWAITING_NATIVE`` once native containers through runc (branch ``native``) are.
-Measured on a scratch merge of ``cgroups``: the four AWAITING_CGROUPS tests pass on 1.6
-and 2.3.
+These tests state what issue 8 asks of the shim: the pod's workload inside the pod's cgroup
+and namespaces, and Linux executables run through runc in the same per-pod shim. Each
+docstring says what a shim without the feature does instead. The native tests are marked
+xfail until native containers through runc are in (``AWAITING_NATIVE``).
 """
 
 from __future__ import annotations
@@ -26,9 +22,6 @@ from tests.integration._images import PROBE
 from tests.integration.cri._images import NATIVE_C
 from tests.integration.cri._pods import Pod, Pods
 
-AWAITING_CGROUPS = pytest.mark.xfail(
-    reason="issue 8: pod cgroups and namespaces are not in the shim yet", strict=False
-)
 AWAITING_NATIVE = pytest.mark.xfail(
     reason="issue 8: native containers and a real pause are not in the shim yet", strict=False
 )
@@ -84,7 +77,6 @@ def busy_pod(pods: Pods) -> Pod:
     return pod
 
 
-@AWAITING_CGROUPS
 def test_pod_and_container_cgroups_are_charged_with_the_busy_loop(busy_pod: Pod) -> None:
     """Fails today: the shim ignores linux.cgroupsPath, so nothing is charged to the pod."""
     pod_dir = accounting_dir(busy_pod)
@@ -97,7 +89,6 @@ def test_pod_and_container_cgroups_are_charged_with_the_busy_loop(busy_pod: Pod)
     )
 
 
-@AWAITING_CGROUPS
 def test_pod_stats_report_the_busy_loop(busy_pod: Pod) -> None:
     """Fails today: containerd reads the pod cgroup, where none of the pod's work runs."""
     wait_for(
@@ -110,7 +101,6 @@ def test_pod_stats_report_the_busy_loop(busy_pod: Pod) -> None:
     )
 
 
-@AWAITING_CGROUPS
 def test_a_cpu_limit_is_enforced_by_the_kernel(pods: Pods) -> None:
     """Fails today: no container cgroup, so the quota is never written nor applied."""
     pod = pods.run("limited")
@@ -131,7 +121,6 @@ def test_a_cpu_limit_is_enforced_by_the_kernel(pods: Pods) -> None:
     pod.cri.stop_container(cid, timeout=5)
 
 
-@AWAITING_CGROUPS
 def test_container_pids_are_in_the_pod_network_namespace(busy_pod: Pod, cri: CriClient) -> None:
     """Fails today: the reported pid is a shim thread in the host's network namespace."""
     want = netns_inode(pod_netns(busy_pod))
