@@ -33,7 +33,9 @@ from pathlib import Path
 import betterproto2
 
 from runwasi_py._bundle.bundle import Bundle
+from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT, effective_memory_limit
 from runwasi_py._bundle.spec import is_sandbox_container
+from runwasi_py._cgroups import CpuLimits
 from runwasi_py._compile_cache import precompile, shared_cache
 from runwasi_py._context import WASM_MAGIC, RuntimeContext
 from runwasi_py._daemon.reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
@@ -89,12 +91,19 @@ from runwasi_py._proto.messages import (
     UpdateTaskRequest,
     WaitRequest,
     WaitResponse,
+    pack_any,
 )
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._stdio import Stdio
 from runwasi_py._task.instance import Instance, WorkerPool
+from runwasi_py._task.placement import (
+    TaskPlacement,
+    refuse_cri_in_shared_shim,
+    resources_from_update,
+    systemd_from_options,
+)
 from runwasi_py._task.state import TaskState, transition
-from runwasi_py._task.stats import stats_any
+from runwasi_py._task.stats import engine_memory, stats_any
 from ttrpc import CallContext
 
 __all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]
@@ -127,6 +136,7 @@ class _Task:
     instance: Instance
     disk: Bundle  # the bundle on disk, with what Create mounted in it
     state: TaskState = TaskState.CREATED
+    placement: TaskPlacement | None = None  # its cgroup and namespaces; None outside a pod
 
 
 class PauseSandbox(Sandbox):
@@ -161,8 +171,17 @@ class TaskService(TaskBase):
         kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
         reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
+        default_memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+        shared_shim: bool | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._memory_ceiling = default_memory_limit
+        # A namespace-shared daemon serves many pods, so it cannot be in any pod's cgroup
+        self._shared_shim = (
+            os.environ.get("RUNWASI_PY_SHIM_GROUP") == "namespace"
+            if shared_shim is None
+            else shared_shim
+        )
         self.namespace = namespace
         self._events: EventSink = events if events is not None else NullEventSink()
         self._shim_name = shim_name
@@ -173,6 +192,9 @@ class TaskService(TaskBase):
         self._pool = WorkerPool()
         self.shutdown_requested = asyncio.Event()
         """Set by a Shutdown call that found no task; the server owner stops serving."""
+        self._shutdown_declined = False
+        # With task API v3, containerd sends Shutdown only for a pod's sandbox container: if
+        # the sandbox goes first, the last Delete of the pod must end the shim instead.
         self.reservations = Reservations(timeout=reservation_timeout)
         """Container ids a ``start`` handed this shim's address for (see ``_reservations``)."""
 
@@ -264,11 +286,21 @@ class TaskService(TaskBase):
             raise InvalidArgument(f"create {request.id}: the bundle path is empty")
         stdio = Stdio.from_request(request.stdin, request.stdout, request.stderr)
         bundle = Bundle.load(request.bundle)
+        if self._shared_shim:
+            refuse_cri_in_shared_shim(bundle.spec.annotations, request.id)
+        placement: TaskPlacement | None = None
         bundle.mount(request.rootfs)
         try:
             ctx = bundle.context(container_id=request.id, namespace=self.namespace, stdio=stdio)
+            ctx.memory_limit = effective_memory_limit(ctx.memory_limit, self._memory_ceiling)
             sandbox = await self._choose_sandbox(ctx)
             await self._precompile(sandbox, ctx)
+            placement = TaskPlacement.prepare(
+                bundle.spec.raw,
+                request.bundle,
+                sandbox_container=is_sandbox_container(bundle.spec.annotations),
+                systemd=systemd_from_options(request.options),
+            )
             task: _Task | None = None
 
             def on_exit(instance: Instance) -> None:
@@ -282,6 +314,7 @@ class TaskService(TaskBase):
                 pool=self._pool,
                 on_exit=on_exit,
                 kill_timeout=self._kill_timeout,
+                placement=placement,
             )
             task = _Task(
                 id=request.id,
@@ -289,9 +322,12 @@ class TaskService(TaskBase):
                 stdio=stdio,
                 instance=instance,
                 disk=bundle,
+                placement=placement,
             )
             return task
         except BaseException:
+            if placement is not None:
+                placement.remove()
             bundle.unmount(request.id)
             raise
 
@@ -365,6 +401,12 @@ class TaskService(TaskBase):
         if was is TaskState.CREATED:
             task.instance.discard()
         del self._tasks[task.id]
+        if task.placement is not None:
+            _remove_placement(task)
+        if self._shutdown_declined and not self.task_count:
+            self._shutdown_declined = False
+            log.info("task %s deleted: the last one since a Shutdown; stopping", task.id)
+            self.shutdown_requested.set()
         task.disk.unmount(task.id)
         status = task.instance.exit_status
         assert status is not None
@@ -410,7 +452,12 @@ class TaskService(TaskBase):
 
     async def stats(self, request: StatsRequest, context: CallContext) -> StatsResponse:
         task = self._get(request.id)
-        return StatsResponse(stats=stats_any(task.instance, self._running_count()))
+        running = self._running_count()
+        if task.placement is not None:
+            metrics = task.placement.metrics(engine_memory(task.instance, running))
+            if metrics is not None:
+                return StatsResponse(stats=pack_any(metrics))
+        return StatsResponse(stats=stats_any(task.instance, running))
 
     async def connect(self, request: ConnectRequest, context: CallContext) -> ConnectResponse:
         # runc answers an unknown id with task_pid 0 rather than an error; containerd calls
@@ -425,6 +472,7 @@ class TaskService(TaskBase):
     async def shutdown(self, request: ShutdownRequest, context: CallContext) -> Empty:
         if self.task_count:
             log.debug("shutdown: %d task(s) left; keep serving", self.task_count)
+            self._shutdown_declined = True
             return Empty()
         if self.reservations.pending:
             log.debug("shutdown: a start just handed out this shim's address; keep serving")
@@ -443,10 +491,16 @@ class TaskService(TaskBase):
 
     async def update(self, request: UpdateTaskRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
-        # An engine cannot change a running instance's limits; take the annotations so
-        # State-level readers see them and accept the call as containerd's CRI expects.
+        # CPU limits go to the task's cgroup; an engine cannot change a running instance's
+        # memory limit. The annotations are kept so State-level readers see them.
+        if request.resources is not None and request.resources.value:
+            resources = resources_from_update(request.resources.type_url, request.resources.value)
+            if task.placement is not None:
+                task.placement.update(resources)
+            else:
+                CpuLimits.from_resources(resources, field="resources")  # still refuse bad input
+                log.debug("task %s: Update without a cgroup: CPU limits not applied", task.id)
         task.instance.ctx.annotations.update(request.annotations)
-        log.debug("task %s: Update (resources not applied to a running instance)", task.id)
         return Empty()
 
     async def exec(self, request: ExecProcessRequest, context: CallContext) -> Empty:
@@ -488,6 +542,14 @@ class TaskService(TaskBase):
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
         await asyncio.to_thread(pool.join_all, grace)
+
+
+def _remove_placement(task: _Task) -> None:
+    assert task.placement is not None
+    try:
+        task.placement.remove()
+    except Exception:  # a cgroup left behind must not fail the Delete; the log names it
+        log.exception("task %s: removing its cgroup failed", task.id)
 
 
 def _is_wasm(ctx: RuntimeContext) -> bool:
