@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._launch.address import is_listening, socket_path
 from runwasi_py._launch.pod_cgroup import cleanup as cleanup_cgroups
+from runwasi_py._mountinfo import is_mountpoint
 from runwasi_py._proto.wire import encode_timestamp, encode_varint, length_delimited
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
