@@ -43,14 +43,26 @@ from typing import Any
 
 # In the children, PYTHONPATH puts the chosen code (before or after) ahead of the checkout.
 import ttrpc
-from runwasi_py._events import EVENTS_SERVICE, EventPublisher
-from runwasi_py._events_fake import RecordingEventsServer
-from runwasi_py._proto import TaskCreate, TaskDelete, TaskExit, TaskStart
+
+try:
+    from runwasi_py._events.publisher import EVENTS_SERVICE, EventPublisher
+except ImportError:  # a "before" revision from ahead of the layout (issue 13)
+    from runwasi_py._events import EVENTS_SERVICE, EventPublisher  # type: ignore[no-redef]
+
+try:
+    from runwasi_py._proto.messages import TaskCreate, TaskDelete, TaskExit, TaskStart
+except ImportError:  # before the layout
+    from runwasi_py._proto import TaskCreate, TaskDelete, TaskExit, TaskStart  # type: ignore
+try:
+    from runwasi_py.testing.events_server import RecordingEventsServer
+except ImportError:  # before the layout
+    from runwasi_py._events_fake import RecordingEventsServer  # type: ignore[no-redef]
 from ttrpc import RawMessage as Raw
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 EVENT_FILES = ("runwasi_py/_events.py", "runwasi_py/_events_fake.py")
+"""The event files of a "before" revision (ahead of the layout: flat modules)."""
 
 
 # --- child processes ------------------------------------------------------------------------
@@ -123,9 +135,19 @@ async def _publish(path: str, count: int) -> None:
 
 
 def _overlay(revision: str, where: Path) -> Path:
-    """A copy of the packages with the event files of ``revision`` (the "before" code)."""
+    """Today's packages with the event files of ``revision`` (the "before" code).
+
+    Those files predate the layout (flat ``_events.py``, ``_events_fake.py`` importing from
+    ``runwasi_py._proto``): they replace the ``_events`` package, and ``_proto`` re-exports
+    the messages for them.
+    """
     for package in ("ttrpc", "runwasi_py"):
         shutil.copytree(ROOT / package, where / package, ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.rmtree(where / "runwasi_py" / "_events")
+    (where / "runwasi_py" / "_proto" / "__init__.py").write_text(
+        "from runwasi_py._proto.messages import *  # noqa: F403\n"
+        "from runwasi_py._proto.messages import GO_ZERO_TIME, full_name, pack_any, unpack_any\n"
+    )
     for name in EVENT_FILES:
         text = subprocess.run(
             ["git", "-C", str(ROOT), "show", f"{revision}:{name}"],

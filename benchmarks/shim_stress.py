@@ -32,8 +32,8 @@ from pathlib import Path
 
 import ttrpc
 from runwasi_py import RuntimeContext, Sandbox, Shim
-from runwasi_py._events import EVENTS_SERVICE
-from runwasi_py._proto import DeleteRequest, StartRequest, WaitRequest
+from runwasi_py._events.publisher import EVENTS_SERVICE
+from runwasi_py._proto.messages import DeleteRequest, StartRequest, WaitRequest
 from runwasi_py.testing import Bundle, RecordingEventsServer, TaskDriver, make_bundle, serve_shim
 from ttrpc import RawMessage as Raw
 

@@ -55,7 +55,7 @@ STUB_PACKAGE = (
 def variants(python: str) -> dict[str, list[str] | None]:
     """name -> command prefix (None: the variant is a plain command, flags not appended)."""
     script = Path(python).parent / "containerd-shim-pywasmtime-v1"
-    entry = f"from runwasi_py._cli import shim_main; shim_main({SHIM_REF!r})"
+    entry = f"from runwasi_py._launch.main import shim_main; shim_main({SHIM_REF!r})"
     out: dict[str, list[str] | None] = {
         "python -c pass": None,
         "import runwasi_py": None,

@@ -238,6 +238,8 @@ def _engine_once(d: Path, rootfs: Path, tag: str) -> float:
     done = threading.Event()
 
     def worker() -> None:
+        # what the framework does at Create (compile cache), then the engine alone
+        ctx.precompiled = _compile_cache.precompile(sandbox, ctx)
         asyncio.run(sandbox.run_wasi(ctx))
         done.set()
 

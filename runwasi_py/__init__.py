@@ -1,8 +1,10 @@
 """runwasi-py: write a containerd shim for WebAssembly with one ``async def run_wasi``.
 
-The public names load on first use (PEP 562): containerd runs the shim binary for
-``start`` and ``delete`` on every container, and those paths must not pay for asyncio,
-the task service or an engine.
+The public names a shim author needs are here: :class:`Shim`, :class:`Sandbox`,
+:class:`RuntimeContext`, :class:`Entrypoint`, :class:`Config`, :func:`version`,
+:mod:`errors` (and its error classes) and :func:`shim_main`. They load on first use
+(PEP 562): containerd runs the shim binary for ``start`` and ``delete`` on every container,
+and those paths must not pay for asyncio, the task service or an engine.
 
 Example:
     >>> from runwasi_py import RuntimeContext, Sandbox, Shim
@@ -23,7 +25,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    from runwasi_py._context import Entrypoint, Mount, RuntimeContext, Stdio
+    from runwasi_py import _errors as errors
+    from runwasi_py._compile_cache import CompileCache
+    from runwasi_py._context import Entrypoint, Mount, RuntimeContext
     from runwasi_py._errors import (
         AlreadyExists,
         FailedPrecondition,
@@ -32,13 +36,17 @@ if TYPE_CHECKING:
         ShimError,
         Unimplemented,
     )
+    from runwasi_py._events.publisher import EventSink
+    from runwasi_py._launch.main import shim_main
     from runwasi_py._sandbox import Sandbox
     from runwasi_py._shim import Config, Shim, version
+    from runwasi_py._stdio import AppendingOutput, FifoUnblocker, Stdio, stdin_opens_at_once
 
 _EXPORTS = {
     "AlreadyExists": "runwasi_py._errors",
     "Config": "runwasi_py._shim",
     "Entrypoint": "runwasi_py._context",
+    "EventSink": "runwasi_py._events.publisher",
     "FailedPrecondition": "runwasi_py._errors",
     "InvalidArgument": "runwasi_py._errors",
     "Mount": "runwasi_py._context",
@@ -47,16 +55,25 @@ _EXPORTS = {
     "Sandbox": "runwasi_py._sandbox",
     "Shim": "runwasi_py._shim",
     "ShimError": "runwasi_py._errors",
-    "Stdio": "runwasi_py._context",
+    "Stdio": "runwasi_py._stdio",
+    "AppendingOutput": "runwasi_py._stdio",
+    "FifoUnblocker": "runwasi_py._stdio",
+    "stdin_opens_at_once": "runwasi_py._stdio",
+    "CompileCache": "runwasi_py._compile_cache",
     "Unimplemented": "runwasi_py._errors",
     "version": "runwasi_py._shim",
+    "shim_main": "runwasi_py._launch.main",
 }
 
 __all__ = [
     "AlreadyExists",
+    "AppendingOutput",
+    "CompileCache",
     "Config",
     "Entrypoint",
+    "EventSink",
     "FailedPrecondition",
+    "FifoUnblocker",
     "InvalidArgument",
     "Mount",
     "NotFound",
@@ -66,11 +83,18 @@ __all__ = [
     "ShimError",
     "Stdio",
     "Unimplemented",
+    "errors",
+    "shim_main",
+    "stdin_opens_at_once",
     "version",
 ]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "errors":
+        value: Any = importlib.import_module("runwasi_py._errors")
+        globals()[name] = value
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'runwasi_py' has no attribute {name!r}")

@@ -23,8 +23,19 @@ import os
 import struct
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["CompileCache", "cache_key_for", "default_cache_dir", "shared_cache"]
+if TYPE_CHECKING:
+    from runwasi_py._context import RuntimeContext
+    from runwasi_py._sandbox import Sandbox
+
+__all__ = [
+    "CompileCache",
+    "cache_key_for",
+    "default_cache_dir",
+    "precompile",
+    "shared_cache",
+]
 
 log = logging.getLogger("runwasi_py.compile_cache")
 
@@ -43,7 +54,7 @@ def cache_key_for(wasm: bytes, engine_key: str) -> str:
     return f"{hashlib.sha256(wasm).hexdigest()}:{engine_key}"
 
 
-def default_cache_dir(shim_name: str = "pywasmtime") -> Path:
+def default_cache_dir(shim_name: str = "runwasi-py") -> Path:
     """Where a shim keeps compiled artifacts when nobody says otherwise.
 
     ``$RUNWASI_PY_CACHE_DIR`` wins; as root, beside containerd's own state in
@@ -70,7 +81,7 @@ class CompileCache:
         >>> path = cache.get(key) or cache.put(key, sandbox.compile(wasm))
     """
 
-    def __init__(self, directory: Path | None = None, *, shim_name: str = "pywasmtime") -> None:
+    def __init__(self, directory: Path | None = None, *, shim_name: str = "runwasi-py") -> None:
         self.directory = directory if directory is not None else default_cache_dir(shim_name)
         self._lock = threading.Lock()
         # key -> (path, (inode, size, mtime_ns)) of an entry verified by this process
@@ -194,7 +205,7 @@ _shared: dict[Path, CompileCache] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_cache(directory: Path | None = None, *, shim_name: str = "pywasmtime") -> CompileCache:
+def shared_cache(directory: Path | None = None, *, shim_name: str = "runwasi-py") -> CompileCache:
     """The process-wide cache for ``directory`` (default: :func:`default_cache_dir`).
 
     One instance per directory, so every task of a shim shares the in-memory memo.
@@ -205,3 +216,32 @@ def shared_cache(directory: Path | None = None, *, shim_name: str = "pywasmtime"
         if cache is None:
             cache = _shared[d] = CompileCache(d, shim_name=shim_name)
         return cache
+
+
+def precompile(
+    sandbox: Sandbox, ctx: RuntimeContext, cache: CompileCache | None = None
+) -> Path | None:
+    """Look the entrypoint up in the compile cache, else compile and store it (blocking).
+
+    What the framework does at Create for every Sandbox with a ``cache_key()``: the result
+    goes into ``ctx.precompiled``, and the engine only reads that. None when the Sandbox has
+    no cache key, the entrypoint no file, or the cache cannot be written. Raises
+    NotImplementedError for a ``cache_key`` without a ``compile`` hook, OSError when the
+    entrypoint cannot be read, and whatever ``compile`` raises.
+    """
+    engine_key = sandbox.cache_key()
+    source = ctx.entrypoint.source
+    if engine_key is None or source is None:
+        return None
+    cache = cache if cache is not None else shared_cache()
+    wasm = source.read_bytes()
+    key = cache_key_for(wasm, engine_key)
+    path = cache.get(key)
+    if path is not None:
+        return path
+    artifact = sandbox.compile(wasm)
+    try:
+        return cache.put(key, artifact)
+    except OSError as e:
+        log.warning("compile cache not writable (%s); running without it", e)
+        return None

@@ -7,14 +7,15 @@ It also carries the kill signal from the control plane to the engine (:meth:`on_
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-__all__ = ["Entrypoint", "Mount", "RuntimeContext", "Stdio"]
+from runwasi_py._stdio import Stdio
+
+__all__ = ["Entrypoint", "Mount", "RuntimeContext", "Stdio"]  # Stdio lives in _stdio
 
 WASM_MAGIC = b"\0asm"
 
@@ -51,35 +52,6 @@ class Entrypoint:
         """
         path, sep, func = arg0.partition("#")
         return cls(path=path, func=func if sep and func else "_start", source=source)
-
-
-@dataclass(frozen=True, slots=True)
-class Stdio:
-    """The container's stdio: paths of containerd's FIFOs or files ("" = not connected).
-
-    The ``open_*`` helpers must run on the instance's worker thread: opening a FIFO
-    blocks until its peer opens the other end.
-    """
-
-    stdin: str = ""
-    stdout: str = ""
-    stderr: str = ""
-
-    def open_stdin(self) -> BinaryIO | None:
-        return open(self.stdin, "rb", buffering=0) if self.stdin else None
-
-    def open_stdout(self) -> BinaryIO | None:
-        return _open_out(self.stdout)
-
-    def open_stderr(self) -> BinaryIO | None:
-        return _open_out(self.stderr)
-
-
-def _open_out(path: str) -> BinaryIO | None:
-    if not path:
-        return None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
-    return os.fdopen(fd, "wb", buffering=0)
 
 
 @dataclass(frozen=True, slots=True)

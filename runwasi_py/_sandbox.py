@@ -29,7 +29,7 @@ class Sandbox:
 
     drain_timeout: ClassVar[float] = 10.0
     """Seconds to wait after ``run_wasi`` returns for the output FIFOs to be read before the
-    exit is reported (see ``runwasi_py._output_drain``); the wait ends as soon as the pipes
+    exit is reported (see ``runwasi_py._stdio``); the wait ends as soon as the pipes
     are empty or their readers are gone, so it costs nothing when the client keeps up."""
 
     async def run_wasi(self, ctx: RuntimeContext) -> int:

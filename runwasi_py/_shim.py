@@ -16,21 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
-from runwasi_py._protowire import read_varint
+from runwasi_py._bundle.group import GROUP_MODES
+from runwasi_py._launch.address import bound_path, inode
+from runwasi_py._proto.wire import field_map
 from runwasi_py._sandbox import Sandbox
 from ttrpc._raw import RawMessage
 
 if TYPE_CHECKING:
     import ttrpc
-    from runwasi_py._events import EventSink
-    from runwasi_py._task_service import TaskService
+    from runwasi_py._events.publisher import EventSink
+    from runwasi_py._task.service import TaskService
 
 __all__ = ["Config", "Shim", "version"]
 
 log = logging.getLogger("runwasi_py.shim")
 
 _UNKNOWN = "<none>"
-GROUP_MODES = frozenset({"sandbox", "namespace"})
 
 
 def version() -> tuple[str, str]:
@@ -126,8 +127,13 @@ class Shim:
 
     @classmethod
     def run(cls) -> NoReturn:
-        """Run as containerd runs a shim: parse argv, ``start`` / ``delete`` / serve."""
-        from runwasi_py._cli import shim_main
+        """Run as containerd runs a shim: parse argv, ``start`` / ``delete`` / serve.
+
+        The same work as ``shim_main(cls)``; but by now the module defining the class (and
+        the framework's asyncio side) is imported, ~30 ms more per ``start``. A console
+        script that calls ``runwasi_py.shim_main("pkg.module:MyShim")`` skips that.
+        """
+        from runwasi_py._launch.main import shim_main
 
         shim_main(cls)
 
@@ -168,14 +174,14 @@ class Shim:
             ...                      ttrpc_address="/run/containerd/containerd.sock.ttrpc")
         """
         import ttrpc
-        from runwasi_py._task_service import TASK_V3_SERVICE, TaskService
+        from runwasi_py._task.service import TASK_V3_SERVICE, TaskService
 
         if self._stop is not None:
             raise RuntimeError(f"{type(self).__name__}.serve is already running")
         self._stop = stop = asyncio.Event()
         owned_publisher = None
         if publisher is None and ttrpc_address:
-            from runwasi_py._events import EventPublisher
+            from runwasi_py._events.publisher import EventPublisher
 
             owned_publisher = publisher = EventPublisher(ttrpc_address, namespace)
         elif publisher is None:
@@ -195,13 +201,13 @@ class Shim:
         server.register(service)
         server.register(service, name=TASK_V3_SERVICE)
         server.register(_reserve_service(service))
-        path = _socket_path(listener)
-        inode = _inode(path)
+        path = bound_path(listener)
+        bound_inode = inode(path)
         try:
             await server.listen_socket(listener)
             log.info("serving %s tasks on %s", namespace, path or "an inherited socket")
             stay = self.linger if linger is None else linger
-            await _serve_until_done(service, stop, stay, path, inode)
+            await _serve_until_done(service, stop, stay, path, bound_inode)
         finally:
             # Kill first so outstanding Wait calls return, then let in-flight calls (the
             # Shutdown reply) finish, then stop the threads; events are flushed last.
@@ -209,7 +215,7 @@ class Shim:
             await server.shutdown(cfg.shutdown_timeout)
             await service.aclose(cfg.shutdown_timeout)
             listener.close()
-            if path and _inode(path) == inode:  # still ours, not a newer shim's
+            if path and inode(path) == bound_inode:  # still ours, not a newer shim's
                 with contextlib.suppress(OSError):
                     os.unlink(path)
             if owned_publisher is not None:
@@ -229,7 +235,7 @@ async def _wait_any(*events: asyncio.Event) -> None:
 
 
 async def _serve_until_done(
-    service: TaskService, stop: asyncio.Event, linger: float, path: str, inode: int | None
+    service: TaskService, stop: asyncio.Event, linger: float, path: str, bound_inode: int | None
 ) -> None:
     """Return when asked to stop, or when no task and no reservation is left.
 
@@ -255,7 +261,7 @@ async def _serve_until_done(
             service.shutdown_requested.clear()
         while not stop.is_set() and not service.task_count:
             if book.try_close():
-                if path and _inode(path) == inode:  # new starts must not find us any more
+                if path and inode(path) == bound_inode:  # new starts must not find us any more
                     with contextlib.suppress(OSError):
                         os.unlink(path)
                 log.info("no task and no reservation left; stopping")
@@ -271,8 +277,8 @@ def _reserve_service(service: TaskService) -> ttrpc.Service:
     module's globals, where ttrpc is imported lazily.)
     """
     import ttrpc
+    from runwasi_py._daemon.reservations import RESERVE_METHOD, RESERVE_SERVICE, ShimClosing
     from runwasi_py._errors import FailedPrecondition, InvalidArgument
-    from runwasi_py._reservations import RESERVE_METHOD, RESERVE_SERVICE, ShimClosing
 
     class ReserveService(ttrpc.Service):
         service_name = RESERVE_SERVICE
@@ -294,44 +300,8 @@ def _reserve_service(service: TaskService) -> ttrpc.Service:
 
 def _decode_reserve_id(data: bytes) -> str:
     """Field 1 (string) of a ReserveRequest; "" when absent or malformed."""
-    pos, end, found = 0, len(data), ""
     try:
-        while pos < end:
-            key, pos = read_varint(data, pos)
-            wire = key & 7
-            if wire == 0:
-                _, pos = read_varint(data, pos)
-            elif wire == 2:
-                n, pos = read_varint(data, pos)
-                if pos + n > end:
-                    return ""
-                if key >> 3 == 1:
-                    found = data[pos : pos + n].decode("utf-8")
-                pos += n
-            elif wire in (1, 5):
-                pos += 8 if wire == 1 else 4
-            else:
-                return ""
-    except (IndexError, ValueError, UnicodeDecodeError):
+        value = field_map(data).get(1, [b""])[-1]
+        return value.decode("utf-8") if isinstance(value, bytes) else ""
+    except (ValueError, UnicodeDecodeError):
         return ""
-    return found if pos == end else ""
-
-
-def _socket_path(sock: socket.socket) -> str:
-    """The file a listening unix socket is bound to ("" for abstract or unnamed ones)."""
-    try:
-        name = sock.getsockname()
-    except OSError:
-        return ""
-    if isinstance(name, bytes):
-        name = name.decode(errors="surrogateescape")
-    if not isinstance(name, str) or not name or name.startswith("\0"):
-        return ""
-    return name
-
-
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino if path else None
-    except OSError:
-        return None

@@ -19,7 +19,7 @@ from typing import Any
 
 import betterproto2
 
-from runwasi_py._protowire import encode_varint
+from runwasi_py._proto.wire import encode_varint
 
 __all__ = ["install"]
 

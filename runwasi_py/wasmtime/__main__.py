@@ -8,9 +8,11 @@ the daemon runs wasm.
 
 from __future__ import annotations
 
-from typing import NoReturn
+from runwasi_py import shim_main
 
-from runwasi_py._cli import shim_main
+TYPE_CHECKING = False  # not typing's: start must not import typing
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 __all__ = ["main"]
 

@@ -15,7 +15,8 @@ trap, or the memory limit, is 137 with the message on the container's stderr; a 
 callback, so "out of memory" is inferred: a trap with the memory near the limit.
 
 Limits: epoch interruption reaches wasm code only. A guest inside a host call is stopped
-when the call returns: a blocked stdin read is woken (see ``_stdio``), but a ``sleep``
+when the call returns: a blocked stdin read is woken (``runwasi_py.FifoUnblocker``), but a
+``sleep``
 (``poll_oneoff`` on a clock) runs to its end.
 
 ``import wasmtime`` costs ~28 ms, more than a shim's whole ``start`` budget, so this module
@@ -24,25 +25,26 @@ imports it only inside methods; importing the shim class stays cheap.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
 import os
-import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runwasi_py._compile_cache import CompileCache, cache_key_for, shared_cache
-from runwasi_py._context import RuntimeContext
-from runwasi_py._errors import InvalidArgument
-from runwasi_py._sandbox import Sandbox
+from runwasi_py import AppendingOutput, FifoUnblocker, InvalidArgument, RuntimeContext, Sandbox
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
-from runwasi_py.wasmtime._stdio import (
-    AppendingOutput,
-    FifoUnblocker,
-    stdin_opens_at_once,
+from runwasi_py.wasmtime._exit import (
+    EXIT_TRAP,
+    _cannot_run,
+    _check_kill,
+    _Killed,
+    _killed_status,
+    _memory_at_limit,
+    _message,
+    _write_stderr,
 )
+from runwasi_py.wasmtime._wasi import wasi_config
 
 if TYPE_CHECKING:
     import wasmtime
@@ -51,20 +53,10 @@ __all__ = ["WasmtimeSandbox"]
 
 log = logging.getLogger("runwasi_py.wasmtime")
 
-EXIT_TRAP = 137
-"""A trap or an out-of-memory end (128 + SIGKILL, as a cgroup OOM kill would give)."""
-EXIT_CANNOT_RUN = 1
-"""The program could not be started (bad module, missing export, unlinkable import)."""
 
 _HEAD = 4096
-_PAGE = 65536
 _RUN_INTERFACE = "wasi:cli/run@"
 # Bind mounts the instance may see; other OCI mounts (proc, sysfs, tmpfs...) name no host dir.
-_BIND_TYPES = frozenset({"bind", "rbind", "none", ""})
-
-
-class _Killed(Exception):
-    """A kill arrived between two steps of a run; carries no state (control flow only)."""
 
 
 class _Program:
@@ -91,8 +83,6 @@ class WasmtimeSandbox(Sandbox):
         ...     sandbox = WasmtimeSandbox
     """
 
-    cache_directory: ClassVar[Path | None] = None
-    """Where compiled modules are cached; None = ``default_cache_dir()`` (env-overridable)."""
     accept_precompiled: ClassVar[bool] = True
     """Run entrypoints that are wasmtime artifacts (as runwasi does).
 
@@ -209,7 +199,7 @@ class WasmtimeSandbox(Sandbox):
         _check_kill(ctx)
 
         try:
-            wasi = self._wasi_config(ctx)
+            wasi = wasi_config(ctx, self._publish_fifos, self._appenders)
         except (wasmtime.WasmtimeError, OSError) as exc:
             return _cannot_run(ctx, f"cannot set up WASI: {_message(exc)}")
         _check_kill(ctx)
@@ -246,70 +236,12 @@ class WasmtimeSandbox(Sandbox):
                 return _deserialize(engine, ctx.precompiled, expected)
             except Exception as exc:  # a stale artifact: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
-        wasm = src.read_bytes()
-        cache = self._cache()
-        key = cache_key_for(wasm, self.cache_key())
-        path = cache.get(key)
-        if path is not None:
-            try:
-                return _deserialize(engine, path, expected)
-            except Exception as exc:
-                log.warning("cached %s unusable, compiling: %s", path, exc)
-                cache.invalidate(key)
-        program = _compile(engine, kind, wasm)
-        try:
-            cache.put(key, bytes(program.compiled.serialize()))
-        except Exception as exc:  # the cache is an optimisation only
-            log.warning("compile cache %s not written: %s", cache.directory, exc)
-        return program
+        # No artifact from the framework's compile cache (or a stale one): compile here.
+        return _compile(engine, kind, src.read_bytes())
 
-    def _cache(self) -> CompileCache:
-        return shared_cache(self.cache_directory)
-
-    def _wasi_config(self, ctx: RuntimeContext) -> wasmtime.WasiConfig:
-        import wasmtime
-
-        wasi = wasmtime.WasiConfig()
-        wasi.argv = list(ctx.args)
-        # Only the container's own env: nothing of the shim's environment leaks in.
-        wasi.env = [tuple(e.split("=", 1)) for e in ctx.envs if e.partition("=")[0] and "=" in e]
-        root = ctx.rootfs
-        readonly = bool(ctx.spec.get("root", {}).get("readonly", False))
-        wasi.preopen_dir(str(root), "/", fs_mutable=not readonly)
-        for m in ctx.mounts:
-            if not _is_dir_bind(m.type, m.options, m.source) or m.destination in ("", "/"):
-                continue
-            wasi.preopen_dir(m.source, m.destination, fs_mutable="ro" not in m.options)
-        # wasmtime-py cannot set the guest's working directory. Newer wasi-libc resolves
-        # relative paths from "/", older toolchains from a "." preopen: give them cwd.
-        cwd = _inside(root, ctx.cwd)
-        if cwd is not None and cwd != root.resolve():
-            wasi.preopen_dir(str(cwd), ".", fs_mutable=not readonly)
-
-        stdio = ctx.stdio
-        fifos = FifoUnblocker(stdio.stdin, [stdio.stdout, stdio.stderr])
+    def _publish_fifos(self, fifos: FifoUnblocker) -> None:
         with self._lock:
             self._fifos = fifos
-        if ctx.kill_signal is not None:  # killed before the unblocker was published
-            fifos.release()
-        # Each assignment opens its path here, on the worker thread; on a FIFO it waits
-        # for containerd's end (or for FifoUnblocker.release on a kill).
-        if stdio.stdin:
-            with stdin_opens_at_once(stdio.stdin):
-                wasi.stdin_file = stdio.stdin
-        for path, native, custom in (
-            (stdio.stdout, "stdout_file", "stdout_custom"),
-            (stdio.stderr, "stderr_file", "stderr_custom"),
-        ):
-            if not path:
-                continue
-            if _is_regular_or_missing(path):
-                appender = AppendingOutput(path)
-                self._appenders.append(appender)
-                setattr(wasi, custom, appender)
-            else:
-                setattr(wasi, native, path)
-        return wasi
 
     def _run_module(self, ctx: RuntimeContext, store: wasmtime.Store, module: Any) -> int:
         import wasmtime
@@ -539,52 +471,6 @@ def _component_entry(
     )
 
 
-def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
-    """Whether the guest trapped with its memory (nearly) at the limit.
-
-    wasmtime-py's store limits make ``memory.grow`` return -1 instead of trapping and
-    offer no callback, so a refusal is invisible; the guest's allocator then traps or
-    aborts. A trap with the exported memory within a quarter of the limit (at least two
-    pages) of it is taken as out of memory: allocators grow in steps, and a refused step
-    leaves the memory short of the limit by up to that step. (A component's memories are
-    not visible from here: for components only a refused instantiation counts.)
-    """
-    import wasmtime
-
-    if instance is None:
-        return False
-    try:
-        exports = instance.exports(store)
-        used = sum(e.data_len(store) for e in exports.by_index if isinstance(e, wasmtime.Memory))
-    except Exception:  # a store that cannot be inspected: not our verdict
-        return False
-    return used > 0 and used + max(2 * _PAGE, limit // 4) > limit
-
-
-def _is_regular_or_missing(path: str) -> bool:
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
-
-
-def _is_dir_bind(kind: str, options: tuple[str, ...], source: str) -> bool:
-    is_bind = kind in _BIND_TYPES or "bind" in options or "rbind" in options
-    return is_bind and os.path.isabs(source) and os.path.isdir(source)
-
-
-def _inside(root: Path, guest_path: str) -> Path | None:
-    """The host directory for ``guest_path`` inside ``root``, or None if it escapes/is absent."""
-    try:
-        base = root.resolve()
-        p = (base / guest_path.lstrip("/")).resolve()
-    except (OSError, RuntimeError):
-        return None
-    return p if p.is_relative_to(base) and p.is_dir() else None
-
-
 def _renice(nice: int) -> int | None:
     """Set this thread's nice value (per thread on Linux); the previous one, None if unchanged."""
     tid = threading.get_native_id()
@@ -596,51 +482,3 @@ def _renice(nice: int) -> int | None:
     except OSError:
         return None
     return before
-
-
-def _check_kill(ctx: RuntimeContext) -> None:
-    if ctx.kill_signal is not None:
-        raise _Killed
-
-
-def _killed_status(ctx: RuntimeContext) -> int:
-    sig = ctx.kill_signal
-    return 128 + (sig if sig is not None else 9)
-
-
-def _message(exc: BaseException) -> str:
-    import wasmtime
-
-    if isinstance(exc, wasmtime.Trap):
-        return exc.message
-    if isinstance(exc, OSError) and exc.strerror:
-        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return str(exc)
-
-
-def _cannot_run(ctx: RuntimeContext, message: str) -> int:
-    log.error("container %s: %s", ctx.container_id, message)
-    _write_stderr(ctx, message + "\n")
-    return EXIT_CANNOT_RUN
-
-
-def _write_stderr(ctx: RuntimeContext, text: str) -> None:
-    """Best effort: the container's stderr after the guest let go of it.
-
-    Non-blocking, so a FIFO nobody reads any more (ENXIO) or a full pipe is skipped
-    rather than hanging the worker.
-    """
-    path = ctx.stdio.stderr
-    if not path:
-        return
-    try:
-        fd = os.open(
-            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC, 0o600
-        )
-    except OSError:
-        return
-    try:
-        with contextlib.suppress(OSError):
-            os.write(fd, text.encode("utf-8", "replace"))
-    finally:
-        os.close(fd)

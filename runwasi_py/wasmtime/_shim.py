@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from runwasi_py._sandbox import Sandbox
-from runwasi_py._shim import Shim
+from runwasi_py import Sandbox, Shim
 from runwasi_py.wasmtime._sandbox import WasmtimeSandbox, preload
 
 if TYPE_CHECKING:
     import socket
 
-    from runwasi_py._events import EventSink
+    from runwasi_py import EventSink
 
 __all__ = ["PyWasmtimeShim"]
 

@@ -17,9 +17,9 @@ import pytest
 import runwasi_py
 import ttrpc
 from runwasi_py import Config, Shim
-from runwasi_py._events_fake import RecordingEventsServer
-from runwasi_py._proto import TaskExit
+from runwasi_py._proto.messages import TaskExit
 from runwasi_py.testing import TaskDriver, make_bundle
+from runwasi_py.testing.events_server import RecordingEventsServer
 from tests.runwasi_py.sandboxes import ScriptShim, entered, reset
 
 pytestmark = pytest.mark.anyio
@@ -188,7 +188,7 @@ def test_config_defaults_and_frozen() -> None:
 
 
 def test_run_hands_the_class_to_shim_main(monkeypatch: pytest.MonkeyPatch) -> None:
-    import runwasi_py._cli as cli
+    import runwasi_py._launch.main as cli
 
     seen: list[object] = []
 
@@ -206,12 +206,41 @@ def test_public_names() -> None:
     for name in ("Shim", "Config", "version", "Sandbox", "RuntimeContext"):
         assert name in runwasi_py.__all__
         assert hasattr(runwasi_py, name)
+    for name in ("Entrypoint", "errors", "shim_main", "Stdio", "EventSink", "CompileCache"):
+        assert name in runwasi_py.__all__
+        assert hasattr(runwasi_py, name)
+    from runwasi_py._launch.main import shim_main
+
+    assert runwasi_py.shim_main is shim_main
+    assert runwasi_py.errors.NotFound is runwasi_py.NotFound
+
+
+def test_the_bundled_engine_uses_only_public_names() -> None:
+    """wasmtime/ is the template for a new engine: nothing of the framework's private rooms."""
+    import ast
+    from pathlib import Path
+
+    engine = Path(runwasi_py.__file__).parent / "wasmtime"
+    private: list[str] = []
+    for path in engine.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            private.extend(
+                f"{path.name}: {name}"
+                for name in names
+                if name.startswith(("runwasi_py._", "runwasi_py.testing"))
+            )
+    assert private == []
 
 
 async def test_linger_and_reservations_hold_a_shared_daemon(
     sockdir: Path, events: RecordingEventsServer, tmp_path: Path
 ) -> None:
-    from runwasi_py import _cli
+    from runwasi_py._launch.reserve import reserve
 
     path = sockdir / "shim.sock"
     address = f"unix://{path}"
@@ -225,7 +254,7 @@ async def test_linger_and_reservations_hold_a_shared_daemon(
     code, _, _ = await driver.run(b1)
     assert code == 0
     # a start for c2 reserves the daemon; then containerd's Shutdown for c1 arrives
-    assert await asyncio.to_thread(_cli._reserve, address, "c2") == "reserved"
+    assert await asyncio.to_thread(reserve, address, "c2") == "reserved"
     service = shim.task_service
     assert service is not None
     assert service.reservations.pending == 1
@@ -242,11 +271,11 @@ async def test_linger_and_reservations_hold_a_shared_daemon(
     await asyncio.wait_for(serving, 15)
     await client.close()
     assert not exists(path)
-    assert await asyncio.to_thread(_cli._reserve, address, "c3") == "dead"
+    assert await asyncio.to_thread(reserve, address, "c3") == "dead"
 
 
 async def test_an_exiting_daemon_refuses_reservations(sockdir: Path) -> None:
-    from runwasi_py import _cli
+    from runwasi_py._launch.reserve import reserve
 
     path = sockdir / "shim.sock"
     shim = ScriptShim()
@@ -256,10 +285,10 @@ async def test_an_exiting_daemon_refuses_reservations(sockdir: Path) -> None:
     service = shim.task_service
     assert service is not None
     assert service.reservations.try_close()  # what the exit decision does
-    assert await asyncio.to_thread(_cli._reserve, f"unix://{path}", "c9") == "refused"
+    assert await asyncio.to_thread(reserve, f"unix://{path}", "c9") == "refused"
     assert service.reservations.pending == 0
     # an empty id is a bad request, not a reservation
-    assert await asyncio.to_thread(_cli._reserve, f"unix://{path}", "") == "reserved"
+    assert await asyncio.to_thread(reserve, f"unix://{path}", "") == "reserved"
     shim.shutdown()
     await asyncio.wait_for(serving, 15)
     await client.close()

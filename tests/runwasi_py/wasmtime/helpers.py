@@ -78,7 +78,14 @@ def start(sandbox: Sandbox, ctx: RuntimeContext) -> concurrent.futures.Future[in
 
 
 def run(sandbox: Sandbox, ctx: RuntimeContext, timeout: float = 30) -> int:
-    """Run to completion on a worker thread; the exit code."""
+    """Precompile as the framework does at Create, run to completion on a worker thread."""
+    from runwasi_py._compile_cache import precompile
+
+    if ctx.precompiled is None:
+        try:
+            ctx.precompiled = precompile(sandbox, ctx)
+        except Exception:  # Create would refuse it; here the engine meets the bad module
+            ctx.precompiled = None
     return start(sandbox, ctx).result(timeout)
 
 

@@ -641,7 +641,7 @@ def test_trap_message_is_appended_to_a_log_file(tmp_path: Path) -> None:
 
 
 def test_appending_output_reports_errors_instead_of_raising(tmp_path: Path) -> None:
-    from runwasi_py.wasmtime._stdio import AppendingOutput
+    from runwasi_py import AppendingOutput
 
     out_file = AppendingOutput(str(tmp_path / "f"))
     assert out_file(b"abc") == 3

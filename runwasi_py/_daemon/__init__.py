@@ -1,0 +1,1 @@
+"""The long-lived shim daemon process: main loop, orphan reaper, reservations, logging."""

@@ -1,0 +1,1 @@
+"""Task events to containerd: the topic table, the publisher and the Forward wire codec."""

@@ -1,0 +1,1 @@
+"""The short-lived ``start``, ``delete`` and ``-info`` processes containerd runs (no asyncio)."""

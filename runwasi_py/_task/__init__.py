@@ -1,0 +1,1 @@
+"""containerd's Task service: RPC handlers, the task state table, instances, workers, stats."""

@@ -1,0 +1,501 @@
+"""containerd's Task service (``containerd.task.v2.Task``, and v3) over the instances.
+
+Theory of operation: one :class:`TaskService` per shim process holds the tasks by container
+id. Each task has a :class:`TaskState` moved only through :func:`transition`, an
+:class:`Instance` (the worker thread that runs ``Sandbox.run_wasi``), and the rootfs it
+mounted. Every handler runs on the control loop and does not await between a state check and
+the change it guards, so two calls on one task cannot interleave badly; Create reserves its id
+before its first await.
+
+Events go to the :class:`EventSink` in the order containerd requires: TaskCreate when Create
+succeeds, TaskStart when Start succeeds, TaskOOM and TaskExit when the instance ends (an
+instance reports its end through the control loop, so its exit is always queued after the
+TaskStart of the Start call that started it), TaskDelete on Delete.
+
+Where containerd relies on the runc shim's behaviour, this matches it: NotFound for an
+unknown id and for killing a finished task, AlreadyExists for a duplicate Create, 128+signal
+exit statuses, ``exited_at`` = Go's zero time until the task exits, Connect's pids, Shutdown
+that exits only when no task is left. Exec, Pause, Resume, Checkpoint and ResizePty answer
+Unimplemented.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import signal as signal_mod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import betterproto2
+
+from runwasi_py._bundle.bundle import Bundle
+from runwasi_py._bundle.spec import is_sandbox_container
+from runwasi_py._compile_cache import precompile, shared_cache
+from runwasi_py._context import WASM_MAGIC, RuntimeContext
+from runwasi_py._daemon.reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
+from runwasi_py._errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unimplemented,
+)
+from runwasi_py._events.publisher import EventSink, NullEventSink
+from runwasi_py._events.topics import (
+    TOPIC_CREATE,
+    TOPIC_DELETE,
+    TOPIC_EXIT,
+    TOPIC_OOM,
+    TOPIC_START,
+)
+from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
+from runwasi_py._proto.messages import (
+    GO_ZERO_TIME,
+    CheckpointTaskRequest,
+    CloseIoRequest,
+    ConnectRequest,
+    ConnectResponse,
+    CreateTaskRequest,
+    CreateTaskResponse,
+    DeleteRequest,
+    DeleteResponse,
+    Empty,
+    ExecProcessRequest,
+    KillRequest,
+    PauseRequest,
+    PidsRequest,
+    PidsResponse,
+    ProcessInfo,
+    ResizePtyRequest,
+    ResumeRequest,
+    ShutdownRequest,
+    StartRequest,
+    StartResponse,
+    StateRequest,
+    StateResponse,
+    StatsRequest,
+    StatsResponse,
+    Status,
+    TaskCreate,
+    TaskDelete,
+    TaskExit,
+    TaskIo,
+    TaskOom,
+    TaskStart,
+    UpdateTaskRequest,
+    WaitRequest,
+    WaitResponse,
+)
+from runwasi_py._sandbox import Sandbox
+from runwasi_py._stdio import Stdio
+from runwasi_py._task.instance import Instance, WorkerPool
+from runwasi_py._task.state import TaskState, transition
+from runwasi_py._task.stats import stats_any
+from ttrpc import CallContext
+
+__all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]
+
+log = logging.getLogger("runwasi_py.task")
+
+TASK_V3_SERVICE = "containerd.task.v3.Task"
+"""The wire-identical v3 name containerd 2.x uses; register the same service under it."""
+
+
+_STATUS = {
+    TaskState.CREATED: Status.CREATED,
+    TaskState.RUNNING: Status.RUNNING,
+    TaskState.STOPPED: Status.STOPPED,
+    TaskState.DELETED: Status.STOPPED,
+}
+
+
+def _timestamp(ns: int | None) -> datetime.datetime:
+    if ns is None:
+        return GO_ZERO_TIME
+    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
+
+
+@dataclass(eq=False)
+class _Task:
+    id: str
+    bundle: str
+    stdio: Stdio
+    instance: Instance
+    disk: Bundle  # the bundle on disk, with what Create mounted in it
+    state: TaskState = TaskState.CREATED
+
+
+class PauseSandbox(Sandbox):
+    """A CRI pod's sandbox (pause) container: does nothing until it is killed."""
+
+    async def can_handle(self, ctx: RuntimeContext) -> None:
+        pass
+
+    async def run_wasi(self, ctx: RuntimeContext) -> int:
+        await asyncio.Event().wait()  # cancelled by Kill; the exit status is 128+signal
+        return 0
+
+
+class TaskService(TaskBase):
+    """The Task service of one shim process: every RPC of ``containerd.task.v2.Task``.
+
+    Example:
+        >>> service = TaskService(MySandbox, namespace="default", events=publisher)
+        >>> server.register(service)
+        >>> server.register(service, name=TASK_V3_SERVICE)
+        >>> await service.shutdown_requested.wait()   # Shutdown with no task left
+        >>> await service.aclose()
+    """
+
+    def __init__(
+        self,
+        sandbox: Callable[[], Sandbox],
+        *,
+        namespace: str,
+        events: EventSink | None = None,
+        shim_name: str = "runwasi-py",
+        kill_timeout: float = 1.0,
+        compile_cache_dir: Path | None = None,
+        reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
+    ) -> None:
+        self._sandbox = sandbox
+        self.namespace = namespace
+        self._events: EventSink = events if events is not None else NullEventSink()
+        self._shim_name = shim_name
+        self._kill_timeout = kill_timeout
+        self._compile_cache_dir = compile_cache_dir
+        self._tasks: dict[str, _Task] = {}
+        self._creating: set[str] = set()
+        self._pool = WorkerPool()
+        self.shutdown_requested = asyncio.Event()
+        """Set by a Shutdown call that found no task; the server owner stops serving."""
+        self.reservations = Reservations(timeout=reservation_timeout)
+        """Container ids a ``start`` handed this shim's address for (see ``_reservations``)."""
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @property
+    def task_count(self) -> int:
+        """Tasks this shim owns (created and not yet deleted), including ones being created."""
+        return len(self._tasks) + len(self._creating)
+
+    def _publish(self, topic: str, event: betterproto2.Message) -> None:
+        try:
+            self._events.publish(topic, event)
+        except Exception:
+            log.exception("cannot queue event %s", topic)
+
+    def _get(self, task_id: str) -> _Task:
+        task = self._tasks.get(task_id)
+        if task is None:
+            raise NotFound(f"container {task_id} not created: not found")
+        return task
+
+    @staticmethod
+    def _no_exec(exec_id: str, task_id: str) -> None:
+        # This shim never creates exec processes (Exec is Unimplemented), so any exec id
+        # names a process that does not exist: runc's answer for an unknown exec.
+        if exec_id:
+            raise NotFound(f"process does not exist {exec_id} in container {task_id}: not found")
+
+    def _running_count(self) -> int:
+        return sum(1 for t in self._tasks.values() if t.state is TaskState.RUNNING)
+
+    def _on_exit(self, task: _Task, instance: Instance) -> None:
+        """The instance ended (control loop): STOPPED, then TaskOOM and TaskExit."""
+        if task.state is TaskState.DELETED:
+            return
+        task.state = transition(task.state, TaskState.STOPPED, task_id=task.id)
+        status = instance.exit_status
+        assert status is not None
+        log.info("task %s exited with status %d", task.id, status.code)
+        if instance.oom:
+            self._publish(TOPIC_OOM, TaskOom(container_id=task.id))
+        self._publish(
+            TOPIC_EXIT,
+            TaskExit(
+                container_id=task.id,
+                id=task.id,
+                pid=instance.pid,
+                exit_status=status.code,
+                exited_at=_timestamp(status.exited_at_ns),
+            ),
+        )
+
+    # -- Create --------------------------------------------------------------------------
+
+    async def create(self, request: CreateTaskRequest, context: CallContext) -> CreateTaskResponse:
+        task_id = request.id
+        if not task_id:
+            raise InvalidArgument("create: the task id is empty")
+        if request.terminal:
+            raise InvalidArgument(f"create {task_id}: terminal (tty) is not supported")
+        if request.checkpoint or request.parent_checkpoint:
+            raise Unimplemented(f"create {task_id}: checkpoint restore is not supported")
+        if task_id in self._tasks or task_id in self._creating:
+            raise AlreadyExists(f"task {task_id}: already exists")
+        self.reservations.release(task_id)  # containerd came: the task now holds the shim
+        self._creating.add(task_id)
+        try:
+            task = await self._create(request)
+        finally:
+            self._creating.discard(task_id)
+        self._tasks[task_id] = task
+        log.debug("task %s created, pid %d", task_id, task.instance.pid)
+        self._publish(
+            TOPIC_CREATE,
+            TaskCreate(
+                container_id=task_id,
+                bundle=request.bundle,
+                rootfs=list(request.rootfs),
+                io=TaskIo(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr),
+                checkpoint=request.checkpoint,
+                pid=task.instance.pid,
+            ),
+        )
+        return CreateTaskResponse(pid=task.instance.pid)
+
+    async def _create(self, request: CreateTaskRequest) -> _Task:
+        if not request.bundle:
+            raise InvalidArgument(f"create {request.id}: the bundle path is empty")
+        stdio = Stdio.from_request(request.stdin, request.stdout, request.stderr)
+        bundle = Bundle.load(request.bundle)
+        bundle.mount(request.rootfs)
+        try:
+            ctx = bundle.context(container_id=request.id, namespace=self.namespace, stdio=stdio)
+            sandbox = await self._choose_sandbox(ctx)
+            await self._precompile(sandbox, ctx)
+            task: _Task | None = None
+
+            def on_exit(instance: Instance) -> None:
+                if task is not None:
+                    self._on_exit(task, instance)
+
+            instance = Instance(
+                request.id,
+                sandbox,
+                ctx,
+                pool=self._pool,
+                on_exit=on_exit,
+                kill_timeout=self._kill_timeout,
+            )
+            task = _Task(
+                id=request.id,
+                bundle=request.bundle,
+                stdio=stdio,
+                instance=instance,
+                disk=bundle,
+            )
+            return task
+        except BaseException:
+            bundle.unmount(request.id)
+            raise
+
+    async def _choose_sandbox(self, ctx: RuntimeContext) -> Sandbox:
+        sandbox = self._sandbox()
+        try:
+            await sandbox.can_handle(ctx)
+        except InvalidArgument:
+            if is_sandbox_container(ctx.annotations) and not _is_wasm(ctx):
+                log.info("task %s: CRI sandbox container runs as an idle task", ctx.container_id)
+                return PauseSandbox()
+            raise
+        return sandbox
+
+    async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
+        cache = shared_cache(self._compile_cache_dir, shim_name=self._shim_name)
+        try:
+            ctx.precompiled = await asyncio.to_thread(precompile, sandbox, ctx, cache)
+        except NotImplementedError:
+            return  # a cache_key without a compile hook: nothing to precompile
+        except OSError as e:
+            raise InvalidArgument(f"cannot read entrypoint {ctx.entrypoint.path!r}: {e}") from None
+        except Exception as e:
+            raise InvalidArgument(
+                f"cannot compile entrypoint {ctx.entrypoint.path!r}: {e}"
+            ) from None
+
+    # -- Start / Kill / Wait / Delete ------------------------------------------------------
+
+    async def start(self, request: StartRequest, context: CallContext) -> StartResponse:
+        task = self._get(request.id)
+        self._no_exec(request.exec_id, request.id)
+        task.state = transition(task.state, TaskState.RUNNING, task_id=task.id)
+        pid = task.instance.start()
+        log.debug("task %s started", task.id)
+        # Queued before this returns; the instance's exit reaches the control loop only
+        # through call_soon_threadsafe, so TaskExit can never be queued ahead of this.
+        self._publish(TOPIC_START, TaskStart(container_id=task.id, pid=pid))
+        return StartResponse(pid=pid)
+
+    async def kill(self, request: KillRequest, context: CallContext) -> Empty:
+        task = self._get(request.id)
+        self._no_exec(request.exec_id, request.id)
+        sig = request.signal
+        if sig > 64:
+            raise InvalidArgument(f"kill {task.id}: invalid signal {sig}")
+        if task.state is not TaskState.CREATED and task.state is not TaskState.RUNNING:
+            raise NotFound("process already finished: not found")
+        if task.state is TaskState.CREATED and sig not in (0, signal_mod.SIGKILL):
+            # Only SIGKILL ends a task that never started (containerd's forced delete sends
+            # it and then expects the task stopped); other signals would be lost.
+            raise FailedPrecondition(
+                f"kill {task.id}: task is created, not running: start it first "
+                f"(only SIGKILL ends a created task)"
+            )
+        log.info("task %s: kill with signal %d", task.id, sig)
+        task.instance.kill(sig)
+        return Empty()
+
+    async def wait(self, request: WaitRequest, context: CallContext) -> WaitResponse:
+        task = self._get(request.id)
+        self._no_exec(request.exec_id, request.id)
+        status = await task.instance.wait()
+        return WaitResponse(exit_status=status.code, exited_at=_timestamp(status.exited_at_ns))
+
+    async def delete(self, request: DeleteRequest, context: CallContext) -> DeleteResponse:
+        task = self._get(request.id)
+        self._no_exec(request.exec_id, request.id)
+        was = task.state
+        task.state = transition(task.state, TaskState.DELETED, task_id=task.id)
+        if was is TaskState.CREATED:
+            task.instance.discard()
+        del self._tasks[task.id]
+        task.disk.unmount(task.id)
+        status = task.instance.exit_status
+        assert status is not None
+        exited_at = _timestamp(status.exited_at_ns)
+        log.debug("task %s deleted", task.id)
+        self._publish(
+            TOPIC_DELETE,
+            TaskDelete(
+                container_id=task.id,
+                pid=task.instance.pid,
+                exit_status=status.code,
+                exited_at=exited_at,
+                id="",
+            ),
+        )
+        return DeleteResponse(pid=task.instance.pid, exit_status=status.code, exited_at=exited_at)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def state(self, request: StateRequest, context: CallContext) -> StateResponse:
+        task = self._get(request.id)
+        self._no_exec(request.exec_id, request.id)
+        status = task.instance.exit_status
+        return StateResponse(
+            id=task.id,
+            bundle=task.bundle,
+            pid=task.instance.pid,
+            status=_STATUS[task.state],
+            stdin=task.stdio.stdin,
+            stdout=task.stdio.stdout,
+            stderr=task.stdio.stderr,
+            terminal=False,
+            exit_status=status.code if status is not None else 0,
+            exited_at=_timestamp(status.exited_at_ns if status is not None else None),
+            exec_id="",
+        )
+
+    async def pids(self, request: PidsRequest, context: CallContext) -> PidsResponse:
+        task = self._get(request.id)
+        if task.instance.exit_status is not None:
+            return PidsResponse(processes=[])
+        return PidsResponse(processes=[ProcessInfo(pid=task.instance.pid)])
+
+    async def stats(self, request: StatsRequest, context: CallContext) -> StatsResponse:
+        task = self._get(request.id)
+        return StatsResponse(stats=stats_any(task.instance, self._running_count()))
+
+    async def connect(self, request: ConnectRequest, context: CallContext) -> ConnectResponse:
+        # runc answers an unknown id with task_pid 0 rather than an error; containerd calls
+        # Connect to learn the shim's pid.
+        task = self._tasks.get(request.id)
+        return ConnectResponse(
+            shim_pid=os.getpid(), task_pid=task.instance.pid if task is not None else 0
+        )
+
+    # -- control -----------------------------------------------------------------------------
+
+    async def shutdown(self, request: ShutdownRequest, context: CallContext) -> Empty:
+        if self.task_count:
+            log.debug("shutdown: %d task(s) left; keep serving", self.task_count)
+            return Empty()
+        if self.reservations.pending:
+            log.debug("shutdown: a start just handed out this shim's address; keep serving")
+            return Empty()
+        log.info("shutdown: no task left; stopping")
+        self.shutdown_requested.set()
+        return Empty()
+
+    async def close_io(self, request: CloseIoRequest, context: CallContext) -> Empty:
+        task = self._get(request.id)
+        self._no_exec(request.exec_id, request.id)
+        # The sandbox opens stdin itself on its own thread; the shim holds no copy of it to
+        # close, so there is nothing to do (containerd closes its end of the FIFO).
+        log.debug("task %s: CloseIO(stdin=%s)", task.id, request.stdin)
+        return Empty()
+
+    async def update(self, request: UpdateTaskRequest, context: CallContext) -> Empty:
+        task = self._get(request.id)
+        # An engine cannot change a running instance's limits; take the annotations so
+        # State-level readers see them and accept the call as containerd's CRI expects.
+        task.instance.ctx.annotations.update(request.annotations)
+        log.debug("task %s: Update (resources not applied to a running instance)", task.id)
+        return Empty()
+
+    async def exec(self, request: ExecProcessRequest, context: CallContext) -> Empty:
+        raise Unimplemented(f"exec {request.exec_id} in {request.id}: exec is not supported")
+
+    async def pause(self, request: PauseRequest, context: CallContext) -> Empty:
+        raise Unimplemented(f"pause {request.id}: pause is not supported")
+
+    async def resume(self, request: ResumeRequest, context: CallContext) -> Empty:
+        raise Unimplemented(f"resume {request.id}: resume is not supported")
+
+    async def checkpoint(self, request: CheckpointTaskRequest, context: CallContext) -> Empty:
+        raise Unimplemented(f"checkpoint {request.id}: checkpoint is not supported")
+
+    async def resize_pty(self, request: ResizePtyRequest, context: CallContext) -> Empty:
+        raise Unimplemented(f"resize pty {request.id}: terminals are not supported")
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    async def kill_all(self, grace: float = 5.0) -> None:
+        """SIGKILL every task that has not ended and wait for their exits (shim stopping)."""
+        for task in list(self._tasks.values()):
+            if task.state is TaskState.RUNNING or task.state is TaskState.CREATED:
+                task.instance.kill(signal_mod.SIGKILL)
+        waits = [t.instance.wait() for t in self._tasks.values()]
+        if waits:
+            try:
+                async with asyncio.timeout(grace):
+                    await asyncio.gather(*waits)
+            except TimeoutError:
+                log.warning("close: some instances did not end in time")
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Kill what still runs, unmount, and stop the worker threads (serve's last step)."""
+        await self.kill_all(grace)
+        for task in list(self._tasks.values()):
+            task.disk.unmount(task.id)
+        self._tasks.clear()
+        pool = self._pool
+        await asyncio.to_thread(pool.close, grace)
+        await asyncio.to_thread(pool.join_all, grace)
+
+
+def _is_wasm(ctx: RuntimeContext) -> bool:
+    src = ctx.entrypoint.source
+    if src is None:
+        return False
+    try:
+        with src.open("rb") as f:
+            return f.read(4) == WASM_MAGIC
+    except OSError:
+        return False

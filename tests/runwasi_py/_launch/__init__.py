@@ -1,0 +1,1 @@
+"""Tests for runwasi_py._launch."""
