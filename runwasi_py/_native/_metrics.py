@@ -14,11 +14,11 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from runwasi_py._proto import Any as AnyMessage
-from runwasi_py._proto import pack_any
+from runwasi_py._proto.messages import Any as AnyMessage
+from runwasi_py._proto.messages import pack_any
 
 if TYPE_CHECKING:
-    from runwasi_py._proto import cgroups_v1, cgroups_v2
+    from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
 
 __all__ = ["cgroup_v2_host", "metrics_any", "metrics_v1", "metrics_v2"]
 
@@ -139,7 +139,7 @@ def metrics_v1(stats: Mapping[str, Any]) -> cgroups_v1.Metrics:
     >>> metrics_v1({"cpu": {"usage": {"total": 5000}}}).cpu.usage.total
     5000
     """
-    from runwasi_py._proto import cgroups_v1 as v1
+    from runwasi_py._proto.messages import cgroups_v1 as v1
 
     cpu, memory, pids = _d(stats, "cpu"), _d(stats, "memory"), _d(stats, "pids")
     usage, throttling = _d(cpu, "usage"), _d(cpu, "throttling")
@@ -206,7 +206,7 @@ def metrics_v2(stats: Mapping[str, Any]) -> cgroups_v2.Metrics:
     >>> metrics_v2({"cpu": {"usage": {"total": 5000}}}).cpu.usage_usec
     5
     """
-    from runwasi_py._proto import cgroups_v2 as v2
+    from runwasi_py._proto.messages import cgroups_v2 as v2
 
     cpu, memory, pids = _d(stats, "cpu"), _d(stats, "memory"), _d(stats, "pids")
     usage, throttling = _d(cpu, "usage"), _d(cpu, "throttling")

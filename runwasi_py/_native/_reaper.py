@@ -34,7 +34,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["ProcessExit", "Reaper", "become_subreaper", "exit_code", "is_subreaper"]
+__all__ = [
+    "ProcessExit",
+    "Reaper",
+    "become_subreaper",
+    "exit_code",
+    "is_subreaper",
+    "process_reaper",
+]
 
 log = logging.getLogger("runwasi_py.native")
 
@@ -214,3 +221,14 @@ def _zombie_children() -> set[int]:
                         if s.read().rsplit(")", 1)[1].split()[0] == "Z":
                             found.add(int(pid))
     return found
+
+
+_PROCESS_REAPER: Reaper | None = None
+
+
+def process_reaper() -> Reaper:
+    """This process's one :class:`Reaper` (the daemon's orphan sweep and runc share it)."""
+    global _PROCESS_REAPER
+    if _PROCESS_REAPER is None:
+        _PROCESS_REAPER = Reaper()
+    return _PROCESS_REAPER

@@ -33,8 +33,8 @@ import termios
 import time
 from collections.abc import Callable
 
-from runwasi_py._context import Stdio
 from runwasi_py._errors import InvalidArgument
+from runwasi_py._stdio import Stdio
 
 __all__ = ["NativeStdio"]
 

@@ -23,14 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runwasi_py._context import Stdio
 from runwasi_py._errors import NotFound
-from runwasi_py._instance import ExitStatus
 from runwasi_py._native._metrics import metrics_any
 from runwasi_py._native._reaper import ProcessExit, Reaper
 from runwasi_py._native._runc import Runc, RuncError
 from runwasi_py._native._stdio import NativeStdio
-from runwasi_py._proto import Any as AnyMessage
+from runwasi_py._proto.messages import Any as AnyMessage
+from runwasi_py._stdio import Stdio
+from runwasi_py._task.instance import ExitStatus
 
 __all__ = ["NativeTask"]
 
@@ -75,6 +75,8 @@ class NativeTask:
         self._exited = asyncio.Event()
         self._deleted = False
         self._killed = False
+        self._not_starting = asyncio.Event()
+        self._not_starting.set()
         self._watcher = asyncio.ensure_future(self._watch(init_exit))
 
     @classmethod
@@ -129,6 +131,9 @@ class NativeTask:
         ended = await init_exit
         await self.stdio.finish(self._drain_timeout, stop=lambda: self._killed)
         self._exit_status = ExitStatus(ended.code, ended.exited_at_ns)
+        # An exit seen while `runc start` is in flight is reported after start returned, so
+        # the caller's TaskStart is queued before the TaskExit that on_exit queues.
+        await self._not_starting.wait()
         self._exited.set()
         log.info("native container %s: init %d exited with %d", self.id, self.pid, ended.code)
         if self._on_exit is not None:
@@ -141,7 +146,11 @@ class NativeTask:
 
     async def start(self) -> int:
         """``runc start``: the init execs the container's process. Returns the init's pid."""
-        await self._runc.start(self.id)
+        self._not_starting.clear()
+        try:
+            await self._runc.start(self.id)
+        finally:
+            self._not_starting.set()
         return self.pid
 
     async def kill(self, signal: int, *, all_processes: bool = False) -> None:

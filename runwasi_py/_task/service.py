@@ -52,6 +52,8 @@ from runwasi_py._events.topics import (
     TOPIC_OOM,
     TOPIC_START,
 )
+from runwasi_py._native._runtime import ContainerKind, NativeRuntime
+from runwasi_py._native._task import NativeTask
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
@@ -92,7 +94,7 @@ from runwasi_py._proto.messages import (
 )
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._stdio import Stdio
-from runwasi_py._task.instance import Instance, WorkerPool
+from runwasi_py._task.instance import ExitStatus, Instance, WorkerPool
 from runwasi_py._task.state import TaskState, transition
 from runwasi_py._task.stats import stats_any
 from ttrpc import CallContext
@@ -124,9 +126,30 @@ class _Task:
     id: str
     bundle: str
     stdio: Stdio
-    instance: Instance
+    instance: Instance | None  # a wasm (or idle) task: the worker thread running it
     disk: Bundle  # the bundle on disk, with what Create mounted in it
     state: TaskState = TaskState.CREATED
+    native: NativeTask | None = None  # a native task: its init under runc
+
+    @property
+    def pid(self) -> int:
+        if self.native is not None:
+            return self.native.pid
+        assert self.instance is not None
+        return self.instance.pid
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        if self.native is not None:
+            return self.native.exit_status
+        assert self.instance is not None
+        return self.instance.exit_status
+
+    @property
+    def wasm(self) -> Instance:
+        """The instance of a wasm task (callers checked ``native`` first)."""
+        assert self.instance is not None
+        return self.instance
 
 
 class PauseSandbox(Sandbox):
@@ -161,8 +184,11 @@ class TaskService(TaskBase):
         kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
         reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
+        native: NativeRuntime | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._native = native
+        """Native containers through runc; None turns them off (Config.native_containers)."""
         self.namespace = namespace
         self._events: EventSink = events if events is not None else NullEventSink()
         self._shim_name = shim_name
@@ -205,22 +231,22 @@ class TaskService(TaskBase):
     def _running_count(self) -> int:
         return sum(1 for t in self._tasks.values() if t.state is TaskState.RUNNING)
 
-    def _on_exit(self, task: _Task, instance: Instance) -> None:
-        """The instance ended (control loop): STOPPED, then TaskOOM and TaskExit."""
+    def _on_exit(self, task: _Task) -> None:
+        """The instance or init ended (control loop): STOPPED, then TaskOOM and TaskExit."""
         if task.state is TaskState.DELETED:
             return
         task.state = transition(task.state, TaskState.STOPPED, task_id=task.id)
-        status = instance.exit_status
+        status = task.exit_status
         assert status is not None
         log.info("task %s exited with status %d", task.id, status.code)
-        if instance.oom:
+        if task.instance is not None and task.instance.oom:
             self._publish(TOPIC_OOM, TaskOom(container_id=task.id))
         self._publish(
             TOPIC_EXIT,
             TaskExit(
                 container_id=task.id,
                 id=task.id,
-                pid=instance.pid,
+                pid=task.pid,
                 exit_status=status.code,
                 exited_at=_timestamp(status.exited_at_ns),
             ),
@@ -245,7 +271,7 @@ class TaskService(TaskBase):
         finally:
             self._creating.discard(task_id)
         self._tasks[task_id] = task
-        log.debug("task %s created, pid %d", task_id, task.instance.pid)
+        log.debug("task %s created, pid %d", task_id, task.pid)
         self._publish(
             TOPIC_CREATE,
             TaskCreate(
@@ -254,10 +280,10 @@ class TaskService(TaskBase):
                 rootfs=list(request.rootfs),
                 io=TaskIo(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr),
                 checkpoint=request.checkpoint,
-                pid=task.instance.pid,
+                pid=task.pid,
             ),
         )
-        return CreateTaskResponse(pid=task.instance.pid)
+        return CreateTaskResponse(pid=task.pid)
 
     async def _create(self, request: CreateTaskRequest) -> _Task:
         if not request.bundle:
@@ -268,12 +294,14 @@ class TaskService(TaskBase):
         try:
             ctx = bundle.context(container_id=request.id, namespace=self.namespace, stdio=stdio)
             sandbox = await self._choose_sandbox(ctx)
+            if sandbox is None:
+                return await self._create_native(request, stdio, bundle)
             await self._precompile(sandbox, ctx)
             task: _Task | None = None
 
             def on_exit(instance: Instance) -> None:
                 if task is not None:
-                    self._on_exit(task, instance)
+                    self._on_exit(task)
 
             instance = Instance(
                 request.id,
@@ -295,16 +323,54 @@ class TaskService(TaskBase):
             bundle.unmount(request.id)
             raise
 
-    async def _choose_sandbox(self, ctx: RuntimeContext) -> Sandbox:
+    async def _choose_sandbox(self, ctx: RuntimeContext) -> Sandbox | None:
+        """Classify the container once: its Sandbox (wasm, or the idle pause), None = native."""
         sandbox = self._sandbox()
         try:
             await sandbox.can_handle(ctx)
-        except InvalidArgument:
-            if is_sandbox_container(ctx.annotations) and not _is_wasm(ctx):
-                log.info("task %s: CRI sandbox container runs as an idle task", ctx.container_id)
-                return PauseSandbox()
-            raise
+        except InvalidArgument as refusal:
+            if _is_wasm(ctx):
+                raise  # wasm the engine refused: its message says why
+            if self._native is None:
+                kind = ContainerKind.IDLE_SANDBOX if is_sandbox_container(ctx.annotations) else None
+                if kind is None:
+                    raise
+            else:
+                kind = self._native.classify(ctx, refusal)
+            if kind is ContainerKind.NATIVE:
+                return None
+            log.info("task %s: CRI sandbox container runs as an idle task", ctx.container_id)
+            return PauseSandbox()
         return sandbox
+
+    async def _create_native(
+        self, request: CreateTaskRequest, stdio: Stdio, bundle: Bundle
+    ) -> _Task:
+        """``runc create`` the container; the caller unmounts the rootfs if this raises."""
+        assert self._native is not None
+        task: _Task | None = None
+
+        def on_exit(native: NativeTask) -> None:
+            if task is not None:
+                self._on_exit(task)
+
+        native = await NativeTask.create(
+            self._native.runc(),
+            self._native.reaper,
+            request.id,
+            Path(request.bundle),
+            stdio,
+            on_exit=on_exit,
+        )
+        task = _Task(
+            id=request.id,
+            bundle=request.bundle,
+            stdio=stdio,
+            instance=None,
+            disk=bundle,
+            native=native,
+        )
+        return task
 
     async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
         cache = shared_cache(self._compile_cache_dir, shim_name=self._shim_name)
@@ -325,7 +391,19 @@ class TaskService(TaskBase):
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
         task.state = transition(task.state, TaskState.RUNNING, task_id=task.id)
-        pid = task.instance.start()
+        if task.native is not None:
+            try:
+                pid = await task.native.start()
+            except BaseException:
+                if task.state is TaskState.RUNNING:  # not ended meanwhile: still only created
+                    task.state = TaskState.CREATED
+                raise
+            log.debug("task %s started", task.id)
+            # The init's exit reaches _on_exit only after this step (NativeTask holds it
+            # until start returned), so TaskExit is never queued ahead of TaskStart.
+            self._publish(TOPIC_START, TaskStart(container_id=task.id, pid=pid))
+            return StartResponse(pid=pid)
+        pid = task.wasm.start()
         log.debug("task %s started", task.id)
         # Queued before this returns; the instance's exit reaches the control loop only
         # through call_soon_threadsafe, so TaskExit can never be queued ahead of this.
@@ -348,25 +426,33 @@ class TaskService(TaskBase):
                 f"(only SIGKILL ends a created task)"
             )
         log.info("task %s: kill with signal %d", task.id, sig)
-        task.instance.kill(sig)
+        if task.native is not None:
+            await task.native.kill(sig, all_processes=request.all)
+            return Empty()
+        task.wasm.kill(sig)
         return Empty()
 
     async def wait(self, request: WaitRequest, context: CallContext) -> WaitResponse:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
-        status = await task.instance.wait()
+        status = await (task.native.wait() if task.native is not None else task.wasm.wait())
         return WaitResponse(exit_status=status.code, exited_at=_timestamp(status.exited_at_ns))
 
     async def delete(self, request: DeleteRequest, context: CallContext) -> DeleteResponse:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
         was = task.state
-        task.state = transition(task.state, TaskState.DELETED, task_id=task.id)
-        if was is TaskState.CREATED:
+        transition(task.state, TaskState.DELETED, task_id=task.id)  # raises if not allowed
+        if task.native is not None:
+            await task.native.delete()  # runc delete: its state and cgroup go
+            if task.state is TaskState.DELETED:  # a concurrent Delete finished first
+                raise NotFound(f"container {task.id} not created: not found")
+        task.state = TaskState.DELETED
+        if was is TaskState.CREATED and task.instance is not None:
             task.instance.discard()
         del self._tasks[task.id]
         task.disk.unmount(task.id)
-        status = task.instance.exit_status
+        status = task.exit_status
         assert status is not None
         exited_at = _timestamp(status.exited_at_ns)
         log.debug("task %s deleted", task.id)
@@ -374,24 +460,24 @@ class TaskService(TaskBase):
             TOPIC_DELETE,
             TaskDelete(
                 container_id=task.id,
-                pid=task.instance.pid,
+                pid=task.pid,
                 exit_status=status.code,
                 exited_at=exited_at,
                 id="",
             ),
         )
-        return DeleteResponse(pid=task.instance.pid, exit_status=status.code, exited_at=exited_at)
+        return DeleteResponse(pid=task.pid, exit_status=status.code, exited_at=exited_at)
 
     # -- queries ---------------------------------------------------------------------------
 
     async def state(self, request: StateRequest, context: CallContext) -> StateResponse:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
-        status = task.instance.exit_status
+        status = task.exit_status
         return StateResponse(
             id=task.id,
             bundle=task.bundle,
-            pid=task.instance.pid,
+            pid=task.pid,
             status=_STATUS[task.state],
             stdin=task.stdio.stdin,
             stdout=task.stdio.stdout,
@@ -404,21 +490,23 @@ class TaskService(TaskBase):
 
     async def pids(self, request: PidsRequest, context: CallContext) -> PidsResponse:
         task = self._get(request.id)
-        if task.instance.exit_status is not None:
+        if task.exit_status is not None:
             return PidsResponse(processes=[])
-        return PidsResponse(processes=[ProcessInfo(pid=task.instance.pid)])
+        if task.native is not None:
+            return PidsResponse(processes=[ProcessInfo(pid=p) for p in await task.native.pids()])
+        return PidsResponse(processes=[ProcessInfo(pid=task.pid)])
 
     async def stats(self, request: StatsRequest, context: CallContext) -> StatsResponse:
         task = self._get(request.id)
-        return StatsResponse(stats=stats_any(task.instance, self._running_count()))
+        if task.native is not None:
+            return StatsResponse(stats=await task.native.stats())
+        return StatsResponse(stats=stats_any(task.wasm, self._running_count()))
 
     async def connect(self, request: ConnectRequest, context: CallContext) -> ConnectResponse:
         # runc answers an unknown id with task_pid 0 rather than an error; containerd calls
         # Connect to learn the shim's pid.
         task = self._tasks.get(request.id)
-        return ConnectResponse(
-            shim_pid=os.getpid(), task_pid=task.instance.pid if task is not None else 0
-        )
+        return ConnectResponse(shim_pid=os.getpid(), task_pid=task.pid if task is not None else 0)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -436,6 +524,10 @@ class TaskService(TaskBase):
     async def close_io(self, request: CloseIoRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
+        if task.native is not None:
+            if request.stdin:
+                task.native.close_stdin()
+            return Empty()
         # The sandbox opens stdin itself on its own thread; the shim holds no copy of it to
         # close, so there is nothing to do (containerd closes its end of the FIFO).
         log.debug("task %s: CloseIO(stdin=%s)", task.id, request.stdin)
@@ -443,9 +535,12 @@ class TaskService(TaskBase):
 
     async def update(self, request: UpdateTaskRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
+        if task.native is not None:
+            await task.native.update(_linux_resources(request, task.id))
+            return Empty()
         # An engine cannot change a running instance's limits; take the annotations so
         # State-level readers see them and accept the call as containerd's CRI expects.
-        task.instance.ctx.annotations.update(request.annotations)
+        task.wasm.ctx.annotations.update(request.annotations)
         log.debug("task %s: Update (resources not applied to a running instance)", task.id)
         return Empty()
 
@@ -468,10 +563,12 @@ class TaskService(TaskBase):
 
     async def kill_all(self, grace: float = 5.0) -> None:
         """SIGKILL every task that has not ended and wait for their exits (shim stopping)."""
+        natives = [t.native for t in self._tasks.values() if t.native is not None]
         for task in list(self._tasks.values()):
-            if task.state is TaskState.RUNNING or task.state is TaskState.CREATED:
+            if task.instance is not None and task.state in (TaskState.RUNNING, TaskState.CREATED):
                 task.instance.kill(signal_mod.SIGKILL)
-        waits = [t.instance.wait() for t in self._tasks.values()]
+        waits = [t.instance.wait() for t in self._tasks.values() if t.instance is not None]
+        waits += [n.delete() for n in natives]  # a stopping shim leaves no runc container
         if waits:
             try:
                 async with asyncio.timeout(grace):
@@ -488,6 +585,23 @@ class TaskService(TaskBase):
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
         await asyncio.to_thread(pool.join_all, grace)
+
+
+def _linux_resources(request: UpdateTaskRequest, task_id: str) -> dict[str, object]:
+    """UpdateTaskRequest.resources: containerd sends the OCI LinuxResources as JSON in an Any."""
+    import json
+
+    if request.resources is None or not request.resources.value:
+        return {}
+    try:
+        value = json.loads(request.resources.value)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidArgument(
+            f"update {task_id}: resources are not LinuxResources JSON: {e}"
+        ) from None
+    if not isinstance(value, dict):
+        raise InvalidArgument(f"update {task_id}: resources must be a LinuxResources object")
+    return value
 
 
 def _is_wasm(ctx: RuntimeContext) -> bool:
