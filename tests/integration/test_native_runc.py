@@ -20,7 +20,6 @@ from typing import Any
 
 import pytest
 
-from runwasi_py._stdio import Stdio
 from runwasi_py._errors import InvalidArgument, NotFound
 from runwasi_py._native import (
     NativeTask,
@@ -33,6 +32,7 @@ from runwasi_py._native import (
     classify_native,
 )
 from runwasi_py._proto.messages import cgroups_v1, cgroups_v2
+from runwasi_py._stdio import Stdio
 from tests.integration._native import (
     container_cgroups,
     make_bundle,
