@@ -48,7 +48,9 @@ __all__ = [
 ]
 
 DEFAULT_STATE_BASE = Path("/run/runwasi-py/runc")
-"""Where the per-(containerd, namespace) runc roots live (tmpfs, like runc's own /run/runc)."""
+"""Where the per-(containerd, namespace) runc roots live (tmpfs, like runc's own /run/runc);
+``$RUNWASI_PY_RUNC_STATE`` overrides it (the daemon and the ``delete`` action both read it)."""
+STATE_BASE_ENV = "RUNWASI_PY_RUNC_STATE"
 
 _MAX_STDIN = 64 << 10  # one pipe buffer: written before runc starts, so it must fit
 _MAX_OUTPUT = 16 << 20
@@ -84,14 +86,20 @@ def find_runc(path: str | None = None) -> str | None:
     return shutil.which("runc", path=path)
 
 
-def state_root(namespace: str, containerd_address: str, base: Path = DEFAULT_STATE_BASE) -> Path:
+def state_root(namespace: str, containerd_address: str, base: Path | None = None) -> Path:
     """The runc ``--root`` for containers of ``namespace`` under the containerd at an address.
+
+    ``containerd_address`` is what identifies the containerd: the shim uses its
+    ``TTRPC_ADDRESS``, which the daemon and the ``delete`` action are both given
+    (``runwasi_py._launch.delete`` computes the same path without importing this module).
 
     >>> state_root("default", "/run/containerd/containerd.sock").parent.parent
     PosixPath('/run/runwasi-py/runc')
     """
     if not namespace or "/" in namespace or namespace in (".", ".."):
         raise ValueError(f"namespace {namespace!r} cannot name a directory")
+    if base is None:
+        base = Path(os.environ.get(STATE_BASE_ENV) or DEFAULT_STATE_BASE)
     digest = hashlib.sha256(containerd_address.encode()).hexdigest()[:12]
     return base / digest / namespace
 

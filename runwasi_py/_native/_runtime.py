@@ -24,7 +24,6 @@ from runwasi_py._errors import InvalidArgument
 from runwasi_py._native._classify import NativeEntrypoint, classify_native
 from runwasi_py._native._reaper import Reaper, become_subreaper, process_reaper
 from runwasi_py._native._runc import (
-    DEFAULT_STATE_BASE,
     Runc,
     RuncUnavailable,
     find_runc,
@@ -66,7 +65,7 @@ class NativeRuntime:
     ) -> None:
         self.enabled = enabled
         self.namespace = namespace
-        self.root = root or state_root(namespace, containerd_address, DEFAULT_STATE_BASE)
+        self.root = root or state_root(namespace, containerd_address)
         self.reaper = reaper if reaper is not None else process_reaper()
         self._runc_binary = runc_binary
         self._runc: Runc | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest
 
 import ttrpc
 from runwasi_py import Config
+from runwasi_py._native import state_root
 from runwasi_py._proto.messages import (
     Any as AnyMessage,
 )
@@ -39,6 +41,7 @@ from tests.integration._native import (
     remove_cgroup_parent,
     require_runc,
 )
+from tests.integration._require import require_shim
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -163,7 +166,7 @@ async def test_kill_state_pids_stats_and_update(
         await sut.driver.kill("sleeper", signal.SIGKILL)
     assert info.value.code == Code.NOT_FOUND
     await sut.driver.delete("sleeper")
-    assert not gone(pid)
+    assert gone(pid)
     assert container_cgroups("sleeper") == []
 
 
@@ -247,3 +250,70 @@ async def test_native_support_off_refuses_an_executable(tmp_path: Path, probe: b
         assert info.value.code == Code.INVALID_ARGUMENT
         assert "native" in info.value.message or "wasm" in info.value.message
         s.driver.created.discard("off")
+
+
+def test_delete_action_cleans_what_a_killed_daemon_left(
+    tmp_path: Path, probe: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A daemon SIGKILLed with a running native container leaves the container and its runc
+    # state; containerd then runs the shim's `delete`, which must remove both.
+    shim = require_shim()
+    base = tmp_path / "runc-state"
+    ttrpc_address = "/run/test-containerd.sock.ttrpc"
+    env = dict(os.environ, RUNWASI_PY_RUNC_STATE=str(base), TTRPC_ADDRESS=ttrpc_address)
+    monkeypatch.setenv("RUNWASI_PY_RUNC_STATE", str(base))
+    root = state_root("leftover-ns", ttrpc_address)
+    b = native_bundle(tmp_path, probe, "leftover", "sleep")
+    runc = [require_runc(), "--root", str(root)]
+    pid_file = tmp_path / "leftover.pid"
+    for args in (
+        ["create", "--bundle", str(b.path), "--pid-file", str(pid_file), "leftover"],
+        ["start", "leftover"],
+    ):
+        # the init inherits runc's stdio: no pipes, or run() would wait for the init's end
+        subprocess.run(
+            [*runc, *args],
+            check=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=30,
+        )
+    pid = int(pid_file.read_text())
+    try:
+        res = subprocess.run(
+            [
+                shim,
+                "-namespace",
+                "leftover-ns",
+                "-address",
+                "/run/test-containerd.sock",
+                "-id",
+                "leftover",
+                "-bundle",
+                str(b.path),
+                "delete",
+            ],
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        assert res.returncode == 0, res.stderr
+        assert res.stderr == b""
+        state = subprocess.run([*runc, "state", "leftover"], capture_output=True, timeout=30)
+        assert state.returncode != 0  # runc knows it no more
+        assert not (root / "leftover").exists()
+        assert container_cgroups("leftover") == []
+        assert zombie_or_gone(pid)
+    finally:
+        subprocess.run([*runc, "delete", "--force", "leftover"], capture_output=True, timeout=30)
+        remove_cgroup_parent()
+
+
+def zombie_or_gone(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
