@@ -78,11 +78,15 @@ def describe_file(header: bytes, mode: int) -> tuple[str, str | None]:
     )
 
 
-def classify_native(path: str, host_path: Path | None) -> NativeEntrypoint:
+def classify_native(
+    path: str, host_path: Path | None, rootfs: Path | None = None
+) -> NativeEntrypoint:
     """The native entrypoint at ``host_path`` (``path`` as the container names it), or raise.
 
     ``host_path`` is the file the entrypoint resolved to inside the rootfs (None: nothing was
-    found there). Raises :class:`InvalidArgument` naming the entrypoint and what it is.
+    found there). With ``rootfs``, a script's ``#!`` interpreter must be a file in it too (the
+    kernel's exec would fail later with a bare ENOENT). Raises :class:`InvalidArgument`
+    naming the entrypoint and what it is.
 
     Example:
         >>> classify_native("/hello", Path("/bundle/rootfs/hello")).kind
@@ -109,7 +113,24 @@ def classify_native(path: str, host_path: Path | None) -> NativeEntrypoint:
     interpreter = ""
     if what == "#! script":
         interpreter = header[2:].split(b"\n", 1)[0].strip().decode("utf-8", "replace")
+        program = interpreter.split()[0] if interpreter.split() else ""
+        if rootfs is not None and not _is_file_in(rootfs, program):
+            raise InvalidArgument(
+                f"entrypoint {path!r} is a #! script whose interpreter {program!r} "
+                "is not in the rootfs"
+            )
     return NativeEntrypoint(path=path, host_path=host_path, kind=what, interpreter=interpreter)
+
+
+def _is_file_in(rootfs: Path, program: str) -> bool:
+    from runwasi_py._bundle.spec import resolve_in_rootfs
+
+    if not program:
+        return False
+    try:
+        return resolve_in_rootfs(rootfs, program).is_file()
+    except InvalidArgument:
+        return False
 
 
 def _article(what: str) -> str:

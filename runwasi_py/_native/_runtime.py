@@ -121,4 +121,4 @@ class NativeRuntime:
     def entrypoint(ctx: RuntimeContext) -> NativeEntrypoint:
         """The container's executable (``process.args[0]`` as resolved in the rootfs)."""
         path = ctx.args[0] if ctx.args else ctx.entrypoint.path
-        return classify_native(path, ctx.entrypoint.source)
+        return classify_native(path, ctx.entrypoint.source, ctx.rootfs)
