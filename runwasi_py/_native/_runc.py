@@ -156,9 +156,16 @@ class Runc:
         self.root = root
         self.timeout = timeout
         self._reaper = reaper
+        self._systemd: set[str] = set()
 
-    def _argv(self, command: str, args: Sequence[str], log: Path | None = None) -> list[str]:
+    def _argv(
+        self, command: str, args: Sequence[str], log: Path | None = None, container_id: str = ""
+    ) -> list[str]:
         argv = [self.binary, "--root", str(self.root), "--log-format", "json"]
+        if container_id in self._systemd:
+            # The spec names a systemd unit (slice:prefix:name): runc must use its systemd
+            # cgroup driver, for this container's every command, as the runc shim does.
+            argv.append("--systemd-cgroup")
         if log is not None:
             argv += ["--log", str(log)]
         return [*argv, command, *args]
@@ -189,7 +196,7 @@ class Runc:
                 os.close(in_w)
                 in_w = -1
                 fds[0] = in_r
-            pid, done = self._reaper.spawn(self._argv(command, args), fds)
+            pid, done = self._reaper.spawn(self._argv(command, args, None, container_id), fds)
         except BaseException:
             for fd in (out_r, err_r, in_w):
                 if fd >= 0:
@@ -227,10 +234,13 @@ class Runc:
         self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
         pid_file = self.root / f".{container_id}.pid"
         log_file = self.root / f".{container_id}.create.log"
+        if _systemd_cgroups_path(bundle):
+            self._systemd.add(container_id)
         argv = self._argv(
             "create",
             ["--bundle", str(bundle), "--pid-file", str(pid_file), container_id],
             log=log_file,
+            container_id=container_id,
         )
         try:
             pid, done = self._reaper.spawn(argv, {0: stdio[0], 1: stdio[1], 2: stdio[2]})
@@ -280,6 +290,7 @@ class Runc:
         """``runc delete [--force]``: removes the container's state and cgroup."""
         flags = ["--force"] if force else []
         await self._run("delete", container_id, [*flags, container_id])
+        self._systemd.discard(container_id)
 
     async def state(self, container_id: str) -> dict[str, Any]:
         """``runc state``: id, pid, status (created/running/stopped/paused), bundle..."""
@@ -354,6 +365,16 @@ async def _kill_and_wait(pid: int, done: asyncio.Future[Any]) -> None:
             os.kill(pid, signal_mod.SIGKILL)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(asyncio.shield(done), 5.0)
+
+
+def _systemd_cgroups_path(bundle: Path) -> bool:
+    """True when the bundle's ``linux.cgroupsPath`` has the systemd form ``slice:prefix:name``."""
+    try:
+        spec = json.loads((bundle / "config.json").read_bytes())
+        path = spec.get("linux", {}).get("cgroupsPath", "")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(path, str) and not path.startswith("/") and path.count(":") == 2
 
 
 def _json_object(out: bytes, command: str, container_id: str) -> dict[str, Any]:

@@ -195,8 +195,18 @@ class NativeTask:
             raise
 
     async def stats(self) -> AnyMessage:
-        """The container's cgroup figures as this host's cgroup Metrics, packed."""
-        return metrics_any(await self._runc.stats(self.id))
+        """The container's cgroup figures as this host's cgroup Metrics, packed.
+
+        Zero figures once the init has exited (runc reports no stats for a stopped container).
+        """
+        if self._exit_status is not None:
+            return metrics_any({})
+        try:
+            return metrics_any(await self._runc.stats(self.id))
+        except RuncError:
+            if self._exit_status is not None:  # it ended while runc was asked
+                return metrics_any({})
+            raise
 
     async def update(self, resources: dict[str, Any]) -> None:
         """Apply OCI ``LinuxResources`` to the container (``runc update``); RuncError if refused."""

@@ -145,6 +145,7 @@ async def test_sigkill_gives_128_plus_signal(native: Native) -> None:
     assert (await task.wait()).code == 128 + signal.SIGKILL
     with pytest.raises(NotFound, match="process already finished"):
         await task.kill(signal.SIGKILL)
+    assert (await task.stats()).type_url.startswith("io.containerd.cgroups.v")  # no error
     await task.delete()
     await native.assert_nothing_left("killed", task.pid)
 

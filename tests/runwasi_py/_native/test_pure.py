@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import struct
@@ -11,6 +12,8 @@ import pytest
 
 from runwasi_py._errors import InvalidArgument
 from runwasi_py._native import (
+    Reaper,
+    Runc,
     classify_native,
     describe_file,
     exit_code,
@@ -19,7 +22,7 @@ from runwasi_py._native import (
     runc_message,
     state_root,
 )
-from runwasi_py._native._runc import _error_code
+from runwasi_py._native._runc import _error_code, _systemd_cgroups_path
 from ttrpc import Code
 
 
@@ -192,3 +195,25 @@ def test_metrics_ignore_garbage() -> None:
     }
     assert metrics_v1(garbage).pids is not None
     assert metrics_v2(garbage).pids is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "systemd"),
+    [
+        ("system.slice:cri-containerd:abc", True),
+        ("/kubepods/besteffort/pod1/abc", False),
+        ("kubepods/abc", False),
+        ("", False),
+    ],
+)
+def test_systemd_cgroups_path_selects_runcs_systemd_driver(
+    tmp_path: Path, path: str, systemd: bool
+) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"linux": {"cgroupsPath": path}}))
+    assert _systemd_cgroups_path(tmp_path) is systemd
+    runc = Runc(tmp_path / "root", Reaper(), binary="/usr/sbin/runc")
+    if systemd:
+        runc._systemd.add("c1")
+    argv = runc._argv("kill", ["c1", "9"], container_id="c1")
+    assert ("--systemd-cgroup" in argv) is systemd
+    assert argv[-3:] == ["kill", "c1", "9"]
