@@ -26,7 +26,7 @@ import datetime
 import logging
 import os
 import signal as signal_mod
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -567,8 +567,10 @@ class TaskService(TaskBase):
         for task in list(self._tasks.values()):
             if task.instance is not None and task.state in (TaskState.RUNNING, TaskState.CREATED):
                 task.instance.kill(signal_mod.SIGKILL)
-        waits = [t.instance.wait() for t in self._tasks.values() if t.instance is not None]
-        waits += [n.delete() for n in natives]  # a stopping shim leaves no runc container
+        waits: list[Awaitable[object]] = [
+            t.instance.wait() for t in self._tasks.values() if t.instance is not None
+        ]
+        waits += [_delete_quietly(n) for n in natives]  # a stopping shim leaves no runc container
         if waits:
             try:
                 async with asyncio.timeout(grace):
@@ -585,6 +587,13 @@ class TaskService(TaskBase):
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
         await asyncio.to_thread(pool.join_all, grace)
+
+
+async def _delete_quietly(native: NativeTask) -> None:
+    try:
+        await native.delete()
+    except Exception:
+        log.exception("close: cannot delete native container %s", native.id)
 
 
 def _linux_resources(request: UpdateTaskRequest, task_id: str) -> dict[str, object]:

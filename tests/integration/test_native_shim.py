@@ -8,10 +8,13 @@ and runc (skipped without them, required under CI=true).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,8 @@ from runwasi_py._proto.messages import (
     TaskExit,
     UpdateTaskRequest,
 )
-from runwasi_py.testing import Bundle, ShimUnderTest, make_bundle, serve_shim
+from runwasi_py.testing import Bundle, ShimUnderTest, TaskDriver, make_bundle, serve_shim
+from runwasi_py.testing.events_server import RecordingEventsServer
 from runwasi_py.wasmtime import PyWasmtimeShim
 from tests.integration._native import (
     container_cgroups,
@@ -317,3 +321,32 @@ def zombie_or_gone(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+async def test_a_stopping_shim_leaves_no_native_container(tmp_path: Path, probe: bytes) -> None:
+    sockdir = Path(tempfile.mkdtemp(prefix="native", dir="/tmp"))  # short: sun_path is 108
+    events = RecordingEventsServer(sockdir / "events.sock")
+    await events.start()
+    path = sockdir / "shim.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(8)
+    shim = PyWasmtimeShim()
+    serving = asyncio.ensure_future(
+        shim.serve(listener, namespace="stopping", ttrpc_address=events.address)
+    )
+    client = await ttrpc.Client.connect(str(path))
+    try:
+        driver = TaskDriver(client)
+        pid = await driver.create(native_bundle(tmp_path, probe, "left-running", "sleep"))
+        await driver.start("left-running")
+        shim.shutdown()  # what the daemon does on SIGTERM
+        await asyncio.wait_for(serving, 30)
+        assert zombie_or_gone(pid)
+        assert container_cgroups("left-running") == []
+        exits = [e.event for e in events.events if e.topic == "/tasks/exit"]
+        assert [getattr(e, "exit_status", None) for e in exits] == [137]
+    finally:
+        await client.close()
+        await events.stop()
+        remove_cgroup_parent()
