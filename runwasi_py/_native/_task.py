@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from runwasi_py._errors import NotFound
+from runwasi_py._errors import InvalidArgument, NotFound
 from runwasi_py._native._metrics import metrics_any
 from runwasi_py._native._reaper import ProcessExit, Reaper
 from runwasi_py._native._runc import Runc, RuncError
@@ -32,7 +33,7 @@ from runwasi_py._proto.messages import Any as AnyMessage
 from runwasi_py._stdio import Stdio
 from runwasi_py._task.instance import ExitStatus
 
-__all__ = ["NativeTask"]
+__all__ = ["NativeTask", "linux_resources"]
 
 log = logging.getLogger("runwasi_py.native")
 
@@ -232,6 +233,13 @@ class NativeTask:
         assert self._exit_status is not None
         return self._exit_status
 
+    async def delete_quietly(self) -> None:
+        """:meth:`delete`, logging a failure instead of raising (a stopping shim)."""
+        try:
+            await self.delete()
+        except Exception:
+            log.exception("cannot delete native container %s", self.id)
+
     async def aclose(self) -> None:
         """Stop watching (the loop is ending): kill and delete what still runs, quietly."""
         with contextlib.suppress(Exception):
@@ -240,3 +248,18 @@ class NativeTask:
         if not self._watcher.done():
             self._watcher.cancel()
         self.stdio.close()
+
+
+def linux_resources(value: bytes, task_id: str) -> dict[str, Any]:
+    """``UpdateTaskRequest.resources``: containerd sends OCI LinuxResources as JSON in an Any."""
+    if not value:
+        return {}
+    try:
+        resources = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InvalidArgument(
+            f"update {task_id}: resources are not LinuxResources JSON: {e}"
+        ) from None
+    if not isinstance(resources, dict):
+        raise InvalidArgument(f"update {task_id}: resources must be a LinuxResources object")
+    return resources

@@ -2,10 +2,12 @@
 
 Theory of operation: one :class:`TaskService` per shim process holds the tasks by container
 id. Each task has a :class:`TaskState` moved only through :func:`transition`, an
-:class:`Instance` (the worker thread that runs ``Sandbox.run_wasi``), and the rootfs it
-mounted. Every handler runs on the control loop and does not await between a state check and
-the change it guards, so two calls on one task cannot interleave badly; Create reserves its id
-before its first await.
+:class:`Instance` (the worker thread that runs ``Sandbox.run_wasi``) or, for a container the
+Sandbox refused whose entrypoint is an executable, a :class:`NativeTask` (its init under runc,
+see ``runwasi_py._native``), and the rootfs it mounted. Every handler runs on the control
+loop and does not await between a state check and the change it guards, so two calls on one
+task cannot interleave badly; Create reserves its id before its first await; a native Start
+or Delete, which awaits runc, moves the state first (Start) or checks it again after.
 
 Events go to the :class:`EventSink` in the order containerd requires: TaskCreate when Create
 succeeds, TaskStart when Start succeeds, TaskOOM and TaskExit when the instance ends (an
@@ -53,7 +55,7 @@ from runwasi_py._events.topics import (
     TOPIC_START,
 )
 from runwasi_py._native._runtime import ContainerKind, NativeRuntime
-from runwasi_py._native._task import NativeTask
+from runwasi_py._native._task import NativeTask, linux_resources
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
@@ -354,22 +356,11 @@ class TaskService(TaskBase):
             if task is not None:
                 self._on_exit(task)
 
+        runc, reaper = self._native.runc(), self._native.reaper
         native = await NativeTask.create(
-            self._native.runc(),
-            self._native.reaper,
-            request.id,
-            Path(request.bundle),
-            stdio,
-            on_exit=on_exit,
+            runc, reaper, request.id, Path(request.bundle), stdio, on_exit=on_exit
         )
-        task = _Task(
-            id=request.id,
-            bundle=request.bundle,
-            stdio=stdio,
-            instance=None,
-            disk=bundle,
-            native=native,
-        )
+        task = _Task(request.id, request.bundle, stdio, None, bundle, native=native)
         return task
 
     async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
@@ -536,7 +527,8 @@ class TaskService(TaskBase):
     async def update(self, request: UpdateTaskRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
         if task.native is not None:
-            await task.native.update(_linux_resources(request, task.id))
+            value = request.resources.value if request.resources is not None else b""
+            await task.native.update(linux_resources(value, task.id))
             return Empty()
         # An engine cannot change a running instance's limits; take the annotations so
         # State-level readers see them and accept the call as containerd's CRI expects.
@@ -570,7 +562,7 @@ class TaskService(TaskBase):
         waits: list[Awaitable[object]] = [
             t.instance.wait() for t in self._tasks.values() if t.instance is not None
         ]
-        waits += [_delete_quietly(n) for n in natives]  # a stopping shim leaves no runc container
+        waits += [n.delete_quietly() for n in natives]  # a stopping shim leaves no runc container
         if waits:
             try:
                 async with asyncio.timeout(grace):
@@ -587,30 +579,6 @@ class TaskService(TaskBase):
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
         await asyncio.to_thread(pool.join_all, grace)
-
-
-async def _delete_quietly(native: NativeTask) -> None:
-    try:
-        await native.delete()
-    except Exception:
-        log.exception("close: cannot delete native container %s", native.id)
-
-
-def _linux_resources(request: UpdateTaskRequest, task_id: str) -> dict[str, object]:
-    """UpdateTaskRequest.resources: containerd sends the OCI LinuxResources as JSON in an Any."""
-    import json
-
-    if request.resources is None or not request.resources.value:
-        return {}
-    try:
-        value = json.loads(request.resources.value)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise InvalidArgument(
-            f"update {task_id}: resources are not LinuxResources JSON: {e}"
-        ) from None
-    if not isinstance(value, dict):
-        raise InvalidArgument(f"update {task_id}: resources must be a LinuxResources object")
-    return value
 
 
 def _is_wasm(ctx: RuntimeContext) -> bool:
