@@ -48,6 +48,8 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
     except OSError as e:
         log.error("no listening socket on fd %d: %s", LISTENER_FD, e)
         return 1
+    # start passed it inheritable; no child (runc, a Sandbox's subprocess) may hold it
+    listener.set_inheritable(False)
     path = bound_path(listener)
     bound_inode = inode(path)
     set_child_subreaper()
