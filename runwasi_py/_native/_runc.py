@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal as signal_mod
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ DEFAULT_STATE_BASE = Path("/run/runwasi-py/runc")
 ``$RUNWASI_PY_RUNC_STATE`` overrides it (the daemon and the ``delete`` action both read it)."""
 STATE_BASE_ENV = "RUNWASI_PY_RUNC_STATE"
 
+_VALID_ID = re.compile(r"[\w+.-]+")
 _MAX_STDIN = 64 << 10  # one pipe buffer: written before runc starts, so it must fit
 _MAX_OUTPUT = 16 << 20
 
@@ -231,6 +233,9 @@ class Runc:
         ``stdio`` are the fds for the init's stdin, stdout and stderr. On failure whatever
         runc made is deleted (``delete --force``) before :class:`RuncError` is raised.
         """
+        if not _VALID_ID.fullmatch(container_id) or container_id in (".", ".."):
+            # runc's own rule; checked here too because the id names our pid and log files
+            raise RuncError("create", container_id, "invalid container id", Code.INVALID_ARGUMENT)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o711)
         pid_file = self.root / f".{container_id}.pid"
         log_file = self.root / f".{container_id}.create.log"

@@ -217,3 +217,14 @@ def test_systemd_cgroups_path_selects_runcs_systemd_driver(
     argv = runc._argv("kill", ["c1", "9"], container_id="c1")
     assert ("--systemd-cgroup" in argv) is systemd
     assert argv[-3:] == ["kill", "c1", "9"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("bad", ["../escape", "a/b", "..", ""])
+async def test_runc_create_refuses_an_id_that_is_no_file_name(tmp_path: Path, bad: str) -> None:
+    from runwasi_py._native import RuncError
+
+    runc = Runc(tmp_path / "root", Reaper(), binary="/nonexistent/runc")
+    with pytest.raises(RuncError, match="invalid container id"):
+        await runc.create(bad, tmp_path, stdio=(0, 1, 2))
+    assert not (tmp_path / "root").exists()
