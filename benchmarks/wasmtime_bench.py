@@ -10,7 +10,8 @@ real ttrpc connection; the shim runs in this process unless ``--mode subprocess`
    byte of stdout arrives on the FIFO. Also engine-only (``run_wasi`` on a thread, no shim).
    With ``--mode subprocess`` each shim is a new process started through ``start`` (so
    "warm" includes a fresh daemon's first task); shims get bytecode caching as installed.
-2. **Kill latency**: a busy-looping instance; ``Kill(SIGKILL)`` call to ``Wait`` returning.
+2. **Kill latency**: a busy-looping instance; ``Kill(SIGKILL)`` call to ``Wait`` returning;
+   and a guest asleep in ``poll_oneoff`` (``sleep.wat``), ``Kill(SIGTERM)`` to ``Wait`` (143).
 3. **100 busy instances** in one shim: State round-trip latency with 1 vs 100 spinning
    instances (2 shared cores: the spinning threads compete for CPU with the control loop),
    and RSS per extra running instance.
@@ -257,8 +258,15 @@ def _engine_once(d: Path, rootfs: Path, tag: str) -> float:
 # -- 2. kill latency ----------------------------------------------------------------------
 
 
-async def kill_latency(mode: Mode, repeat: int, work: Path) -> dict[str, Any]:
-    loop_wasm = bytes(wasmtime.wat2wasm((FIXTURES / "loop.wat").read_text()))
+async def kill_latency(
+    mode: Mode,
+    repeat: int,
+    work: Path,
+    fixture: str = "loop.wat",
+    sig: int = signal.SIGKILL,
+) -> dict[str, Any]:
+    """Kill -> Wait for a guest that prints "running" and then spins (or sleeps)."""
+    loop_wasm = bytes(wasmtime.wat2wasm((FIXTURES / fixture).read_text()))
     samples: list[float] = []
     first = new_bundle(work, "kill-0", loop_wasm)
     async with shim(mode, first) as sut:
@@ -274,10 +282,10 @@ async def kill_latency(mode: Mode, repeat: int, work: Path) -> dict[str, Any]:
             waiter = asyncio.ensure_future(d.wait(b.id))
             await asyncio.sleep(0.005)  # the Wait call is in the shim before the Kill
             t0 = time.perf_counter()
-            await d.kill(b.id, signal.SIGKILL)
+            await d.kill(b.id, sig)
             status = await waiter
             samples.append((time.perf_counter() - t0) * 1e3)
-            assert status.exit_status == 137, status
+            assert status.exit_status == 128 + sig, status
             await d.delete(b.id)
             out.close()
     return summary(samples)
@@ -434,6 +442,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "large_bytes": len(large),
         }
         print(f"small module {len(small)} B, large module {len(large) / 2**20:.2f} MiB", flush=True)
+        if args.kill_only:
+            return await kill_results(res, mode, args, work)
         await start_latency(mode, small, 1, work / "warmup")  # imports, bytecode: discarded
         res["start_small"] = await start_latency(mode, small, args.repeat, work / "s")
         print("start (small) done", flush=True)
@@ -444,8 +454,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         (work / "el").mkdir()
         res["engine_start_large"] = engine_start_latency(large, 2, work / "el")
         print("engine start done", flush=True)
-        res["kill"] = await kill_latency(mode, args.kills, work / "k")
-        res["engine_kill"] = engine_kill_latency(args.kills, work / "ek")
+        await kill_results(res, mode, args, work)
         print("kill done", flush=True)
         res["busy"] = await busy_instances(args.instances, args.probes, work / "b")
         print("busy done", flush=True)
@@ -466,10 +475,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+async def kill_results(
+    res: dict[str, Any], mode: Mode, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    res["kill"] = await kill_latency(mode, args.kills, work / "k")
+    res["engine_kill"] = engine_kill_latency(args.kills, work / "ek")
+    # A guest asleep in WASI's poll_oneoff: SIGTERM ends it (the engine's own poll_oneoff
+    # would sleep out its hour; the kill timeout's SIGKILL escalation is not involved).
+    res["kill_sleeper"] = await kill_latency(
+        mode, args.kills, work / "ks", "sleep.wat", signal.SIGTERM
+    )
+    return res
+
+
 def report(res: dict[str, Any]) -> str:
     rows: list[tuple[str, str, str]] = []
     f: Callable[[float], str] = lambda v: f"{v:8.2f} ms"  # noqa: E731
-    for size in ("small", "large"):
+    for size in ("small", "large") if "start_small" in res else ():
         s = res[f"start_{size}"]
         e = res[f"engine_start_{size}"]
         for temp in ("cold", "warm", "hot"):
@@ -503,6 +525,14 @@ def report(res: dict[str, Any]) -> str:
     rows.append(
         ("kill busy loop: Kill -> Wait (p95 / max)", f"{k['p95']:.2f}/{k['max']:.2f} ms", "")
     )
+    ks = res["kill_sleeper"]
+    rows.append(
+        (
+            "kill sleeper in poll_oneoff: SIGTERM -> Wait (p50 / p95 / max)",
+            f"{ks['p50']:.2f}/{ks['p95']:.2f}/{ks['max']:.2f} ms",
+            "143, no SIGKILL needed",
+        )
+    )
     rows.append(
         (
             "kill, engine only: interrupt -> return (p50)",
@@ -510,6 +540,8 @@ def report(res: dict[str, Any]) -> str:
             f"epoch trap {ANCHOR_EPOCH_TRAP_MS} ms",
         )
     )
+    if "busy" not in res:  # --kill-only
+        return table(rows)
     b, b0 = res["busy"], res["busy_nice0"]
     n = b["instances"]
     nice = res["worker_nice"]
@@ -551,6 +583,7 @@ def main() -> None:
     p.add_argument("--instances", type=int, default=100)
     p.add_argument("--probes", type=int, default=200)
     p.add_argument("--quick", action="store_true", help="fewer repeats")
+    p.add_argument("--kill-only", action="store_true", help="only the kill latencies")
     args = p.parse_args()
     if args.quick:
         args.repeat, args.kills, args.probes = 2, 5, 50

@@ -40,7 +40,13 @@ if TYPE_CHECKING:
     from runwasi_py._launch.main import shim_main
     from runwasi_py._sandbox import Sandbox
     from runwasi_py._shim import Config, Shim, version
-    from runwasi_py._stdio import AppendingOutput, FifoUnblocker, Stdio, stdin_opens_at_once
+    from runwasi_py._stdio import (
+        AppendingOutput,
+        FifoUnblocker,
+        OutputHold,
+        Stdio,
+        stdin_opens_at_once,
+    )
 
 _EXPORTS = {
     "AlreadyExists": "runwasi_py._errors",
@@ -58,6 +64,7 @@ _EXPORTS = {
     "Stdio": "runwasi_py._stdio",
     "AppendingOutput": "runwasi_py._stdio",
     "FifoUnblocker": "runwasi_py._stdio",
+    "OutputHold": "runwasi_py._stdio",
     "stdin_opens_at_once": "runwasi_py._stdio",
     "CompileCache": "runwasi_py._compile_cache",
     "Unimplemented": "runwasi_py._errors",
@@ -77,6 +84,7 @@ __all__ = [
     "InvalidArgument",
     "Mount",
     "NotFound",
+    "OutputHold",
     "RuntimeContext",
     "Sandbox",
     "Shim",

@@ -56,6 +56,14 @@ class Sandbox:
         was recorded in the context; the framework also cancels the ``run_wasi`` coroutine.
         """
 
+    def notify_signal(self, signal: int) -> None:
+        """A signal arrived that does not end a process by default (SIGCHLD, SIGURG, SIGWINCH,
+        SIGCONT, SIGSTOP and the terminal stops; see ``runwasi_py._task.signals``).
+
+        The task keeps running either way; a sandbox whose guest asked for such a signal
+        passes it on here. Control-plane thread: quick and thread-safe. Default: nothing.
+        """
+
     def cache_key(self) -> str | None:
         """Identify the compiler (engine version and settings) for the compile cache.
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, NoReturn
 
 from runwasi_py._bundle.group import GROUP_MODES
+from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT
 from runwasi_py._launch.address import bound_path, inode
 from runwasi_py._proto.wire import field_map
 from runwasi_py._sandbox import Sandbox
@@ -91,6 +92,17 @@ class Config:
     """Run containers whose entrypoint is a Linux executable (ELF or ``#!``) through ``runc``,
     in the pod's shim beside its wasm containers, and a CRI pod's pause container as a real
     process. False refuses native entrypoints (and keeps pause containers idle tasks)."""
+    default_memory_limit: int | None = DEFAULT_MEMORY_LIMIT
+    """Bytes a container may use when its spec sets no ``linux.resources.memory.limit``
+    (1 GiB; None = no ceiling). ``$RUNWASI_PY_DEFAULT_MEMORY_LIMIT`` in containerd's
+    environment overrides it (``0`` turns it off). Without a ceiling one guest can grow
+    until the kernel kills the shim, and every container it serves with it."""
+    max_connections: int = 1024
+    """ttrpc connections the daemon holds at once (containerd opens one per task of a shared
+    daemon, plus one per restart); more are closed at accept."""
+    max_buffered_bytes: int = 16 << 20
+    """Request bytes the daemon buffers before it stops reading (containerd's requests are
+    a few KiB; a peer that starts 4 MiB frames and never ends them waits)."""
 
     def __post_init__(self) -> None:
         if self.group_by not in GROUP_MODES:
@@ -201,9 +213,14 @@ class Shim:
             compile_cache_dir=cfg.compile_cache_dir,
             reservation_timeout=cfg.reservation_timeout,
             native=_native_runtime(cfg, namespace, ttrpc_address),
+            default_memory_limit=cfg.default_memory_limit,
         )
         self._service = service
-        server = ttrpc.Server(require_same_user=True)
+        server = ttrpc.Server(
+            require_same_user=True,
+            max_connections=cfg.max_connections,
+            max_buffered_bytes=cfg.max_buffered_bytes,
+        )
         server.register(service)
         server.register(service, name=TASK_V3_SERVICE)
         server.register(_reserve_service(service))

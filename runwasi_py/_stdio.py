@@ -5,6 +5,14 @@
 * Opening one end of a FIFO blocks until the other end is opened. stdin:
   :func:`stdin_opens_at_once` (the client may never open its end). A task killed while its
   worker waits must still exit: :class:`FifoUnblocker`.
+* stdout/stderr FIFOs: :class:`OutputHold`, read-write fds held for the whole run, as
+  runc's shim holds its FIFOs (``open_stdout``/``open_stderr`` open them read-write too).
+  An ``O_RDWR`` open of a FIFO never waits, and while it is held an engine's write-only
+  open returns at once: ``ctr run -d`` (whose reader left with ``ctr``), ``ctr task attach``
+  later and CRI all see the guest start. What the guest writes with no reader is kept up
+  to the pipe's buffer, after which its writes block, as under runc; a later reader reads
+  it. A kill drains a full pipe nobody reads (:meth:`OutputHold.discard_after_kill`), so a
+  guest blocked writing returns to code where it can be stopped.
 * stdout/stderr into a regular file (``file://`` log URIs), appended as runc does:
   :class:`AppendingOutput` (for engines that take a write callback).
 * :func:`drain_outputs` holds a task's exit until containerd's client has read its output.
@@ -27,6 +35,10 @@ that runs a short program at Start can finish before the client's reader is sche
 under load: 25 of 200 ``ctr run`` lost stdout or stderr). So the framework waits, after
 ``run_wasi`` returns and before the exit is reported, until each output pipe is empty or has
 lost its readers (usually about a millisecond), for every Sandbox, not only the bundled one.
+An :class:`OutputHold` is closed before the drain: it counts as a reader, and the drain
+waits for the pipe to be read or to lose its readers. A real reader keeps the pipe and its
+unread bytes alive and sees end-of-file once the drain lets go; with no reader at all the
+bytes go, as they do when a runc container ends with nobody attached.
 """
 
 from __future__ import annotations
@@ -55,6 +67,7 @@ __all__ = [
     "AppendingOutput",
     "FifoUnblocker",
     "OutputDrain",
+    "OutputHold",
     "Stdio",
     "drain_outputs",
     "stdin_opens_at_once",
@@ -62,13 +75,16 @@ __all__ = [
 
 log = logging.getLogger("runwasi_py")
 
+_DISCARD_GRACE = 0.1  # seconds a killed guest's output stays for its reader before it goes
+
 
 @dataclass(frozen=True, slots=True)
 class Stdio:
     """The container's stdio: paths of containerd's FIFOs or files ("" = not connected).
 
-    The ``open_*`` helpers must run on the instance's worker thread: opening a FIFO
-    blocks until its peer opens the other end.
+    The ``open_*`` helpers must run on the instance's worker thread: opening the stdin FIFO
+    blocks until its writer opens the other end; stdout/stderr FIFOs open read-write and
+    never wait (output is kept up to the pipe's buffer until a reader comes).
     """
 
     stdin: str = ""
@@ -94,6 +110,10 @@ class Stdio:
         """A :class:`FifoUnblocker` for these FIFOs, for the engine's kill callback."""
         return FifoUnblocker(self.stdin, [self.stdout, self.stderr])
 
+    def output_hold(self) -> OutputHold:
+        """An :class:`OutputHold` on the stdout/stderr FIFOs, for the length of a run."""
+        return OutputHold([self.stdout, self.stderr])
+
     def open_stdin(self) -> BinaryIO | None:
         """stdin for reading, unbuffered; None when not connected."""
         return open(self.stdin, "rb", buffering=0) if self.stdin else None
@@ -110,13 +130,17 @@ class Stdio:
 def _open_out(path: str) -> BinaryIO | None:
     if not path:
         return None
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    # A FIFO read-write, as runc's shim holds them: no wait for a reader (see OutputHold).
+    mode = os.O_RDWR if _is_fifo(path) else os.O_WRONLY
+    fd = os.open(path, mode | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     return os.fdopen(fd, "wb", buffering=0)
 
 
 def _uri_path(value: str, which: str) -> str:
     if not value:
         return ""
+    if "\0" in value:
+        raise InvalidArgument(f"{which} {value!r}: a path cannot contain a NUL byte")
     if value.startswith("file://"):
         return value[len("file://") :]
     if "://" in value:
@@ -157,6 +181,59 @@ class FifoUnblocker:
         """Drop the fds :meth:`release` opened; later releases do nothing (worker thread)."""
         with self._lock:
             self._closed = True
+            fds, self._fds = self._fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class OutputHold:
+    """Read-write fds on the stdout/stderr FIFOs for the length of one run.
+
+    Open before wasmtime opens the paths (worker thread); :meth:`close` after the Store is
+    closed and before the output drain.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self._fds: list[int] = []
+        for path in paths:
+            if not _is_fifo(path):
+                continue
+            try:
+                self._fds.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
+            except OSError:
+                continue  # gone: wasmtime's own open will report it
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
+        self._discarding = False
+
+    def discard_after_kill(self) -> None:
+        """A kill: if the guest is still running after a short grace, keep reading (and
+        dropping) its output, so a write blocked on a full pipe returns and the guest
+        reaches its epoch check. Any thread; idempotent."""
+        with self._lock:
+            if self._discarding or not self._fds or self._closed.is_set():
+                return
+            self._discarding = True
+        threading.Thread(target=self._discard, name="stdio-discard", daemon=True).start()
+
+    def _discard(self) -> None:
+        if self._closed.wait(_DISCARD_GRACE):
+            return
+        while not self._closed.is_set():
+            with self._lock:  # close() must not free an fd number while it is read here
+                if self._closed.is_set():
+                    return
+                for fd in self._fds:
+                    with contextlib.suppress(OSError):
+                        while os.read(fd, 65536):
+                            pass
+            self._closed.wait(0.005)
+
+    def close(self) -> None:
+        """Let go of the FIFOs (worker thread, once the guest's own fds are closed)."""
+        with self._lock:
+            self._closed.set()
             fds, self._fds = self._fds, []
         for fd in fds:
             with contextlib.suppress(OSError):

@@ -171,6 +171,11 @@ class Connection:
         """How many streams are open (idle when 0)."""
         return len(self._streams)
 
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of an unfinished frame held until the rest of it arrives."""
+        return len(self._buf)
+
     def is_open(self, stream_id: int) -> bool:
         """Whether ``stream_id`` is an open stream of this connection."""
         return stream_id in self._streams

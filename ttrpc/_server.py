@@ -7,6 +7,9 @@ in its own Task, with its deadline as a single loop timer. Streaming calls get a
 Replies go out in completion order. Dispatch reads only the
 method tables built at :meth:`Server.register`; nothing is looked up by reflection per call.
 
+Resource caps (:mod:`ttrpc._limits`): connections over ``max_connections`` are closed at
+accept; past ``max_buffered_bytes`` of buffered request bytes, reading pauses until they drain.
+
 A connection is never closed for being idle (containerd treats a dropped connection as a
 dead shim); it closes when the peer goes, on :meth:`Server.close`, or once idle during
 :meth:`Server.shutdown`.
@@ -32,6 +35,7 @@ from ttrpc._context import CallContext, server_context
 from ttrpc._eager import EagerHandle, Resume, step
 from ttrpc._envelope import Request
 from ttrpc._errors import Code, TtrpcError, status_from_exception
+from ttrpc._limits import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, ServerLimits
 from ttrpc._peercred import PeerCheck, PeerCredentials, peer_credentials
 from ttrpc._peercred import require_same_user as _same_user_check
 from ttrpc._protocol import FrameProtocol, logger
@@ -116,6 +120,8 @@ class ServerConnection(FrameProtocol):
         self.peer: PeerCredentials | None = None
         self.closing = False
         self._loop = asyncio.get_running_loop()
+        self._held = 0  # request bytes counted in server._limits
+        self._running: dict[int, int] = {}  # payload sizes of requests whose handler runs
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -131,6 +137,13 @@ class ServerConnection(FrameProtocol):
             self.is_closed = True
             transport.close()
             return
+        if not server._limits.admits(len(server._connections)):
+            line = server._limits.rejected()
+            if line is not None:
+                logger.warning("%s", line)
+            self.is_closed = True
+            transport.close()
+            return
         server._connections.add(self)
         if server._closing:
             self.begin_close()
@@ -142,7 +155,22 @@ class ServerConnection(FrameProtocol):
         for inbox in self.inboxes.values():
             inbox.end(EOFError())
         self.inboxes.clear()
+        self.server._limits.forget(self)
         self.server._connection_gone(self)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        super().buffer_updated(nbytes)
+        self._account()
+
+    def _account(self) -> None:
+        partial = self.core.buffered_bytes
+        running = sum(self._running.values()) if self._running else 0
+        if self.inboxes:  # streamed messages not yet taken by their handlers
+            running += sum(inbox.nbytes for inbox in self.inboxes.values())
+        if partial + running != self._held:
+            self._held = partial + running
+            if not self.is_closed:
+                self.server._limits.hold(self, partial, running)
 
     def pause_writing(self) -> None:
         # The peer reads slower than we answer: stop taking new requests until it catches
@@ -210,7 +238,7 @@ class ServerConnection(FrameProtocol):
         inbox = None
         if method.kind.client_streams:
             # Registered now, not when the task starts: Data may be in this very chunk.
-            inbox = Inbox(self, sid, lambda: self._stream_full(sid))
+            inbox = Inbox(self, sid, lambda: self._stream_full(sid), self._account)
             self.inboxes[sid] = inbox
             # Go's rule (ttrpc #126): the Request payload is a first message only when
             # non-empty, for client-streaming methods.
@@ -220,6 +248,7 @@ class ServerConnection(FrameProtocol):
                 inbox.end()
         coro = self._streaming(sid, inbox, method, request)
         self.tasks[sid] = self._loop.create_task(coro)
+        self._running[sid] = len(request.payload)
 
     def _reply_error(self, sid: int, code: Code, message: str) -> None:
         self.write(self.core.send_response(sid, b"", code, message))
@@ -235,6 +264,8 @@ class ServerConnection(FrameProtocol):
     def _finished(self, sid: int) -> None:
         self.tasks.pop(sid, None)
         self.inboxes.pop(sid, None)
+        if self._running.pop(sid, None) is not None:
+            self._account()
         if self.closing and not self.tasks:
             self.close()
 
@@ -299,6 +330,7 @@ class ServerConnection(FrameProtocol):
         task: asyncio.Task[None] = self._loop.create_task(Resume(rest, awaited), context=cctx)
         handle.adopt(task)
         self.tasks[sid] = task
+        self._running[sid] = len(request.payload)
 
     def _eager_reply(
         self, sid: int, ctx: CallContext, result: Any, error: BaseException | None
@@ -522,8 +554,16 @@ class Server:
         interceptors: Sequence[ServerInterceptor] = (),
         require_same_user: bool = False,
         peer_check: PeerCheck | None = None,
+        max_connections: int | None = DEFAULT_MAX_CONNECTIONS,
+        max_buffered_bytes: int | None = DEFAULT_MAX_BUFFERED_BYTES,
     ) -> None:
+        """``max_connections`` (default 1024) caps the connections held at once: one more
+        is closed at accept, with a log line. ``max_buffered_bytes`` (default 64 MiB) caps
+        the request bytes buffered across connections (unfinished frames and payloads of
+        running handlers): past it, reading pauses until they drain. ``None`` = no cap.
+        """
         self._interceptors = tuple(interceptors)
+        self._limits = ServerLimits(max_connections, max_buffered_bytes)
         self._services: dict[str, dict[str, _Method]] = {}
         self._peer_check: PeerCheck | None = peer_check
         if require_same_user:
@@ -559,6 +599,11 @@ class Server:
     def connection_count(self) -> int:
         """Open (accepted and not yet closed) connections."""
         return len(self._connections)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Request bytes buffered across connections (counted against max_buffered_bytes)."""
+        return self._limits.buffered
 
     # --- listening --------------------------------------------------------------------
 

@@ -31,10 +31,30 @@ T = TypeVar("T")
 class Inbox:
     """Raw payloads received on one stream, in order, bounded (see the module docstring)."""
 
-    __slots__ = ("_ended", "_error", "_items", "_key", "_on_full", "_proto", "_timer", "_waiter")
+    __slots__ = (
+        "_ended",
+        "_error",
+        "_items",
+        "_key",
+        "_on_full",
+        "_on_taken",
+        "_proto",
+        "_timer",
+        "_waiter",
+        "nbytes",
+    )
 
-    def __init__(self, proto: FrameProtocol, key: object, on_full: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        proto: FrameProtocol,
+        key: object,
+        on_full: Callable[[], None],
+        on_taken: Callable[[], None] | None = None,
+    ) -> None:
         self._proto = proto
+        self._on_taken = on_taken
+        self.nbytes = 0
+        """Bytes buffered here, not yet taken by the consumer (the server counts them)."""
         self._key = ("stream", key)
         self._on_full = on_full
         self._items: deque[bytes] = deque()
@@ -52,6 +72,7 @@ class Inbox:
         if self._ended:
             return
         self._items.append(data)
+        self.nbytes += len(data)
         self._wake()
         if len(self._items) >= STREAM_BUFFER and self._timer is None:
             self._proto.pause_reading(self._key)
@@ -70,6 +91,7 @@ class Inbox:
     def fail(self, error: BaseException) -> None:
         """End now, dropping what is buffered: the next get raises ``error``."""
         self._items.clear()
+        self.nbytes = 0
         self._ended = False
         self.end(error)
 
@@ -102,6 +124,9 @@ class Inbox:
             finally:
                 self._waiter = None
         data = self._items.popleft()
+        self.nbytes -= len(data)
+        if self._on_taken is not None:
+            self._on_taken()
         if self._timer is not None and len(self._items) < STREAM_BUFFER:
             self._unblock()
         return data

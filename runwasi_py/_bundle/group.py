@@ -50,7 +50,7 @@ def grouping_id_from_bundle(bundle: str, container_id: str) -> str:
         annotations = spec.get("annotations") or {}
         if isinstance(annotations, dict):
             return grouping_id(annotations, container_id)
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, AttributeError, RecursionError):
         pass  # Create will report a bad bundle clearly; start only needs a name
     return container_id
 

@@ -102,6 +102,8 @@ def load_spec(bundle: str | os.PathLike[str]) -> dict[str, Any]:
         spec = json.loads(data)
     except (ValueError, UnicodeDecodeError) as e:
         raise InvalidArgument(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise InvalidArgument(f"{path} is nested too deeply to be an OCI spec") from None
     if not isinstance(spec, dict):
         raise InvalidArgument(f"{path} is not a JSON object")
     return spec

@@ -8,6 +8,7 @@ import os
 from runwasi_py._bundle.group import GROUP_ENV
 from runwasi_py._daemon.reaper import set_child_subreaper
 from runwasi_py._launch.address import bound_path, inode
+from runwasi_py._launch.pod_cgroup import NOTE_ENV, leave_at_exit
 from runwasi_py._launch.start import LISTENER_FD
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -56,6 +57,9 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     ttrpc_address = os.environ.get("TTRPC_ADDRESS", "")
     log.info("shim %s starting", shim.name, extra={"namespace": flags.namespace, "id": flags.id})
+    placed = os.environ.pop(NOTE_ENV, "")
+    if placed:
+        log.info("%s", placed)
     try:
         shared = os.environ.get(GROUP_ENV) == "namespace"
         linger = shim.config.linger if shared else 0.0
@@ -67,6 +71,7 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
         if path and inode(path) == bound_inode:  # still ours: not replaced by a newer shim
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        leave_at_exit(bundle)
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 
 from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._launch.address import is_listening, socket_path
+from runwasi_py._launch.pod_cgroup import cleanup as cleanup_cgroups
 from runwasi_py._proto.wire import encode_timestamp, encode_varint, length_delimited
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -35,6 +36,7 @@ def delete(flags: Flags) -> int:
             unmount_all(rootfs)
         except Exception as e:  # containerd logs delete's stderr as a warning on success
             sys.stderr.write(f"delete: unmount rootfs: {e}\n")
+    cleanup_cgroups(bundle)
     try:
         with open(os.path.join(bundle, "address")) as f:
             address = f.read().strip()

@@ -29,6 +29,7 @@ import sys
 from runwasi_py._bundle.group import GROUP_ENV, group_mode, grouping_id_from_bundle
 from runwasi_py._launch.address import is_listening, socket_address, socket_path
 from runwasi_py._launch.bootstrap import bootstrap, read_stdin
+from runwasi_py._launch.pod_cgroup import SYSTEMD_ENV, join_before_spawn, systemd_cgroup
 from runwasi_py._launch.reserve import reserve
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -47,9 +48,12 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
     if not flags.id:
         raise ValueError("-id is required")
     flags.bundle = os.path.abspath(flags.bundle or os.getcwd())
-    boot = bootstrap(read_stdin(), flags)
+    stdin = read_stdin()
+    boot = bootstrap(stdin, flags)
     mode = group_mode(shim, group_by)
     env = None
+    if boot is None and systemd_cgroup(stdin):
+        env = dict(os.environ, **{SYSTEMD_ENV: "1"})
     if boot is not None:
         flags.debug = flags.debug or boot.debug
         flags.address = flags.address or boot.grpc_address
@@ -81,6 +85,8 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
             os.dup2(listener.fileno(), LISTENER_FD)  # start is exiting: fd 3 is free to take
         else:
             os.set_inheritable(LISTENER_FD, True)
+        if mode == "sandbox":  # a per-pod daemon is born in the pod's cgroup
+            env = join_before_spawn(flags.bundle, group, env)
         pid = _spawn_daemon(command, flags.bundle, env)
     except BaseException:
         os.unlink(socket_path(address))

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from runwasi_py._bundle.spec import is_sandbox_container
-from runwasi_py._context import RuntimeContext
+from runwasi_py._context import WASM_MAGIC, RuntimeContext
 from runwasi_py._errors import InvalidArgument
 from runwasi_py._native._classify import NativeEntrypoint, classify_native
 from runwasi_py._native._reaper import Reaper, become_subreaper, process_reaper
@@ -30,7 +30,7 @@ from runwasi_py._native._runc import (
     state_root,
 )
 
-__all__ = ["ContainerKind", "NativeRuntime"]
+__all__ = ["ContainerKind", "NativeRuntime", "is_wasm"]
 
 log = logging.getLogger("runwasi_py.native")
 
@@ -122,3 +122,15 @@ class NativeRuntime:
         """The container's executable (``process.args[0]`` as resolved in the rootfs)."""
         path = ctx.args[0] if ctx.args else ctx.entrypoint.path
         return classify_native(path, ctx.entrypoint.source, ctx.rootfs)
+
+
+def is_wasm(ctx: RuntimeContext) -> bool:
+    """True when the entrypoint's file starts with the wasm magic (the engine's to refuse)."""
+    src = ctx.entrypoint.source
+    if src is None:
+        return False
+    try:
+        with src.open("rb") as f:
+            return f.read(4) == WASM_MAGIC
+    except OSError:
+        return False

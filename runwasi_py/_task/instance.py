@@ -10,9 +10,13 @@ Theory of operation:
   control loop with ``call_soon_threadsafe``. A workload that blocks only blocks its thread.
 * Kill records the signal in the context (the engine's ``on_kill`` hooks run), calls
   ``sandbox.interrupt``, and cancels the coroutine inside the worker's loop. A killed task
-  exits with 128+signal. If a SIGKILL does not end the job within ``kill_timeout``
-  seconds (a run_wasi that blocks and ignores cancellation), the instance is marked exited
-  with 137 anyway and its thread is abandoned: the control plane never waits for it.
+  exits with 128+signal: the first signal that ends it decides (a SIGKILL after a SIGTERM
+  the workload outlived overrides it, as the kernel's would). Signals that do not end a
+  process by default (``signals``: SIGCHLD, SIGWINCH, SIGCONT, SIGSTOP...) only reach
+  ``sandbox.notify_signal``; the task runs on. If a SIGKILL does not end the job within
+  ``kill_timeout`` seconds (a run_wasi that blocks and ignores cancellation), the instance
+  is marked exited with 137 anyway and its thread is abandoned: the control plane never
+  waits for it.
 * The exit status: the code run_wasi returned; 128+signal if the task was killed; 137 if
   run_wasi raised (logged with its traceback), as runwasi does.
 
@@ -30,11 +34,14 @@ import signal as signal_mod
 import threading
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 from runwasi_py._context import RuntimeContext
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._stdio import drain_outputs
+from runwasi_py._task.signals import ends_task
 from runwasi_py._task.workers import (
     Worker,
     WorkerPool,
@@ -44,7 +51,8 @@ from runwasi_py._task.workers import (
     thread_loop,
 )
 
-__all__ = ["CpuUsage", "ExitStatus", "Instance", "WorkerPool"]  # WorkerPool: from .workers
+# WorkerPool: from .workers
+__all__ = ["CpuUsage", "ExitStatus", "Instance", "ThreadPlacement", "WorkerPool"]
 
 log = logging.getLogger("runwasi_py.instance")
 
@@ -52,6 +60,14 @@ EXIT_ON_ERROR = 137
 """Exit status of a task whose run_wasi raised, or that had to be abandoned (as SIGKILL)."""
 
 _CLOCK_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+
+
+class ThreadPlacement(Protocol):
+    """Where a worker thread must be while its instance runs (a pod's cgroup, namespaces)."""
+
+    def on_worker(self) -> AbstractContextManager[None]:
+        """Entered and left on the worker thread, around ``run_wasi``."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +121,11 @@ class Instance:
         pool: WorkerPool,
         on_exit: Callable[[Instance], None] | None = None,
         kill_timeout: float = 1.0,
+        placement: ThreadPlacement | None = None,
     ) -> None:
         self.id = container_id
+        self.placement = placement
+        """Entered by the worker thread before the guest runs (cgroup, namespaces)."""
         self.sandbox = sandbox
         self.ctx = ctx
         self._pool = pool
@@ -159,12 +178,24 @@ class Instance:
         """Deliver ``sig``: tell the engine, cancel run_wasi; SIGKILL ends the task for sure.
 
         Signal 0 only checks that the task exists (as ``kill(2)``). Killing a task that was
-        never started ends it at once with 128+signal.
+        never started ends it at once with 128+signal. A signal that does not end a process
+        by default goes to ``sandbox.notify_signal`` only.
         """
         if sig == 0 or self._exit is not None:
             return
+        if not ends_task(sig):
+            log.info(
+                "instance %s: signal %d does not end a task; passed on, not a kill", self.id, sig
+            )
+            try:
+                self.sandbox.notify_signal(sig)
+            except Exception:
+                log.exception("instance %s: sandbox.notify_signal(%d) failed", self.id, sig)
+            return
         with self._lock:
-            self._last_signal = sig
+            last = self._last_signal
+            if last is None or (sig == signal_mod.SIGKILL and last != sig):
+                self._last_signal = sig  # the first decides; SIGKILL overrides the rest
             loop, task = self._worker_loop, self._task
         if not self._started:
             self._finish(128 + sig)
@@ -264,7 +295,7 @@ class Instance:
         self._cpu_start_ns = time.thread_time_ns()
         ru = resource.getrusage(resource.RUSAGE_THREAD)
         self._ru_start = (ru.ru_utime, ru.ru_stime)
-        code = self._run_to_end()
+        code = self._run_placed()
         if self.ctx.kill_signal is None:
             drain_outputs(self.ctx, self.sandbox.drain_timeout)
         ru = resource.getrusage(resource.RUSAGE_THREAD)
@@ -283,6 +314,30 @@ class Instance:
                 log.warning("instance %s: exited with %d after the shim stopped", self.id, code)
 
         return report
+
+    def _run_placed(self) -> int:
+        """:meth:`_run_to_end` inside the placement: a thread that cannot enter its pod's
+        cgroup or namespaces does not run the guest outside them (status 137, logged), and
+        one that cannot leave them again is not reused for another container."""
+        if self.placement is None:
+            return self._run_to_end()
+        placed = self.placement.on_worker()
+        try:
+            placed.__enter__()
+        except Exception:
+            log.exception(
+                "instance %s: cannot enter its cgroup/namespaces; exit status 137", self.id
+            )
+            return EXIT_ON_ERROR
+        try:
+            return self._run_to_end()
+        finally:
+            try:
+                placed.__exit__(None, None, None)
+            except Exception:
+                log.exception("instance %s: cannot leave its namespaces; thread retired", self.id)
+                if self._worker is not None:
+                    self._worker.abandoned = True
 
     def _run_to_end(self) -> int:
         """Run run_wasi in this thread's loop; return the exit status."""

@@ -29,15 +29,16 @@ import logging
 import os
 import signal as signal_mod
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import betterproto2
 
 from runwasi_py._bundle.bundle import Bundle
+from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT, effective_memory_limit
 from runwasi_py._bundle.spec import is_sandbox_container
+from runwasi_py._cgroups import CpuLimits
 from runwasi_py._compile_cache import precompile, shared_cache
-from runwasi_py._context import WASM_MAGIC, RuntimeContext
+from runwasi_py._context import RuntimeContext
 from runwasi_py._daemon.reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._errors import (
     AlreadyExists,
@@ -54,7 +55,7 @@ from runwasi_py._events.topics import (
     TOPIC_OOM,
     TOPIC_START,
 )
-from runwasi_py._native._runtime import ContainerKind, NativeRuntime
+from runwasi_py._native._runtime import ContainerKind, NativeRuntime, is_wasm
 from runwasi_py._native._task import NativeTask, linux_resources
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
@@ -93,12 +94,20 @@ from runwasi_py._proto.messages import (
     UpdateTaskRequest,
     WaitRequest,
     WaitResponse,
+    pack_any,
 )
 from runwasi_py._sandbox import Sandbox
 from runwasi_py._stdio import Stdio
-from runwasi_py._task.instance import ExitStatus, Instance, WorkerPool
+from runwasi_py._task.instance import Instance, WorkerPool
+from runwasi_py._task.placement import (
+    TaskPlacement,
+    refuse_cri_in_shared_shim,
+    resources_from_update,
+    systemd_from_options,
+)
 from runwasi_py._task.state import TaskState, transition
-from runwasi_py._task.stats import stats_any
+from runwasi_py._task.stats import engine_memory, stats_any
+from runwasi_py._task.task import PauseSandbox, Task
 from ttrpc import CallContext
 
 __all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]
@@ -123,48 +132,6 @@ def _timestamp(ns: int | None) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
 
 
-@dataclass(eq=False)
-class _Task:
-    id: str
-    bundle: str
-    stdio: Stdio
-    instance: Instance | None  # a wasm (or idle) task: the worker thread running it
-    disk: Bundle  # the bundle on disk, with what Create mounted in it
-    state: TaskState = TaskState.CREATED
-    native: NativeTask | None = None  # a native task: its init under runc
-
-    @property
-    def pid(self) -> int:
-        if self.native is not None:
-            return self.native.pid
-        assert self.instance is not None
-        return self.instance.pid
-
-    @property
-    def exit_status(self) -> ExitStatus | None:
-        if self.native is not None:
-            return self.native.exit_status
-        assert self.instance is not None
-        return self.instance.exit_status
-
-    @property
-    def wasm(self) -> Instance:
-        """The instance of a wasm task (callers checked ``native`` first)."""
-        assert self.instance is not None
-        return self.instance
-
-
-class PauseSandbox(Sandbox):
-    """A CRI pod's sandbox (pause) container: does nothing until it is killed."""
-
-    async def can_handle(self, ctx: RuntimeContext) -> None:
-        pass
-
-    async def run_wasi(self, ctx: RuntimeContext) -> int:
-        await asyncio.Event().wait()  # cancelled by Kill; the exit status is 128+signal
-        return 0
-
-
 class TaskService(TaskBase):
     """The Task service of one shim process: every RPC of ``containerd.task.v2.Task``.
 
@@ -186,9 +153,18 @@ class TaskService(TaskBase):
         kill_timeout: float = 1.0,
         compile_cache_dir: Path | None = None,
         reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
+        default_memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
+        shared_shim: bool | None = None,
         native: NativeRuntime | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._memory_ceiling = default_memory_limit
+        # A namespace-shared daemon serves many pods, so it cannot be in any pod's cgroup
+        self._shared_shim = (
+            os.environ.get("RUNWASI_PY_SHIM_GROUP") == "namespace"
+            if shared_shim is None
+            else shared_shim
+        )
         self._native = native
         """Native containers through runc; None turns them off (Config.native_containers)."""
         self.namespace = namespace
@@ -196,7 +172,7 @@ class TaskService(TaskBase):
         self._shim_name = shim_name
         self._kill_timeout = kill_timeout
         self._compile_cache_dir = compile_cache_dir
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, Task] = {}
         self._creating: set[str] = set()
         self._pool = WorkerPool()
         self.shutdown_requested = asyncio.Event()
@@ -217,7 +193,7 @@ class TaskService(TaskBase):
         except Exception:
             log.exception("cannot queue event %s", topic)
 
-    def _get(self, task_id: str) -> _Task:
+    def _get(self, task_id: str) -> Task:
         task = self._tasks.get(task_id)
         if task is None:
             raise NotFound(f"container {task_id} not created: not found")
@@ -233,7 +209,7 @@ class TaskService(TaskBase):
     def _running_count(self) -> int:
         return sum(1 for t in self._tasks.values() if t.state is TaskState.RUNNING)
 
-    def _on_exit(self, task: _Task) -> None:
+    def _on_exit(self, task: Task) -> None:
         """The instance or init ended (control loop): STOPPED, then TaskOOM and TaskExit."""
         if task.state is TaskState.DELETED:
             return
@@ -287,19 +263,29 @@ class TaskService(TaskBase):
         )
         return CreateTaskResponse(pid=task.pid)
 
-    async def _create(self, request: CreateTaskRequest) -> _Task:
+    async def _create(self, request: CreateTaskRequest) -> Task:
         if not request.bundle:
             raise InvalidArgument(f"create {request.id}: the bundle path is empty")
         stdio = Stdio.from_request(request.stdin, request.stdout, request.stderr)
         bundle = Bundle.load(request.bundle)
+        if self._shared_shim:
+            refuse_cri_in_shared_shim(bundle.spec.annotations, request.id)
+        placement: TaskPlacement | None = None
         bundle.mount(request.rootfs)
         try:
             ctx = bundle.context(container_id=request.id, namespace=self.namespace, stdio=stdio)
+            ctx.memory_limit = effective_memory_limit(ctx.memory_limit, self._memory_ceiling)
             sandbox = await self._choose_sandbox(ctx)
             if sandbox is None:
                 return await self._create_native(request, stdio, bundle)
             await self._precompile(sandbox, ctx)
-            task: _Task | None = None
+            placement = TaskPlacement.prepare(
+                bundle.spec.raw,
+                request.bundle,
+                sandbox_container=is_sandbox_container(bundle.spec.annotations),
+                systemd=systemd_from_options(request.options),
+            )
+            task: Task | None = None
 
             def on_exit(instance: Instance) -> None:
                 if task is not None:
@@ -312,16 +298,20 @@ class TaskService(TaskBase):
                 pool=self._pool,
                 on_exit=on_exit,
                 kill_timeout=self._kill_timeout,
+                placement=placement,
             )
-            task = _Task(
+            task = Task(
                 id=request.id,
                 bundle=request.bundle,
                 stdio=stdio,
                 instance=instance,
                 disk=bundle,
+                placement=placement,
             )
             return task
         except BaseException:
+            if placement is not None:
+                placement.remove()
             bundle.unmount(request.id)
             raise
 
@@ -331,7 +321,7 @@ class TaskService(TaskBase):
         try:
             await sandbox.can_handle(ctx)
         except InvalidArgument as refusal:
-            if _is_wasm(ctx):
+            if is_wasm(ctx):
                 raise  # wasm the engine refused: its message says why
             if self._native is None:
                 kind = ContainerKind.IDLE_SANDBOX if is_sandbox_container(ctx.annotations) else None
@@ -347,10 +337,10 @@ class TaskService(TaskBase):
 
     async def _create_native(
         self, request: CreateTaskRequest, stdio: Stdio, bundle: Bundle
-    ) -> _Task:
+    ) -> Task:
         """``runc create`` the container; the caller unmounts the rootfs if this raises."""
         assert self._native is not None
-        task: _Task | None = None
+        task: Task | None = None
 
         def on_exit(native: NativeTask) -> None:
             if task is not None:
@@ -360,7 +350,7 @@ class TaskService(TaskBase):
         native = await NativeTask.create(
             runc, reaper, request.id, Path(request.bundle), stdio, on_exit=on_exit
         )
-        task = _Task(request.id, request.bundle, stdio, None, bundle, native=native)
+        task = Task(request.id, request.bundle, stdio, None, bundle, native=native)
         return task
 
     async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
@@ -442,6 +432,8 @@ class TaskService(TaskBase):
         if was is TaskState.CREATED and task.instance is not None:
             task.instance.discard()
         del self._tasks[task.id]
+        if task.placement is not None:
+            _remove_placement(task)
         task.disk.unmount(task.id)
         status = task.exit_status
         assert status is not None
@@ -491,7 +483,12 @@ class TaskService(TaskBase):
         task = self._get(request.id)
         if task.native is not None:
             return StatsResponse(stats=await task.native.stats())
-        return StatsResponse(stats=stats_any(task.wasm, self._running_count()))
+        running = self._running_count()
+        if task.placement is not None:
+            metrics = task.placement.metrics(engine_memory(task.wasm, running))
+            if metrics is not None:
+                return StatsResponse(stats=pack_any(metrics))
+        return StatsResponse(stats=stats_any(task.wasm, running))
 
     async def connect(self, request: ConnectRequest, context: CallContext) -> ConnectResponse:
         # runc answers an unknown id with task_pid 0 rather than an error; containerd calls
@@ -530,10 +527,16 @@ class TaskService(TaskBase):
             value = request.resources.value if request.resources is not None else b""
             await task.native.update(linux_resources(value, task.id))
             return Empty()
-        # An engine cannot change a running instance's limits; take the annotations so
-        # State-level readers see them and accept the call as containerd's CRI expects.
+        # CPU limits go to the task's cgroup; an engine cannot change a running instance's
+        # memory limit. The annotations are kept so State-level readers see them.
+        if request.resources is not None and request.resources.value:
+            resources = resources_from_update(request.resources.type_url, request.resources.value)
+            if task.placement is not None:
+                task.placement.update(resources)
+            else:
+                CpuLimits.from_resources(resources, field="resources")  # still refuse bad input
+                log.debug("task %s: Update without a cgroup: CPU limits not applied", task.id)
         task.wasm.ctx.annotations.update(request.annotations)
-        log.debug("task %s: Update (resources not applied to a running instance)", task.id)
         return Empty()
 
     async def exec(self, request: ExecProcessRequest, context: CallContext) -> Empty:
@@ -581,12 +584,9 @@ class TaskService(TaskBase):
         await asyncio.to_thread(pool.join_all, grace)
 
 
-def _is_wasm(ctx: RuntimeContext) -> bool:
-    src = ctx.entrypoint.source
-    if src is None:
-        return False
+def _remove_placement(task: Task) -> None:
+    assert task.placement is not None
     try:
-        with src.open("rb") as f:
-            return f.read(4) == WASM_MAGIC
-    except OSError:
-        return False
+        task.placement.remove()
+    except Exception:  # a cgroup left behind must not fail the Delete; the log names it
+        log.exception("task %s: removing its cgroup failed", task.id)

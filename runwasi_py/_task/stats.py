@@ -17,9 +17,10 @@ from runwasi_py._proto.messages import Any, pack_any
 from runwasi_py._task.instance import Instance
 
 if TYPE_CHECKING:
+    from runwasi_py._cgroups import EngineMemory
     from runwasi_py._proto.messages import cgroups_v2
 
-__all__ = ["instance_metrics", "process_rss", "stats_any"]
+__all__ = ["engine_memory", "instance_metrics", "process_rss", "stats_any"]
 
 
 def process_rss() -> int:
@@ -27,6 +28,17 @@ def process_rss() -> int:
     import psutil  # only Stats needs it; keeps it off the daemon's start-up path
 
     return int(psutil.Process().memory_info().rss)
+
+
+def engine_memory(instance: Instance, running_tasks: int) -> EngineMemory:
+    """The memory figure of a task whose CPU comes from its cgroup: the share of the shim's
+    resident set (threads cannot be charged apart) and the limit the engine enforces."""
+    from runwasi_py._cgroups import EngineMemory
+
+    usage = 0
+    if instance.exit_status is None and instance.started:
+        usage = process_rss() // max(1, running_tasks)
+    return EngineMemory(usage=usage, limit=instance.ctx.memory_limit or 0)
 
 
 def instance_metrics(

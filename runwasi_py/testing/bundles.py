@@ -179,6 +179,7 @@ def make_bundle(
     stdio: Literal["fifo", "file", "none"] = "fifo",
     stdin: bytes | None = None,
     config: Mapping[str, object] | None = None,
+    linux: Mapping[str, object] | None = None,
 ) -> Bundle:
     """Write a bundle under ``directory/<container_id>`` and return it.
 
@@ -187,6 +188,8 @@ def make_bundle(
     ``Sandbox.can_handle`` accepts it. ``stdio="fifo"`` makes stdout/stderr FIFOs read by
     :class:`Output`; ``"file"`` uses plain files; ``"none"`` leaves them unconnected.
     ``config`` replaces the generated ``config.json`` object entirely (for bad-input tests).
+    ``linux`` adds to the spec's ``linux`` object (``cgroupsPath``, ``namespaces``,
+    ``resources``: a ``memory_limit`` is kept unless ``resources`` replaces it).
 
     Example:
         >>> b = make_bundle(tmp_path, args=["/app.wasm", "hi"], files={"app.wasm": wasm})
@@ -208,15 +211,16 @@ def make_bundle(
     if config is not None:
         spec = dict(config)
     else:
-        linux: dict[str, object] = {}
+        linux_obj: dict[str, object] = {}
         if memory_limit is not None:
-            linux["resources"] = {"memory": {"limit": memory_limit}}
+            linux_obj["resources"] = {"memory": {"limit": memory_limit}}
+        linux_obj.update(linux or {})
         spec = {
             "ociVersion": "1.0.2",
             "process": {"args": list(args), "env": list(env), "cwd": cwd},
             "root": {"path": "rootfs"},
             "annotations": dict(annotations or {}),
-            "linux": linux,
+            "linux": linux_obj,
         }
     (path / "config.json").write_text(json.dumps(spec))
     bundle = Bundle(path=path, id=container_id, rootfs=rootfs)

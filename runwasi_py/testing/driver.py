@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal as signal_mod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
 import ttrpc
+from runwasi_py._proto.messages import (
+    Any as AnyMessage,
+)
 from runwasi_py._proto.messages import (
     ConnectRequest,
     ConnectResponse,
@@ -28,8 +32,10 @@ from runwasi_py._proto.messages import (
     StateResponse,
     StatsRequest,
     StatsResponse,
+    UpdateTaskRequest,
     WaitRequest,
     WaitResponse,
+    cgroups_v1,
     cgroups_v2,
 )
 from runwasi_py.testing.bundles import Bundle
@@ -158,6 +164,24 @@ class TaskDriver:
         if reply.stats.type_url != "io.containerd.cgroups.v2.Metrics":
             raise AssertionError(f"unexpected stats type {reply.stats.type_url!r}")
         return cgroups_v2.Metrics.FromString(reply.stats.value)
+
+    async def metrics(self, task_id: str) -> cgroups_v1.Metrics | cgroups_v2.Metrics:
+        """The task's Stats as whichever Metrics the shim sent (v1 on a v1 host's cgroup)."""
+        reply = await self._call("Stats", StatsRequest(id=task_id), StatsResponse)
+        assert reply.stats is not None
+        if reply.stats.type_url == "io.containerd.cgroups.v1.Metrics":
+            return cgroups_v1.Metrics.FromString(reply.stats.value)
+        if reply.stats.type_url == "io.containerd.cgroups.v2.Metrics":
+            return cgroups_v2.Metrics.FromString(reply.stats.value)
+        raise AssertionError(f"unexpected stats type {reply.stats.type_url!r}")
+
+    async def update(self, task_id: str, resources: Mapping[str, object]) -> None:
+        """Update with OCI ``LinuxResources`` (sent as containerd does: JSON in an Any)."""
+        packed = AnyMessage(
+            type_url="types.containerd.io/opencontainers/runtime-spec/1/LinuxResources",
+            value=json.dumps(resources).encode(),
+        )
+        await self._call("Update", UpdateTaskRequest(id=task_id, resources=packed), Empty)
 
     async def connect(self, task_id: str = "") -> ConnectResponse:
         """Connect: the shim's pid and the task's pid."""

@@ -29,14 +29,14 @@ class _Killed(Exception):
     """A kill arrived between two steps of a run; carries no state (control flow only)."""
 
 
-def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
-    """Whether the guest trapped with its memory (nearly) at the limit.
+def _memory_at_limit(instance: Any, store: wasmtime.Store, cap: int) -> bool:
+    """Whether the guest trapped with a memory (nearly) at its cap (bytes per memory).
 
     wasmtime-py's store limits make ``memory.grow`` return -1 instead of trapping and
     offer no callback, so a refusal is invisible; the guest's allocator then traps or
-    aborts. A trap with the exported memory within a quarter of the limit (at least two
+    aborts. A trap with an exported memory within a quarter of the cap (at least two
     pages) of it is taken as out of memory: allocators grow in steps, and a refused step
-    leaves the memory short of the limit by up to that step. (A component's memories are
+    leaves the memory short of the cap by up to that step. (A component's memories are
     not visible from here: for components only a refused instantiation counts.)
     """
     import wasmtime
@@ -45,10 +45,10 @@ def _memory_at_limit(instance: Any, store: wasmtime.Store, limit: int) -> bool:
         return False
     try:
         exports = instance.exports(store)
-        used = sum(e.data_len(store) for e in exports.by_index if isinstance(e, wasmtime.Memory))
+        sizes = [e.data_len(store) for e in exports.by_index if isinstance(e, wasmtime.Memory)]
     except Exception:  # a store that cannot be inspected: not our verdict
         return False
-    return used > 0 and used + max(2 * _PAGE, limit // 4) > limit
+    return any(used > 0 and used + max(2 * _PAGE, cap // 4) > cap for used in sizes)
 
 
 def _check_kill(ctx: RuntimeContext) -> None:

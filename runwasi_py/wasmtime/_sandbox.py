@@ -10,14 +10,20 @@ stdio FIFOs), instantiate, call. A kill is looked for between those steps too, s
 that lands before the guest runs needs no trap.
 
 Exit statuses: ``proc_exit`` is our own host function (wasmtime's refuses 126 and up); a
-trap, or the memory limit, is 137 with the message on the container's stderr; a kill is
-128 + signal. wasmtime-py's store limits make a refused ``memory.grow`` return -1 with no
-callback, so "out of memory" is inferred: a trap with the memory near the limit.
+trap, or the memory budget, is 137 with the message on the container's stderr; a kill is
+128 + signal. The memory limit is one budget across the container's memories and tables
+(``_budget``); wasmtime-py's store limits make a refused ``memory.grow`` return -1 with no
+callback, so "out of memory" is inferred: a trap with a memory near its cap.
 
-Limits: epoch interruption reaches wasm code only. A guest inside a host call is stopped
-when the call returns: a blocked stdin read is woken (``runwasi_py.FifoUnblocker``), but a
-``sleep``
-(``poll_oneoff`` on a clock) runs to its end.
+Host calls: epoch interruption reaches wasm code only, so the calls a guest can block in
+are made interruptible: ``poll_oneoff`` (every sleep) is our own (``_poll``) and returns on
+a kill; a blocked stdin read is woken (``runwasi_py.FifoUnblocker``) and a write blocked on
+a full output pipe is drained (``runwasi_py.OutputHold``). A component's wasi:io poll is
+wasmtime's and still runs to its end.
+
+Precompiled artifacts are native code: they run only from the framework's compile cache
+(written by this engine's ``compile``), or from an image where the operator or the shim's
+author opted in (``_trust``).
 
 ``import wasmtime`` costs ~28 ms, more than a shim's whole ``start`` budget, so this module
 imports it only inside methods; importing the shim class stays cheap.
@@ -32,8 +38,16 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runwasi_py import AppendingOutput, FifoUnblocker, InvalidArgument, RuntimeContext, Sandbox
+from runwasi_py import (
+    AppendingOutput,
+    FifoUnblocker,
+    InvalidArgument,
+    OutputHold,
+    RuntimeContext,
+    Sandbox,
+)
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
+from runwasi_py.wasmtime._budget import MemoryBudget, configure_engine
 from runwasi_py.wasmtime._exit import (
     EXIT_TRAP,
     _cannot_run,
@@ -44,6 +58,8 @@ from runwasi_py.wasmtime._exit import (
     _message,
     _write_stderr,
 )
+from runwasi_py.wasmtime._poll import define_poll_oneoff
+from runwasi_py.wasmtime._trust import check_cache_entry, check_image_artifact
 from runwasi_py.wasmtime._wasi import wasi_config
 
 if TYPE_CHECKING:
@@ -83,12 +99,17 @@ class WasmtimeSandbox(Sandbox):
         ...     sandbox = WasmtimeSandbox
     """
 
-    accept_precompiled: ClassVar[bool] = True
-    """Run entrypoints that are wasmtime artifacts (as runwasi does).
+    accept_precompiled: ClassVar[bool] = False
+    """Run entrypoints that are wasmtime artifacts shipped in images (runwasi does).
 
-    An artifact is native code that wasmtime maps and runs without validation: accept
-    them only from images you trust, or set this to False in a subclass.
+    An artifact is native code that wasmtime maps and runs without validation, as the
+    shim's user: set True only if every image this shim runs is trusted. The operator can
+    opt in without a new shim: ``RUNWASI_PY_ACCEPT_PRECOMPILED=1`` in containerd's
+    environment. Artifacts from the framework's compile cache are always run.
     """
+    max_memories: ClassVar[int] = 1
+    """Linear memories a container may have in all; the memory budget is shared evenly
+    between them. 1 (the default) also validates modules without multi-memory."""
     worker_nice: ClassVar[int] = 10
     """Nice value of the worker thread while wasm runs (0 = leave it alone).
 
@@ -103,7 +124,9 @@ class WasmtimeSandbox(Sandbox):
         self._lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
         self._fifos: FifoUnblocker | None = None
+        self._hold: OutputHold | None = None
         self._appenders: list[AppendingOutput] = []  # worker thread only
+        self._wake = threading.Event()  # set by a kill: ends a guest's poll_oneoff wait
 
     # -- Sandbox hooks --------------------------------------------------------------
 
@@ -118,11 +141,8 @@ class WasmtimeSandbox(Sandbox):
         except OSError as exc:
             raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r}: {exc.strerror}") from None
         kind = detect(head)
-        if kind is BinaryKind.PRECOMPILED and not self.accept_precompiled:
-            raise InvalidArgument(
-                f"entrypoint {ctx.entrypoint.path!r} is a precompiled wasmtime artifact, "
-                "which this shim does not accept (native code); ship the .wasm instead"
-            )
+        if kind is BinaryKind.PRECOMPILED:
+            check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
         if kind is None:
             raise InvalidArgument(
                 f"entrypoint {ctx.entrypoint.path!r} is {describe(head)}; the pywasmtime shim "
@@ -136,25 +156,30 @@ class WasmtimeSandbox(Sandbox):
         Any signal ends the guest (preview 1 has no signal handlers); the exit status is
         128 + the signal recorded in the context. Quick and thread-safe.
         """
+        self._wake.set()
         with self._lock:
-            engine, fifos = self._engine, self._fifos
+            engine, fifos, hold = self._engine, self._fifos, self._hold
         if engine is not None:
             engine.increment_epoch()
         if fifos is not None:
             fifos.release()
+        if hold is not None:
+            hold.discard_after_kill()
 
     def cache_key(self) -> str:
         """wasmtime's version, the host machine and the engine settings artifacts depend on."""
-        return _engine_key()
+        return _engine_key(self.max_memories)
 
     def compile(self, wasm: bytes) -> bytes:
         """Compile a module, component or WAT text into an artifact for ``run_wasi``."""
         kind = detect(wasm[:_HEAD])
         if kind is BinaryKind.PRECOMPILED:
+            # Passed through into the cache, an image's artifact would come out trusted.
+            check_image_artifact("the module", self.accept_precompiled)
             return wasm
         if kind is None:
             raise InvalidArgument(f"cannot compile {describe(wasm[:_HEAD])}")
-        program = _compile(new_engine(), kind, wasm)
+        program = _compile(new_engine(self.max_memories), kind, wasm)
         return bytes(program.compiled.serialize())
 
     async def run_wasi(self, ctx: RuntimeContext) -> int:
@@ -171,9 +196,12 @@ class WasmtimeSandbox(Sandbox):
         finally:
             with self._lock:
                 fifos, self._fifos = self._fifos, None
+                hold, self._hold = self._hold, None
                 self._engine = None
             if fifos is not None:
                 fifos.close()
+            if hold is not None:
+                hold.close()  # before the framework's output drain (see runwasi_py._stdio)
             for appender in self._appenders:
                 appender.close()
             self._appenders.clear()
@@ -188,7 +216,7 @@ class WasmtimeSandbox(Sandbox):
         _check_kill(ctx)
         import wasmtime
 
-        engine = new_engine()
+        engine = new_engine(self.max_memories)
         with self._lock:
             self._engine = engine
         # A kill recorded before the engine was published bumped nothing; checked below.
@@ -199,15 +227,16 @@ class WasmtimeSandbox(Sandbox):
         _check_kill(ctx)
 
         try:
-            wasi = wasi_config(ctx, self._publish_fifos, self._appenders)
+            wasi = wasi_config(ctx, self._publish_fifos, self._publish_hold, self._appenders)
         except (wasmtime.WasmtimeError, OSError) as exc:
             return _cannot_run(ctx, f"cannot set up WASI: {_message(exc)}")
         _check_kill(ctx)
 
         store = wasmtime.Store(engine)
         store.set_epoch_deadline(1)  # with epoch interruption on, no deadline = trap at once
-        if ctx.memory_limit is not None and ctx.memory_limit > 0:
-            store.set_limits(memory_size=ctx.memory_limit)
+        budget = self._budget(ctx)
+        if budget is not None:
+            budget.apply(store)
         store.set_wasi(wasi)
         try:
             if program.kind is BinaryKind.COMPONENT:
@@ -227,14 +256,14 @@ class WasmtimeSandbox(Sandbox):
         if kind is None:
             raise InvalidArgument(f"the file is {describe(head)}")
         if kind is BinaryKind.PRECOMPILED:
-            if not self.accept_precompiled:
-                raise InvalidArgument("precompiled artifacts are not accepted")
+            check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
             return _deserialize(engine, src, None)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
             try:
+                check_cache_entry(ctx.precompiled)
                 return _deserialize(engine, ctx.precompiled, expected)
-            except Exception as exc:  # a stale artifact: compile instead
+            except Exception as exc:  # stale, or not provably ours: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
         # No artifact from the framework's compile cache (or a stale one): compile here.
         return _compile(engine, kind, src.read_bytes())
@@ -243,12 +272,23 @@ class WasmtimeSandbox(Sandbox):
         with self._lock:
             self._fifos = fifos
 
+    def _publish_hold(self, hold: OutputHold) -> None:
+        with self._lock:
+            self._hold = hold
+
+    def _budget(self, ctx: RuntimeContext) -> MemoryBudget | None:
+        limit = ctx.memory_limit
+        if limit is None or limit <= 0:
+            return None
+        return MemoryBudget.split(limit, memories=self.max_memories)
+
     def _run_module(self, ctx: RuntimeContext, store: wasmtime.Store, module: Any) -> int:
         import wasmtime
 
         linker = wasmtime.Linker(store.engine)
         linker.define_wasi()
         exited = _shadow_proc_exit(linker, store.engine)
+        define_poll_oneoff(linker, self._wake)
         try:
             instance = linker.instantiate(store, module)  # runs a start section, if any
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
@@ -318,19 +358,24 @@ class WasmtimeSandbox(Sandbox):
         if ctx.kill_signal is not None:
             return _killed_status(ctx)
         message = _message(exc)
-        limit = ctx.memory_limit
-        if (
-            limit is not None
-            and limit > 0
-            and (
-                (instantiating and "exceeds memory limits" in message)
-                or _memory_at_limit(instance, store, limit)
-            )
+        budget = self._budget(ctx)
+        if budget is not None and (
+            (instantiating and "exceeds memory limits" in message)
+            or (instantiating and "table" in message and "limit" in message)
+            or _memory_at_limit(instance, store, budget.memory_bytes)
         ):
+            limit = budget.total
             ctx.report_oom()
             log.warning("container %s: out of memory (limit %d bytes)", ctx.container_id, limit)
             _write_stderr(ctx, f"out of memory: the {limit}-byte memory limit ended the program\n")
             return EXIT_TRAP
+        if instantiating and "count too high" in message:
+            tables = budget.tables if budget is not None else 0
+            return _cannot_run(
+                ctx,
+                f"cannot instantiate {ctx.entrypoint.path!r}: {message} (the memory budget "
+                f"allows {self.max_memories} memory and {tables} tables)",
+            )
         if instantiating:
             return _cannot_run(ctx, f"cannot instantiate {ctx.entrypoint.path!r}: {message}")
         log.warning("container %s: wasm trap: %s", ctx.container_id, message)
@@ -368,23 +413,27 @@ def preload() -> None:
         _preloading.start()
 
 
-def new_engine() -> wasmtime.Engine:
+def new_engine(max_memories: int = 1) -> wasmtime.Engine:
     """An Engine configured exactly as every run and every compile needs it."""
     import wasmtime
 
     config = wasmtime.Config()
     config.epoch_interruption = True
+    configure_engine(config, max_memories)
     return wasmtime.Engine(config)
 
 
 @functools.cache
-def _engine_key() -> str:
+def _engine_key(max_memories: int = 1) -> str:
     import platform
     from importlib.metadata import version
 
+    import wasmtime
+
     # The artifact depends on these; deserialize checks them too, but a key that says
     # them keeps two incompatible hosts sharing a cache directory from thrashing it.
-    return f"wasmtime-py-{version('wasmtime')}:{platform.machine()}:epoch-interruption"
+    features = configure_engine(wasmtime.Config(), max_memories)
+    return f"wasmtime-py-{version('wasmtime')}:{platform.machine()}:epoch-interruption:{features}"
 
 
 def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program:

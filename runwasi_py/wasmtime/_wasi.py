@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runwasi_py import AppendingOutput, FifoUnblocker, stdin_opens_at_once
+from runwasi_py import AppendingOutput, FifoUnblocker, OutputHold, stdin_opens_at_once
 
 if TYPE_CHECKING:
     import wasmtime
@@ -45,13 +45,18 @@ def _inside(root: Path, guest_path: str) -> Path | None:
 
 
 def wasi_config(
-    ctx: RuntimeContext, publish: Callable[[FifoUnblocker], None], appenders: list[AppendingOutput]
+    ctx: RuntimeContext,
+    publish: Callable[[FifoUnblocker], None],
+    publish_hold: Callable[[OutputHold], None],
+    appenders: list[AppendingOutput],
 ) -> wasmtime.WasiConfig:
     """The guest's WASI: argv, its own env only, preopens (rootfs, bind mounts, cwd), stdio.
 
     ``publish`` gets the FIFO unblocker before any stdio open can block (the kill side
-    releases it); regular-file outputs are appended through :class:`AppendingOutput`s added
-    to ``appenders``, which the caller closes after the Store is gone. Worker thread only.
+    releases it), ``publish_hold`` the read-write hold on the output FIFOs (the caller
+    closes it after the Store, before the output drain); regular-file outputs are appended
+    through :class:`AppendingOutput`s added to ``appenders``, which the caller closes after
+    the Store is gone. Worker thread only.
     """
     import wasmtime
 
@@ -77,8 +82,12 @@ def wasi_config(
     publish(fifos)
     if ctx.kill_signal is not None:  # killed before the unblocker was published
         fifos.release()
-    # Each assignment opens its path here, on the worker thread; on a FIFO it waits
-    # for containerd's end (or for FifoUnblocker.release on a kill).
+    # Each assignment opens its path here, on the worker thread. Output FIFOs are held
+    # read-write first, so their opens never wait for a reader (see runwasi_py._stdio).
+    hold = stdio.output_hold()
+    publish_hold(hold)
+    if ctx.kill_signal is not None:
+        hold.discard_after_kill()
     if stdio.stdin:
         with stdin_opens_at_once(stdio.stdin):
             wasi.stdin_file = stdio.stdin

@@ -56,3 +56,9 @@ def _shim_problem() -> tuple[str, str]:
         tail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [""]
         return f"{SHIM_BINARY} -v exited {res.returncode}: {tail[0]}", path
     return "", path
+
+
+def require_root() -> None:
+    """The test runs as root (cgroups, setns); skipped otherwise, failed under CI."""
+    if os.geteuid() != 0:
+        unavailable("needs root (cgroups and namespaces)")

@@ -253,7 +253,7 @@ def test_cgroups_modules_load_on_first_use() -> None:
     code = """
 import sys
 import runwasi_py._task.service
-assert not [m for m in sys.modules if "cgroups" in m], "cgroups loaded at boot"
+assert not [m for m in sys.modules if "_proto.gen.io.containerd.cgroups" in m], "loaded at boot"
 from runwasi_py._proto.messages import Any, unpack_any
 m = unpack_any(Any(type_url="io.containerd.cgroups.v2.Metrics", value=b""))
 assert type(m).__name__ == "Metrics", m

@@ -53,7 +53,10 @@ async def until_entered(cid: str) -> None:
 
 
 def make(
-    pool: WorkerPool, ctx: RuntimeContext, exits: list[Instance] | None = None, **kw: float
+    pool: WorkerPool,
+    ctx: RuntimeContext,
+    exits: list[Instance] | None = None,
+    kill_timeout: float = 1.0,
 ) -> Instance:
     return Instance(
         ctx.container_id,
@@ -61,7 +64,7 @@ def make(
         ctx,
         pool=pool,
         on_exit=None if exits is None else exits.append,
-        **kw,
+        kill_timeout=kill_timeout,
     )
 
 

@@ -1,0 +1,98 @@
+"""``start``'s and the daemon's part of the pod boundary: the daemon's own cgroup.
+
+``start`` moves itself into ``<cgroup_parent>/runwasi-py-shim-<group>`` right before it
+spawns a pod's daemon, so the daemon is born there and every page it ever writes is charged
+to the pod (charges never move with a process on v2, and on v1 only with
+``memory.move_charge_at_immigrate``). The cgroup modules are imported only on that path (a
+new per-pod daemon whose spec has a ``cgroupsPath``); an app container's ``start`` that finds
+the live daemon pays nothing. At its exit the daemon goes back where ``start`` came from and
+removes what was created; after a SIGKILL the ``delete`` action does (:func:`cleanup`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from runwasi_py._proto.wire import field_map
+
+RECORD_FILES = ("runwasi-py-cgroups.json", "runwasi-py-daemon-cgroups.json")
+"""= ``_cgroups.RECORD_NAME``, ``DAEMON_RECORD_NAME`` (not imported: delete stays light)."""
+SYSTEMD_ENV = "RUNWASI_PY_SYSTEMD_CGROUP"  # = _task.placement.SYSTEMD_ENV
+NOTE_ENV = "RUNWASI_PY_DAEMON_CGROUP"
+"""``start`` -> daemon: one line for the daemon's log saying where ``start`` put it."""
+
+
+def systemd_cgroup(stdin: bytes) -> bool:
+    """``SystemdCgroup = true`` in a pre-2.3 stdin's runtime options (an ``Any`` holding
+    ``runtimeoptions.v1.Options``, whose field 3 is the options table as TOML)."""
+    if b"SystemdCgroup" not in stdin:
+        return False
+    try:
+        fields = field_map(stdin)
+        url, value = fields.get(1, [b""])[-1], fields.get(2, [b""])[-1]
+        if not isinstance(url, bytes) or not url.endswith(b"runtimeoptions.v1.Options"):
+            return False
+        body = field_map(value).get(3, [b""])[-1] if isinstance(value, bytes) else b""
+        if not isinstance(body, bytes):
+            return False
+        import tomllib
+
+        return tomllib.loads(body.decode("utf-8")).get("SystemdCgroup") is True
+    except (ValueError, UnicodeDecodeError):
+        return False
+
+
+def join_before_spawn(bundle: str, group: str, env: dict[str, str] | None) -> dict[str, str] | None:
+    """Join the daemon's cgroup (this ``start`` process); returns the daemon's environment.
+
+    A spec the join cannot use is not fatal here: Create reports it to containerd.
+    """
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+        linux = spec.get("linux") if isinstance(spec, dict) else None
+        if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
+            return env
+        from runwasi_py._cgroups._daemon import join_daemon_cgroup
+
+        base = env if env is not None else os.environ
+        systemd = base.get(SYSTEMD_ENV, "") in ("1", "true")
+        pod = join_daemon_cgroup(spec, bundle, group, systemd=systemd)
+        note = f"daemon cgroup {pod.path}" if pod is not None else ""
+    except Exception as e:
+        note = f"the daemon stays in containerd's cgroup: {e}"
+    if not note:
+        return env
+    return dict(env if env is not None else os.environ, **{NOTE_ENV: note})
+
+
+def leave_at_exit(bundle: str) -> None:
+    """The daemon's exit: back to ``start``'s cgroups; remove the daemon cgroup."""
+    if not os.path.exists(os.path.join(bundle, RECORD_FILES[1])):
+        return
+    import logging
+
+    from runwasi_py._cgroups._daemon import leave_daemon_cgroup
+
+    try:
+        left: list[object] = list(leave_daemon_cgroup(bundle))
+    except Exception as e:
+        left = [e]
+    if left:
+        logging.getLogger("runwasi_py.daemon").warning("cgroups left behind: %s", left)
+
+
+def cleanup(bundle: str) -> None:
+    """The ``delete`` action: remove the cgroups a dead shim recorded in ``bundle``."""
+    if not any(os.path.exists(os.path.join(bundle, n)) for n in RECORD_FILES):
+        return
+    try:
+        from runwasi_py._cgroups._daemon import cleanup_bundle
+
+        left = cleanup_bundle(bundle)
+        if left:
+            sys.stderr.write(f"delete: cgroups left behind: {', '.join(map(str, left))}\n")
+    except Exception as e:  # containerd logs delete's stderr as a warning on success
+        sys.stderr.write(f"delete: remove cgroups: {e}\n")
