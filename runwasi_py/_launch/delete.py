@@ -29,6 +29,8 @@ def delete(flags: Flags) -> int:
 
     bundle = os.path.abspath(flags.bundle or os.getcwd())
     rootfs = os.path.join(bundle, "rootfs")
+    if flags.id and flags.namespace:  # first: its processes use the rootfs and cgroups
+        _delete_runc_leftover(flags.namespace, flags.id)
     if is_mountpoint(rootfs):  # rare (a daemon that died mid-task): only then load _mount
         from runwasi_py._bundle.mount import unmount_all
 
@@ -42,8 +44,6 @@ def delete(flags: Flags) -> int:
             address = f.read().strip()
     except OSError:
         address = ""
-    if flags.id and flags.namespace:
-        _delete_runc_leftover(flags.namespace, flags.id)
     if address and not is_listening(address):
         try:
             os.unlink(socket_path(address))
