@@ -4,6 +4,7 @@ Example::
 
     runwasi-py image build app.wasm -t app:v1 -o app.tar --env MODE=demo
     runwasi-py containerd up            # prints the address to give ctr
+    runwasi-py containerd up --cri --containerd-bin /var/cache/runwasi-py/containerd-2.3.4/bin
     runwasi-py image build app.wasm -t app:v1 -o app.tar --import --address SOCK
     runwasi-py containerd down
     runwasi-py demo                     # build the bundled hello and run it as a container
@@ -20,6 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from runwasi_py.containerd import (
+    BIN_ENV,
     ContainerdError,
     ContainerdUnavailable,
     PrivateContainerd,
@@ -99,6 +101,19 @@ def _parser() -> argparse.ArgumentParser:
                 default=[],
                 help="directory put first on containerd's PATH (default: this Python's scripts)",
             )
+            sp.add_argument(
+                "--containerd-bin",
+                metavar="DIR",
+                default=None,
+                help=f"folder holding the containerd and ctr to run (default ${BIN_ENV}, "
+                "else PATH); its version decides the config format",
+            )
+            sp.add_argument(
+                "--cri",
+                action="store_true",
+                help="turn the CRI plugin on: runtime handlers pywasmtime and runc, a locally "
+                "built pause image, a CNI bridge network of its own",
+            )
 
     d = sub.add_parser(
         "demo",
@@ -143,17 +158,27 @@ def _shim_dirs(extra: Sequence[str]) -> list[str]:
 def _containerd(ns: argparse.Namespace) -> int:
     workdir = ns.dir or default_workdir()
     if ns.c8d_command == "up":
-        c8d = PrivateContainerd(workdir, shim_dirs=_shim_dirs(ns.shim_dir))
+        c8d = PrivateContainerd(
+            workdir, shim_dirs=_shim_dirs(ns.shim_dir), containerd_bin=ns.containerd_bin, cri=ns.cri
+        )
         if c8d.is_running():
             print(c8d.address)
             print(f"{PROG}: already running (pid {c8d.pid})", file=sys.stderr)
             return 0
         c8d.start()
         print(c8d.address)
+        cri = (
+            f"  CRI on {c8d.address} (handlers pywasmtime, runc); pod cgroups under "
+            f"{c8d.cgroup_root}\n"
+            if ns.cri
+            else ""
+        )
         print(
-            f"{PROG}: containerd pid {c8d.pid}, log {c8d.log_path}\n"
-            f"  ctr --address {c8d.address} version\n"
-            f"  stop it with: {PROG} containerd down" + (f" --dir {ns.dir}" if ns.dir else ""),
+            f"{PROG}: containerd {c8d.version} pid {c8d.pid}, log {c8d.log_path}\n"
+            f"  {c8d.build.ctr} --address {c8d.address} version\n"
+            + cri
+            + f"  stop it with: {PROG} containerd down"
+            + (f" --dir {ns.dir}" if ns.dir else ""),
             file=sys.stderr,
         )
         # Leave it running: forget the child so no warning says it is still alive.

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything this project needs on a fresh Debian machine, idempotently:
-# Debian packages (containerd + runc for the end-to-end tests, Go + Debian's ttrpc 1.1.1
-# sources for the interop tests) when running as root, then a virtualenv in .venv with the
-# project installed in editable mode with its dev extras.
+# Debian packages (containerd 1.6 + runc for the end-to-end tests, the CNI plugins and gcc
+# for the CRI tests, Go + Debian's ttrpc 1.1.1 sources for the interop tests) when running
+# as root; containerd 2.3.4 built from source by ../shared/tools/build-containerd.sh (cached
+# in /var/cache/runwasi-py/containerd-2.3.4, about a minute the first time); then a
+# virtualenv in .venv with the project installed in editable mode with its dev extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +13,8 @@ command -v containerd >/dev/null 2>&1 || need_pkgs+=(containerd)
 command -v runc >/dev/null 2>&1 || need_pkgs+=(runc)
 command -v go >/dev/null 2>&1 || need_pkgs+=(golang-go)
 [ -d /usr/share/gocode/src/github.com/containerd/ttrpc ] || need_pkgs+=(golang-github-containerd-ttrpc-dev)
+[ -x /usr/lib/cni/bridge ] || need_pkgs+=(containernetworking-plugins)
+command -v gcc >/dev/null 2>&1 || need_pkgs+=(gcc libc6-dev)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Debian packages: ${need_pkgs[*]}"
@@ -20,6 +24,21 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
     echo "setup: missing ${need_pkgs[*]}; as root run: apt-get install ${need_pkgs[*]}" >&2
     echo "setup: the tests that need them will be skipped" >&2
   fi
+fi
+
+# containerd 2.3 for the version matrix; the script prints its bin folder and does nothing
+# when the build is already cached.
+build_containerd=../shared/tools/build-containerd.sh
+if [ "$(id -u)" = 0 ] && [ -f "$build_containerd" ]; then
+  if c8d23=$(bash "$build_containerd" 2>/tmp/runwasi-py-build-containerd.log | tail -n 1); then
+    echo "setup: containerd 2.3.4 in $c8d23"
+  else
+    echo "setup: building containerd 2.3.4 failed (log: /tmp/runwasi-py-build-containerd.log)" >&2
+    tail -n 20 /tmp/runwasi-py-build-containerd.log >&2 || true
+    exit 1
+  fi
+elif [ ! -f "$build_containerd" ]; then
+  echo "setup: $build_containerd not found: the containerd 2.3 tests will be skipped (fail in CI)" >&2
 fi
 
 PY=${PYTHON:-python3}

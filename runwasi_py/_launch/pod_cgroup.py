@@ -31,10 +31,21 @@ def systemd_cgroup(stdin: bytes) -> bool:
         return False
     try:
         fields = field_map(stdin)
-        url, value = fields.get(1, [b""])[-1], fields.get(2, [b""])[-1]
-        if not isinstance(url, bytes) or not url.endswith(b"runtimeoptions.v1.Options"):
-            return False
-        body = field_map(value).get(3, [b""])[-1] if isinstance(value, bytes) else b""
+    except ValueError:
+        return False
+    url, value = fields.get(1, [b""])[-1], fields.get(2, [b""])[-1]
+    if not isinstance(url, bytes) or not isinstance(value, bytes):
+        return False
+    return systemd_in_options(url.decode("utf-8", "replace"), value)
+
+
+def systemd_in_options(type_url: str, value: bytes) -> bool:
+    """``SystemdCgroup = true`` in runtime options given as an Any's type URL and value (2.3
+    puts them in ``BootstrapParams.extensions``; earlier containerds on stdin)."""
+    if b"SystemdCgroup" not in value or not type_url.endswith("runtimeoptions.v1.Options"):
+        return False
+    try:
+        body = field_map(value).get(3, [b""])[-1]
         if not isinstance(body, bytes):
             return False
         import tomllib

@@ -12,7 +12,9 @@ containerd dials it at once (1.6 does not retry), and reads ``start``'s stdout a
 4. re-executes the same program as the long-running daemon with the listening socket as
    fd 3, stdio on ``/dev/null`` and a new session, so containerd's pipes close when
    ``start`` exits (``os.posix_spawn`` spawns; ``start`` never forks a process with threads);
-5. prints the address and exits 0.
+5. prints the address and exits 0: the plain address (task API v2) to containerd 1.6 to
+   2.2, a protobuf BootstrapResult announcing task API v3 to containerd 2.3+ (see
+   :mod:`.bootstrap` and docs/containerd-2.md).
 
 The daemon (no action) logs to the bundle's ``log`` FIFO, becomes a child subreaper and
 runs ``Shim.serve`` on fd 3 until Shutdown. ``delete`` is containerd's cleanup after a shim
@@ -28,8 +30,13 @@ import sys
 
 from runwasi_py._bundle.group import GROUP_ENV, group_mode, grouping_id_from_bundle
 from runwasi_py._launch.address import is_listening, socket_address, socket_path
-from runwasi_py._launch.bootstrap import bootstrap, read_stdin
-from runwasi_py._launch.pod_cgroup import SYSTEMD_ENV, join_before_spawn, systemd_cgroup
+from runwasi_py._launch.bootstrap import bootstrap, read_stdin, start_answer, task_api_version
+from runwasi_py._launch.pod_cgroup import (
+    SYSTEMD_ENV,
+    join_before_spawn,
+    systemd_cgroup,
+    systemd_in_options,
+)
 from runwasi_py._launch.reserve import reserve
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -50,15 +57,21 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
     flags.bundle = os.path.abspath(flags.bundle or os.getcwd())
     stdin = read_stdin()
     boot = bootstrap(stdin, flags)
+    version = task_api_version(boot, os.environ)
     mode = group_mode(shim, group_by)
     env = None
-    if boot is None and systemd_cgroup(stdin):
-        env = dict(os.environ, **{SYSTEMD_ENV: "1"})
     if boot is not None:
         flags.debug = flags.debug or boot.debug
         flags.address = flags.address or boot.grpc_address
+        flags.publish_binary = flags.publish_binary or boot.containerd_binary
         if boot.ttrpc_address and not os.environ.get("TTRPC_ADDRESS"):
             env = dict(os.environ, TTRPC_ADDRESS=boot.ttrpc_address)
+        options = boot.runtime_options
+        systemd = options is not None and systemd_in_options(*options)
+    else:
+        systemd = systemd_cgroup(stdin)
+    if systemd:
+        env = dict(env if env is not None else os.environ, **{SYSTEMD_ENV: "1"})
     if os.environ.get(GROUP_ENV) != mode:  # the daemon lingers only when shared
         env = dict(env if env is not None else os.environ, **{GROUP_ENV: mode})
     # A namespace-wide group is named after the shim ("@" never appears in a container
@@ -76,7 +89,7 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
     listener = _listen(address, flags.id)
     if listener is None:  # a live shim serves this group and holds itself for our Create
         _write_address(flags.bundle, address)
-        _print_address(address)
+        _print_answer(start_answer(address, version, boot))
         return 0
     try:
         _write_address(flags.bundle, address)
@@ -93,7 +106,7 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
         listener.close()
         raise
     _raise_oom_score(pid)
-    _print_address(address)
+    _print_answer(start_answer(address, version, boot))
     return 0
 
 
@@ -242,8 +255,8 @@ def _leaked_fds() -> list[int]:
     return leaked
 
 
-def _print_address(address: str) -> None:
-    sys.stdout.write(address)
+def _print_answer(answer: bytes) -> None:
+    sys.stdout.buffer.write(answer)
     sys.stdout.flush()
 
 

@@ -177,6 +177,9 @@ class TaskService(TaskBase):
         self._pool = WorkerPool()
         self.shutdown_requested = asyncio.Event()
         """Set by a Shutdown call that found no task; the server owner stops serving."""
+        self._shutdown_declined = False
+        # With task API v3, containerd sends Shutdown only for a pod's sandbox container: if
+        # the sandbox goes first, the last Delete of the pod must end the shim instead.
         self.reservations = Reservations(timeout=reservation_timeout)
         """Container ids a ``start`` handed this shim's address for (see ``_reservations``)."""
 
@@ -434,6 +437,10 @@ class TaskService(TaskBase):
         del self._tasks[task.id]
         if task.placement is not None:
             _remove_placement(task)
+        if self._shutdown_declined and not self.task_count:
+            self._shutdown_declined = False
+            log.info("task %s deleted: the last one since a Shutdown; stopping", task.id)
+            self.shutdown_requested.set()
         task.disk.unmount(task.id)
         status = task.exit_status
         assert status is not None
@@ -501,6 +508,7 @@ class TaskService(TaskBase):
     async def shutdown(self, request: ShutdownRequest, context: CallContext) -> Empty:
         if self.task_count:
             log.debug("shutdown: %d task(s) left; keep serving", self.task_count)
+            self._shutdown_declined = True
             return Empty()
         if self.reservations.pending:
             log.debug("shutdown: a start just handed out this shim's address; keep serving")

@@ -1,12 +1,17 @@
 """A private containerd for tests and demos: :class:`PrivateContainerd`.
 
 Theory of operation: everything (root, state, sockets, FIFOs, log) lives under one working
-directory, so it never touches a system containerd on /run/containerd. ``start`` writes the
-config, launches containerd in its own session with the shim directories first on its PATH
-(containerd, not ctr, resolves ``io.containerd.<name>.v1`` to ``containerd-shim-<name>-v1``),
-and polls ``ctr version`` until it answers. ``stop`` sends SIGTERM, escalates to SIGKILL, and
-then (unless asked to keep them, as a restart does) kills leftover shim daemons, unmounts
-leftover rootfs mounts and removes the directories, keeping ``containerd.log``.
+directory, so it never touches a system containerd on /run/containerd. ``start`` finds the
+build to run (``containerd_bin``, ``$RUNWASI_PY_CONTAINERD_BIN`` or PATH), reads its version,
+writes the config that version reads (with the CRI plugin when ``cri``), launches containerd
+in its own session with the shim directories and then the build's own folder first on its
+PATH (containerd, not ctr, resolves ``io.containerd.<name>.v1`` to
+``containerd-shim-<name>-v1``; the build's folder makes a 2.x use its own runc shim), and
+polls ``ctr version`` until it answers. With ``cri`` it then imports the pause image.
+``stop`` sends SIGTERM, escalates to SIGKILL, and then (unless asked to keep them, as a
+restart does) kills leftover shim daemons and container processes (found by the harness's
+cgroup root), unmounts leftover rootfs and netns mounts, removes the cgroups, the CNI
+bridge and the directories, keeping ``containerd.log``.
 
 The pid is also written to ``containerd.pid`` so a later process (``runwasi-py containerd
 down``) can stop a containerd it did not start.
@@ -32,20 +37,39 @@ from runwasi_py.containerd._cleanup import (
     processes_of,
     unmount_all,
 )
-from runwasi_py.containerd._config import MAX_SOCKET_PATH, ContainerdPaths, render_config
+from runwasi_py.containerd._config import (
+    MAX_SOCKET_PATH,
+    ContainerdPaths,
+    CriSettings,
+    host_platform,
+    render_config,
+)
+from runwasi_py.containerd._cri_setup import (
+    CRI_NAMESPACE,
+    cgroup_root,
+    prepare_cri,
+    teardown_cri,
+)
 from runwasi_py.containerd._errors import ContainerdError, ContainerdUnavailable, CtrError
+from runwasi_py.containerd._podcgroup import PodCgroup, create_pod_cgroup, processes_in
+from runwasi_py.containerd._version import ContainerdBuild, ContainerdVersion, build_of, find_build
+from runwasi_py.image import ImageError, read_image
 
 __all__ = ["PrivateContainerd", "check_available"]
 
 INSTALL_HINT = "as root run `apt-get install containerd` (or `bash scripts/setup.sh`)"
 
 
-def check_available(containerd: str = "containerd", ctr: str = "ctr") -> None:
-    """Raise :class:`ContainerdUnavailable` saying why this machine cannot run one."""
+def _require_root() -> None:
     if os.geteuid() != 0:
         raise ContainerdUnavailable(
             "a private containerd needs root (it mounts snapshots and creates cgroups); run as root"
         )
+
+
+def check_available(containerd: str = "containerd", ctr: str = "ctr") -> None:
+    """Raise :class:`ContainerdUnavailable` saying why this machine cannot run one."""
+    _require_root()
     for exe in (containerd, ctr):
         if shutil.which(exe) is None:
             raise ContainerdUnavailable(f"{exe!r} not found: {INSTALL_HINT}")
@@ -62,6 +86,12 @@ class PrivateContainerd:
         ...     print(out.stdout)
 
     ``async with`` works too (start and stop run on a worker thread).
+
+    ``containerd_bin`` names a folder holding ``containerd`` and ``ctr`` (default:
+    ``$RUNWASI_PY_CONTAINERD_BIN``, else the ``containerd``/``ctr`` executables on PATH).
+    ``cri=True`` turns the CRI plugin on (runtime handlers ``runc`` and ``pywasmtime``, a
+    locally built pause image, a CNI bridge of its own); :attr:`address` is then also the
+    CRI endpoint.
     """
 
     def __init__(
@@ -75,6 +105,8 @@ class PrivateContainerd:
         log_level: str = "debug",
         start_timeout: float = 20.0,
         stop_timeout: float = 10.0,
+        containerd_bin: str | os.PathLike[str] | None = None,
+        cri: bool = False,
     ) -> None:
         self.paths = ContainerdPaths(Path(workdir).absolute())
         self.shim_dirs = [Path(d).absolute() for d in shim_dirs]
@@ -84,6 +116,9 @@ class PrivateContainerd:
         self.log_level = log_level
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
+        self.containerd_bin = containerd_bin
+        self.cri = cri
+        self._build: ContainerdBuild | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     # -- paths -----------------------------------------------------------------------------
@@ -108,6 +143,35 @@ class PrivateContainerd:
     @property
     def fifo_dir(self) -> Path:
         return self.paths.fifo_dir
+
+    @property
+    def build(self) -> ContainerdBuild:
+        """The containerd build this harness runs (resolved once, on first use)."""
+        if self._build is None:
+            explicit = self.containerd_exe != "containerd" or self.ctr_exe != "ctr"
+            if self.containerd_bin is None and explicit:
+                self._build = build_of(self.containerd_exe, self.ctr_exe)
+            else:
+                self._build = find_build(self.containerd_bin)
+        return self._build
+
+    @property
+    def version(self) -> ContainerdVersion:
+        """The version ``containerd --version`` reports for :attr:`build`."""
+        return self.build.version
+
+    @property
+    def cgroup_root(self) -> str:
+        """The cgroup under which :meth:`pod_cgroup` creates pods' cgroups (removed at stop)."""
+        return cgroup_root(self.paths)
+
+    def pod_cgroup(self, name: str) -> PodCgroup:
+        """Create the pod-level cgroup ``<cgroup_root>/<name>`` as kubelet would.
+
+        Its :attr:`PodCgroup.path` is the ``cgroup_parent`` for RunPodSandbox; it is
+        removed with :meth:`PodCgroup.remove` or at the harness's cleanup.
+        """
+        return create_pod_cgroup(f"{self.cgroup_root}/{name}")
 
     def bundle(self, container_id: str, namespace: str | None = None) -> Path:
         """The bundle directory containerd makes for a task (``address``, ``log``, ...)."""
@@ -143,7 +207,8 @@ class PrivateContainerd:
 
     def start(self) -> None:
         """Write the config, start containerd and wait until ``ctr version`` answers."""
-        check_available(self.containerd_exe, self.ctr_exe)
+        _require_root()
+        check_available(self.build.containerd, self.build.ctr)
         if self.is_running():
             raise ContainerdError(f"a containerd already runs for {self.workdir} (pid {self.pid})")
         for sock in self.paths.sockets():
@@ -158,12 +223,25 @@ class PrivateContainerd:
         # Stale sockets of a killed containerd would make ctr wait on a dead listener.
         for sock in self.paths.sockets():
             sock.unlink(missing_ok=True)
-        self.paths.config.write_text(render_config(self.paths, log_level=self.log_level))
+        cri: CriSettings | None = None
+        pause_tarball = None
+        if self.cri:
+            cri, pause_tarball = prepare_cri(self.paths)
+        self.paths.config.write_text(
+            render_config(
+                self.paths,
+                log_level=self.log_level,
+                config_version=self.version.config_version,
+                cri=cri,
+            )
+        )
         env = dict(os.environ)
-        env["PATH"] = os.pathsep.join([*map(str, self.shim_dirs), env.get("PATH", os.defpath)])
-        exe = shutil.which(self.containerd_exe) or self.containerd_exe
+        env["PATH"] = os.pathsep.join(
+            [*map(str, self.shim_dirs), str(self.build.bin_dir), env.get("PATH", os.defpath)]
+        )
+        exe = self.build.containerd
         with open(self.log_path, "ab") as log:
-            log.write(f"--- runwasi-py: starting {exe} ---\n".encode())
+            log.write(f"--- runwasi-py: starting {exe} ({self.version}) ---\n".encode())
             log.flush()
             # Own session: a Ctrl-C on the terminal of `runwasi-py containerd up` must not
             # reach it, and it must not hold the caller's terminal.
@@ -179,6 +257,8 @@ class PrivateContainerd:
         self.paths.pid_file.write_text(f"{self._proc.pid}\n")
         try:
             self._wait_ready()
+            if pause_tarball is not None:
+                self.import_image(pause_tarball, namespace=CRI_NAMESPACE)
         except BaseException:
             self.stop(cleanup=False)
             raise
@@ -285,15 +365,27 @@ class PrivateContainerd:
         for sock in sockets:
             with contextlib.suppress(OSError):
                 sock.unlink()
+        # Container processes (runc's pause and native containers) are found by cgroup;
+        # they hold rootfs mounts, so they go before the unmount.
+        stuck += kill_processes(processes_in(self.cgroup_root))
         resisted = unmount_all(self.workdir)
-        for d in (self.paths.root, self.paths.state, self.paths.opt, self.fifo_dir):
+        for d in (
+            self.paths.root,
+            self.paths.state,
+            self.paths.opt,
+            self.fifo_dir,
+            self.paths.cni_conf_dir.parent,
+            self.paths.pod_logs,
+            self.paths.registry_hosts,
+        ):
             shutil.rmtree(d, ignore_errors=True)
         for sock in self.paths.sockets():
             sock.unlink(missing_ok=True)
-        if stuck or resisted:
+        problems = teardown_cri(self.paths)
+        if stuck or resisted or problems:
             raise ContainerdError(
                 f"cleanup of {self.workdir} incomplete: processes {stuck} alive, "
-                f"mounts {resisted} busy"
+                f"mounts {resisted} busy" + "".join(f"; {p}" for p in problems)
             )
 
     def _shim_sockets(self) -> list[Path]:
@@ -323,19 +415,35 @@ class PrivateContainerd:
 
     def ctr_argv(self, *args: str, namespace: str | None = None) -> list[str]:
         """``ctr --address <ours> --namespace <ns> *args``."""
-        exe = shutil.which(self.ctr_exe) or self.ctr_exe
-        return [exe, "--address", self.address, "--namespace", namespace or self.namespace, *args]
+        return [
+            self.build.ctr,
+            "--address",
+            self.address,
+            "--namespace",
+            namespace or self.namespace,
+            *args,
+        ]
 
     def _ctr_raw(
         self, args: Sequence[str], *, timeout: float, namespace: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         return self._exec(self.ctr_argv(*args, namespace=namespace), timeout=timeout)
 
+    @staticmethod
+    def ctr_env() -> dict[str, str]:
+        """The environment to run ``ctr`` in: ours, with 2.x's deprecation warnings off.
+
+        ctr 2.2+ prints "The support for cgroup v1 is deprecated" on stderr at every call
+        on a v1 host, which would mix into the container's own stderr of ``ctr run``.
+        """
+        return {**os.environ, "CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS": "1"}
+
     def _exec(self, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
         # stdin is /dev/null: ctr would otherwise read the test runner's stdin.
         try:
             return subprocess.run(
                 argv,
+                env=self.ctr_env(),
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 text=True,
@@ -404,9 +512,27 @@ class PrivateContainerd:
             raise CtrError(argv, res.returncode, res.stdout, res.stderr, self.log_tail(20))
         return res
 
-    def import_image(self, tarball: str | os.PathLike[str]) -> str:
-        """``ctr image import --all-platforms`` (needed for wasip1/wasm images)."""
-        return self.ctr("image", "import", "--all-platforms", os.fspath(tarball), timeout=60).stdout
+    def import_image(self, tarball: str | os.PathLike[str], *, namespace: str | None = None) -> str:
+        """Import an image tarball so that both ``ctr run`` and CRI can run it.
+
+        1.x: ``ctr image import --all-platforms`` (needed for wasip1/wasm images; it also
+        unpacks them). 2.x: ctr imports through the transfer service, which with
+        ``--all-platforms`` unpacks only the host platform, leaving CRI without a snapshot
+        of a wasm image ("parent snapshot ... does not exist"); so a non-host image is
+        imported with ``--platform <its platform>``, which the transfer service unpacks
+        because the config lists ``wasip1/wasm`` in its ``unpack_config``.
+        """
+        flag = ["--all-platforms"]
+        if self.version.major >= 2:
+            try:
+                plat = str(read_image(tarball).platform)
+            except ImageError:
+                plat = host_platform()  # not one of ours (several manifests): let ctr choose
+            if plat != host_platform():
+                flag = ["--platform", plat]
+        return self.ctr(
+            "image", "import", *flag, os.fspath(tarball), timeout=60, namespace=namespace
+        ).stdout
 
     # -- context managers ------------------------------------------------------------------
 

@@ -76,7 +76,12 @@ def attached_run(
     """An attached ``ctr run --rm`` in the background; killed and reaped on exit."""
     argv = c8d.run_argv(image, cid, *args, runtime=runtime)
     with subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        env=c8d.ctr_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     ) as proc:
         try:
             yield proc

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py.containerd import PrivateContainerd
+from runwasi_py.containerd import ContainerdBuild, PrivateContainerd
 from runwasi_py.containerd._cleanup import process_alive
 from runwasi_py.examples._demo import scripts_dir
 from tests.integration._ctr import (
@@ -51,13 +51,20 @@ def shared_env() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def shared(
-    tmp_path_factory: pytest.TempPathFactory, test_images: ImageSet
+    tmp_path_factory: pytest.TempPathFactory,
+    test_images: ImageSet,
+    containerd_build: ContainerdBuild,
 ) -> Iterator[PrivateContainerd]:
     """A private containerd whose shims group by namespace."""
     require_containerd()
     require_shim()
     workdir = tmp_path_factory.mktemp("c8ds")
-    c8d = PrivateContainerd(workdir, shim_dirs=[scripts_dir()], namespace="runwasi-shared")
+    c8d = PrivateContainerd(
+        workdir,
+        shim_dirs=[scripts_dir()],
+        namespace="runwasi-shared",
+        containerd_bin=containerd_build.bin_dir,
+    )
     with shared_env():
         c8d.start()
     try:

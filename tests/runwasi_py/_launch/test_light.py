@@ -71,5 +71,7 @@ def test_start_and_delete_import_nothing_heavy(tmp_path: Path) -> None:
     report = json.loads(result.stderr.decode().strip().splitlines()[-1])
     assert report["codes"] == [0, 0], result
     assert report["loaded"] == []
-    assert result.stdout.startswith(f"unix://{sockets}/".encode())
+    # BootstrapParams came: the answer is a BootstrapResult (version 3, then the address)
+    assert result.stdout.startswith(b"\x08\x03\x12")
+    assert f"unix://{sockets}/".encode() in result.stdout
     assert (bundle / "address").read_text().startswith("unix://")

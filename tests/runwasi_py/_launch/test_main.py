@@ -22,9 +22,11 @@ from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._launch import delete as _delete_mod
 from runwasi_py._launch import start as _start_mod
 from runwasi_py._launch.address import socket_address
+from runwasi_py._launch.info import FEATURES_TYPE_URL
 from runwasi_py._launch.main import shim_main
 from runwasi_py._proto.messages import (
     BootstrapParams,
+    BootstrapResult,
     DeleteResponse,
     LogLevel,
     RuntimeInfo,
@@ -323,7 +325,9 @@ def test_start_replaces_stale_socket_and_reads_bootstrap(
     command = [sys.executable, str(shim_script), *START, "-id", "c2", "start"]
     result = run_shim(command, bundle, env, stdin=bytes(params))
     assert (result.returncode, result.stderr) == (0, b"")
-    assert result.stdout == expected.encode()
+    # containerd sent BootstrapParams: a protobuf BootstrapResult announcing task API v3
+    answer = BootstrapResult.FromString(result.stdout)
+    assert answer == BootstrapResult(version=3, address=expected, protocol="ttrpc")
     pid = ask(expected, b"pid\n")
     daemons.append(pid)
     info = json.loads((bundle / "daemon.json").read_text())
@@ -457,6 +461,71 @@ def test_info_prints_runtime_info(tmp_path: Path, shim_script: Path, sockdir: Pa
     assert info.version is not None
     assert info.version.version
     assert info.options == options
+    assert info.features is not None
+    assert info.features.type_url == FEATURES_TYPE_URL
+    features = json.loads(info.features.value)
+    assert features["mountOptions"] == ["bind", "rbind", "ro", "rw"]
+    assert "linux" not in features  # no namespaces of its own: CRI must not offer userns
+    assert info.annotations == {"io.github.runwasi-py.task-api-versions": "2,3"}
+
+
+def test_info_without_options(tmp_path: Path, shim_script: Path, sockdir: Path) -> None:
+    command = [sys.executable, str(shim_script), "-info"]
+    result = run_shim(command, tmp_path, shim_env(sockdir), stdin=b"")
+    assert result.returncode == 0, result.stderr
+    info = RuntimeInfo.FromString(result.stdout)
+    assert info.options is None
+    assert info.features is not None
+
+
+@pytest.mark.parametrize("stdin", [b"\xff\xff", b"\x08\x01"], ids=["not-protobuf", "not-any"])
+def test_info_refuses_stdin_that_is_not_options(
+    tmp_path: Path, shim_script: Path, sockdir: Path, stdin: bytes
+) -> None:
+    command = [sys.executable, str(shim_script), "-info"]
+    result = run_shim(command, tmp_path, shim_env(sockdir), stdin=stdin)
+    assert result.returncode == 1
+    assert result.stdout == b""
+    assert result.stderr.startswith(b"-info: stdin is not a runtime options Any (")
+    assert result.stderr.count(b"\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("stdin", "env", "message"),
+    [
+        (
+            b"\x0a\x02c9\x12\x03ns1\x18",
+            {},
+            b"start: stdin holds neither BootstrapParams nor runtime options (not protobuf: "
+            b"truncated varint)\n",
+        ),
+        (
+            b"\x0a\x02c9\x12\x03ns1\x2a\x01\xff",
+            {},
+            b"start: malformed BootstrapParams: containerd_ttrpc_address is not UTF-8\n",
+        ),
+        (
+            b"",
+            {"RUNWASI_PY_TASK_API": "7"},
+            b"start: RUNWASI_PY_TASK_API=7: this shim speaks task API versions 2 and 3 (or auto)\n",
+        ),
+    ],
+    ids=["truncated", "bad-field", "unknown-version"],
+)
+def test_start_refuses_bad_bootstrap_with_one_line(
+    tmp_path: Path,
+    shim_script: Path,
+    sockdir: Path,
+    stdin: bytes,
+    env: dict[str, str],
+    message: bytes,
+) -> None:
+    bundle = make_bundle(tmp_path, "c9")
+    command = [sys.executable, str(shim_script), *START, "-id", "c9", "start"]
+    result = run_shim(command, bundle, {**shim_env(sockdir), **env}, stdin=stdin)
+    assert (result.returncode, result.stdout, result.stderr) == (1, b"", message)
+    assert not (bundle / "daemon.json").exists()  # no daemon was started
+    assert list(sockdir.iterdir()) == []
 
 
 def test_leaked_inheritable_fds_are_listed_for_closing() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from runwasi_py._errors import FailedPrecondition, InvalidArgument
 from runwasi_py._launch.pod_cgroup import systemd_cgroup as _systemd_cgroup
+from runwasi_py._launch.pod_cgroup import systemd_in_options
 from runwasi_py._proto.messages import Any, RuntimeOptions, pack_any
 from runwasi_py._task.placement import (
     TaskPlacement,
@@ -52,6 +53,16 @@ def test_start_reads_systemd_cgroup_from_stdin_options() -> None:
     assert _systemd_cgroup(bytes(Any(type_url="other", value=b"SystemdCgroup"))) is False
     assert _systemd_cgroup(b"\xffSystemdCgroup") is False
     assert _systemd_cgroup(b"") is False
+
+
+def test_start_reads_systemd_cgroup_from_bootstrap_extensions() -> None:
+    # containerd 2.3 sends the runtime options as BootstrapParams.extensions[0]'s Any
+    on = pack_any(RuntimeOptions(config_body="SystemdCgroup = true\n"))
+    assert systemd_in_options(on.type_url, on.value) is True
+    off = pack_any(RuntimeOptions(config_body="SystemdCgroup = false\n"))
+    assert systemd_in_options(off.type_url, off.value) is False
+    assert systemd_in_options("other.Options", on.value) is False
+    assert systemd_in_options(on.type_url, b"\xffSystemdCgroup") is False
 
 
 def test_cri_containers_are_refused_by_a_shared_shim() -> None:

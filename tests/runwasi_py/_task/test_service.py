@@ -525,6 +525,33 @@ async def test_shutdown_without_tasks_stops_serving_and_removes_the_socket() -> 
         assert not exists(s.address)
 
 
+async def test_a_declined_shutdown_stops_the_shim_once_the_last_task_is_deleted(
+    tmp_path: Path,
+) -> None:
+    # Task API v3: containerd sends Shutdown for the pod's sandbox container only; if that
+    # one is deleted while others remain, their later Deletes come without a Shutdown.
+    async with serve_shim(ScriptShim) as s:
+        d = s.driver
+        for cid in ("sandbox", "app"):
+            await d.create(make_bundle(tmp_path / cid, args=["/app.wasm"], container_id=cid))
+        await d.delete("sandbox")
+        await d.shutdown()  # declined: "app" is left
+        assert (await d.state("app")).status == Status.CREATED
+        await d.delete("app")
+        await d.client.wait_closed()
+        assert await s.wait_stopped()
+        assert not exists(s.address)
+
+
+async def test_without_a_declined_shutdown_the_last_delete_keeps_serving(tmp_path: Path) -> None:
+    async with serve_shim(ScriptShim) as s:
+        d = s.driver
+        await d.create(make_bundle(tmp_path, args=["/app.wasm"], container_id="only"))
+        await d.delete("only")
+        assert (await d.connect("x")).task_pid == 0  # still answering: Shutdown decides
+        assert exists(s.address)
+
+
 # -- CRI pods, mounts, precompile --------------------------------------------------------------
 
 

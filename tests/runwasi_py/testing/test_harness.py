@@ -12,16 +12,28 @@ import pytest
 
 from runwasi_py.cli import main
 from runwasi_py.containerd import (
+    BIN_ENV,
     ContainerdError,
     ContainerdPaths,
     ContainerdUnavailable,
+    CriSettings,
     CtrError,
     PrivateContainerd,
     check_available,
     default_workdir,
+    find_build,
     render_config,
 )
 from runwasi_py.containerd._cleanup import _unescape, mounts_under, process_alive
+from runwasi_py.containerd._cri_setup import lacks_cap_sys_resource
+from runwasi_py.containerd._network import bridge_name, choose_subnet
+from runwasi_py.containerd._podcgroup import (
+    CgroupMount,
+    cgroup_mounts,
+    create_pod_cgroup,
+    remove_cgroup_tree,
+)
+from runwasi_py.containerd._version import parse_version
 from tests.integration._require import require_containerd, unavailable
 
 
@@ -36,6 +48,144 @@ def test_config_puts_everything_under_workdir_and_disables_cri() -> None:
     assert cfg["ttrpc"]["address"] == "/w/c8d/containerd.sock.ttrpc"
     assert cfg["debug"] == {"address": "/w/c8d/debug.sock", "level": "debug"}
     assert cfg["plugins"]["io.containerd.internal.v1.opt"]["path"] == "/w/c8d/opt"
+
+
+CRI = CriSettings("localhost/pause:x", Path("/usr/lib/cni"), restrict_oom_score_adj=True)
+
+
+def test_config_v2_with_cri_names_the_1x_plugin() -> None:
+    cfg = tomllib.loads(render_config(ContainerdPaths(Path("/w")), config_version=2, cri=CRI))
+    assert cfg["version"] == 2
+    assert cfg["disabled_plugins"] == []
+    plugin = cfg["plugins"]["io.containerd.grpc.v1.cri"]
+    assert plugin["sandbox_image"] == "localhost/pause:x"
+    assert plugin["restrict_oom_score_adj"] is True
+    runtimes = plugin["containerd"]["runtimes"]
+    assert runtimes["pywasmtime"]["runtime_type"] == "io.containerd.pywasmtime.v1"
+    assert runtimes["runc"]["runtime_type"] == "io.containerd.runc.v2"
+    assert plugin["cni"] == {"bin_dir": "/usr/lib/cni", "conf_dir": "/w/cni/net.d"}
+
+
+def test_config_v3_splits_cri_and_unpacks_wasm() -> None:
+    cfg = tomllib.loads(render_config(ContainerdPaths(Path("/w")), config_version=3, cri=CRI))
+    assert cfg["version"] == 3
+    runtime = cfg["plugins"]["io.containerd.cri.v1.runtime"]
+    assert runtime["containerd"]["runtimes"]["pywasmtime"]["runtime_type"] == (
+        "io.containerd.pywasmtime.v1"
+    )
+    assert runtime["cni"]["bin_dirs"] == ["/usr/lib/cni"]
+    images = cfg["plugins"]["io.containerd.cri.v1.images"]
+    assert images["pinned_images"]["sandbox"] == "localhost/pause:x"
+    unpack = cfg["plugins"]["io.containerd.transfer.v1.local"]["unpack_config"]
+    assert {u["platform"] for u in unpack} >= {"wasip1/wasm"}
+    assert next(u for u in unpack if u["platform"] == "wasip1/wasm")["differ"] == "walking"
+
+
+def test_config_v3_without_cri_disables_every_cri_plugin() -> None:
+    cfg = tomllib.loads(render_config(ContainerdPaths(Path("/w")), config_version=3))
+    assert {"io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime"} <= set(
+        cfg["disabled_plugins"]
+    )
+
+
+def test_unknown_config_version_is_refused() -> None:
+    with pytest.raises(ValueError, match="config_version 4"):
+        render_config(ContainerdPaths(Path("/w")), config_version=4)
+
+
+def test_versions_are_read_from_both_lines() -> None:
+    v16 = parse_version("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1")
+    v23 = parse_version("containerd github.com/containerd/containerd/v2 v2.3.4 ")
+    assert (v16.config_version, v23.config_version) == (2, 3)
+    assert str(v23) == "2.3.4"
+    with pytest.raises(ContainerdUnavailable, match="cannot read a version"):
+        parse_version("containerd dev")
+
+
+def test_a_bin_folder_that_is_missing_or_empty_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ContainerdUnavailable, match="does not exist"):
+        find_build(tmp_path / "nope")
+    with pytest.raises(ContainerdUnavailable, match="holds no executable containerd"):
+        find_build(tmp_path)
+
+
+def test_bin_folder_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(BIN_ENV, str(tmp_path / "gone"))
+    with pytest.raises(ContainerdUnavailable, match="gone does not exist"):
+        find_build()
+
+
+def test_cli_up_with_a_bad_bin_folder_exits_1(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the root check comes first")
+    assert main(["containerd", "up", "--dir", str(tmp_path), "--containerd-bin", "/nope"]) == 1
+    assert "containerd bin folder /nope does not exist" in capsys.readouterr().err
+
+
+def test_oom_rule_follows_cap_sys_resource() -> None:
+    assert lacks_cap_sys_resource("CapEff:\t000001fffeffffff\n")  # bit 24 clear
+    assert not lacks_cap_sys_resource("CapEff:\t000001ffffffffff\n")
+
+
+def test_network_names_are_per_harness_and_fit_linux() -> None:
+    a, b = ContainerdPaths(Path("/w/a")), ContainerdPaths(Path("/w/b"))
+    assert bridge_name(a) != bridge_name(b)
+    assert len(bridge_name(a)) <= 15
+    assert choose_subnet(a).prefixlen == 24
+    assert str(choose_subnet(a)).startswith("10.")
+
+
+def test_cgroup_mounts_v1_and_v2() -> None:
+    v1 = (
+        "30 25 0:26 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n"
+        "31 25 0:27 / /sys/fs/cgroup/cpuacct rw - cgroup cgroup rw,cpuacct\n"
+        "32 25 0:28 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n"
+        "33 25 0:29 /sub /mnt/again rw - cgroup cgroup rw,cpu\n"
+    )
+    mounts = cgroup_mounts(v1)
+    assert [(str(m.path), m.controllers) for m in mounts] == [
+        ("/sys/fs/cgroup/cpu", ("cpu",)),
+        ("/sys/fs/cgroup/cpuacct", ("cpuacct",)),
+        ("/sys/fs/cgroup/systemd", ("name=systemd",)),
+    ]
+    v2 = "40 25 0:30 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+    assert [(str(m.path), m.version) for m in cgroup_mounts(v2)] == [("/sys/fs/cgroup", 2)]
+
+
+def test_pod_cgroup_on_v2_enables_controllers_on_the_way_down(tmp_path: Path) -> None:
+    # A stand-in unified hierarchy: plain files where the kernel has control files.
+    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
+    v2 = [CgroupMount(tmp_path, 2, ())]
+    pod = create_pod_cgroup("/harness/pod1", mounts=v2)
+    assert pod.path == "/harness/pod1"
+    assert pod.dirs == (tmp_path / "harness" / "pod1",)
+    for node in (tmp_path, tmp_path / "harness", tmp_path / "harness" / "pod1"):
+        assert (node / "cgroup.subtree_control").read_text() == "+cpu +memory +pids"
+    for f in [*(tmp_path / "harness").rglob("cgroup.*")]:
+        f.unlink()  # a real cgroupfs has no files to delete: rmdir takes them along
+    assert remove_cgroup_tree("/harness", mounts=v2) == []
+    assert not (tmp_path / "harness").exists()
+
+
+def test_pod_cgroup_on_v1_is_made_in_every_hierarchy(tmp_path: Path) -> None:
+    mounts = [CgroupMount(tmp_path / c, 1, (c,)) for c in ("cpu", "cpuacct", "memory")]
+    for m in mounts:
+        m.path.mkdir()
+    pod = create_pod_cgroup("/harness/pod2", mounts=mounts)
+    assert [d.relative_to(tmp_path).as_posix() for d in pod.dirs] == [
+        "cpu/harness/pod2",
+        "cpuacct/harness/pod2",
+        "memory/harness/pod2",
+    ]
+    assert all(d.is_dir() for d in pod.dirs)
+
+
+@pytest.mark.parametrize("bad", ["", "/", "/a/../../etc", "../x"])
+def test_pod_cgroup_paths_that_escape_are_refused(bad: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="below the root"):
+        create_pod_cgroup(bad, mounts=[CgroupMount(tmp_path, 1, ("cpu",))])
 
 
 def test_config_escapes_odd_paths() -> None:
@@ -134,7 +284,10 @@ def test_ctr_failure_carries_output(c8d: PrivateContainerd) -> None:
 def test_a_containerd_that_dies_at_start_reports_the_log(tmp_path: Path) -> None:
     require_containerd()
     fake = tmp_path / "fake-containerd"
-    fake.write_text("#!/bin/sh\necho 'fatal: cannot boot' >&2\nexit 3\n")
+    fake.write_text(
+        '#!/bin/sh\n[ "$1" = --version ] && echo "containerd fake 1.6.0" && exit 0\n'
+        "echo 'fatal: cannot boot' >&2\nexit 3\n"
+    )
     fake.chmod(0o755)
     c = PrivateContainerd(tmp_path / "c8d", containerd=str(fake))
     with pytest.raises(ContainerdError, match="exited with 3") as e:
