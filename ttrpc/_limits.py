@@ -13,11 +13,13 @@ peer), except one, the *finisher*: it may read until the unfinished frame it hol
 complete, so that peers paused in the middle of frames never wait on each other. When the
 finisher is done another paused connection takes its turn; when the total is back under the
 cap (handlers finished, frames completed, connections gone) all resume. Connections holding
-nothing (small requests that arrive whole, replies answered at once) are never paused.
+at most a small request's worth (64 KiB, or a sixteenth of a smaller cap: a request that arrived split across reads,
+a few running calls) are never paused: otherwise a well-behaved peer such as containerd,
+whose frame happened to straddle two reads, would wait behind a stalled finisher.
 
-Bound: the cap, plus one frame (4 MiB) being finished, plus one read (256 KiB) per
-connection, so about ``max_buffered_bytes + 4 MiB + max_connections * 512 KiB`` counting
-the read buffers. A finisher whose peer stalls mid-frame holds up the others' frames (it
+Bound: the cap, plus one frame (4 MiB) being finished, plus one read (256 KiB) and one small
+hold (64 KiB) per connection, so about ``max_buffered_bytes + 4 MiB + max_connections *
+576 KiB`` counting the read buffers. A finisher whose peer stalls mid-frame holds up the others' frames (it
 cannot grow memory); only peers allowed onto the socket can do this, and the socket's mode
 and peer check decide who they are.
 """
@@ -37,6 +39,7 @@ DEFAULT_MAX_BUFFERED_BYTES = 64 << 20
 
 _PAUSE = "buffered"
 _SMALL_RUNNING = 64 << 10  # running-handler bytes that still allow a finisher's turn
+_SMALL_HOLD = 64 << 10  # what a connection may hold and never be paused for
 _LOG_EVERY = 1.0  # seconds between two "rejected" log lines (a flood must not flood the log)
 
 
@@ -59,6 +62,7 @@ class ServerLimits:
         "_last_log",
         "_paused",
         "_rejected",
+        "_small_hold",
         "buffered",
         "max_buffered_bytes",
         "max_connections",
@@ -80,6 +84,9 @@ class ServerLimits:
         self._finisher_running = 0
         self._rejected = 0
         self._last_log = -_LOG_EVERY
+        # never more than a sixteenth of the cap, so small caps still pause small holders
+        cap = max_buffered_bytes
+        self._small_hold = 0 if cap is None else min(_SMALL_HOLD, cap // 16)
 
     def admits(self, open_connections: int) -> bool:
         """Whether one more connection may join ``open_connections``."""
@@ -119,7 +126,7 @@ class ServerLimits:
                 return  # it may complete the frame it holds, and nothing more
             self._finisher = None
             self._pause(conn)
-        elif nbytes:
+        elif nbytes > self._small_hold:
             if self._finisher is None and partial and running <= before[1]:
                 self._finisher, self._finisher_running = conn, running
             else:

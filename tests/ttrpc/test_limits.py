@@ -95,6 +95,25 @@ def test_over_the_cap_one_finisher_reads_and_the_others_pause() -> None:
     assert limits.buffered == 70
 
 
+def test_a_small_split_request_is_never_paused_behind_a_stalled_finisher() -> None:
+    # containerd's frame may straddle two reads while peers that never finish their 4 MiB
+    # frames hold the server over its cap: containerd must still be read.
+    limits = ServerLimits(None, 16 << 20)
+    hogs = [FakeConn() for _ in range(6)]
+    for hog in hogs:
+        limits.hold(hog, (4 << 20) - 1)
+    assert limits.buffered > 16 << 20  # over the cap, a finisher stalled mid-frame
+    assert any(h.paused for h in hogs)
+    containerd = FakeConn()
+    limits.hold(containerd, 300)  # half of a CreateTaskRequest
+    assert not containerd.paused
+    limits.hold(containerd, 0, running=600)  # the whole request now runs
+    assert not containerd.paused
+    big = FakeConn()
+    limits.hold(big, 1 << 20)  # more than a small request's worth waits like the others
+    assert big.paused
+
+
 def test_a_finisher_that_starts_more_handlers_is_paused() -> None:
     limits = ServerLimits(None, 100 << 10)
     a = FakeConn()
