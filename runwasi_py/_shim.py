@@ -26,6 +26,7 @@ from ttrpc._raw import RawMessage
 if TYPE_CHECKING:
     import ttrpc
     from runwasi_py._events.publisher import EventSink
+    from runwasi_py._native._runtime import NativeRuntime
     from runwasi_py._task.service import TaskService
 
 __all__ = ["Config", "Shim", "version"]
@@ -87,6 +88,10 @@ class Config:
     idle process for that long)."""
     reservation_timeout: float = 20.0
     """Seconds a ``start`` that handed out a live daemon's address holds it without a Create."""
+    native_containers: bool = True
+    """Run containers whose entrypoint is a Linux executable (ELF or ``#!``) through ``runc``,
+    in the pod's shim beside its wasm containers, and a CRI pod's pause container as a real
+    process. False refuses native entrypoints (and keeps pause containers idle tasks)."""
     default_memory_limit: int | None = DEFAULT_MEMORY_LIMIT
     """Bytes a container may use when its spec sets no ``linux.resources.memory.limit``
     (1 GiB; None = no ceiling). ``$RUNWASI_PY_DEFAULT_MEMORY_LIMIT`` in containerd's
@@ -207,6 +212,7 @@ class Shim:
             kill_timeout=cfg.kill_timeout,
             compile_cache_dir=cfg.compile_cache_dir,
             reservation_timeout=cfg.reservation_timeout,
+            native=_native_runtime(cfg, namespace, ttrpc_address),
             default_memory_limit=cfg.default_memory_limit,
         )
         self._service = service
@@ -322,3 +328,16 @@ def _decode_reserve_id(data: bytes) -> str:
         return value.decode("utf-8") if isinstance(value, bytes) else ""
     except (ValueError, UnicodeDecodeError):
         return ""
+
+
+def _native_runtime(cfg: Config, namespace: str, ttrpc_address: str) -> NativeRuntime | None:
+    """Native containers for this daemon, or None when the shim author turned them off.
+
+    The runc state root is keyed by containerd's address (``TTRPC_ADDRESS`` is containerd's
+    socket + ``.ttrpc``; the ``delete`` action gets the same value) and the namespace.
+    """
+    if not cfg.native_containers:
+        return None
+    from runwasi_py._native._runtime import NativeRuntime
+
+    return NativeRuntime(namespace=namespace, containerd_address=ttrpc_address)

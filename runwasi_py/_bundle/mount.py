@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._errors import InvalidArgument, ShimError
+from runwasi_py._mountinfo import is_mountpoint
 
 __all__ = [
     "MountError",

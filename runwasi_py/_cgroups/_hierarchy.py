@@ -20,6 +20,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from runwasi_py import _mountinfo as mountinfo
+
 __all__ = [
     "CgroupLayout",
     "CgroupMode",
@@ -141,22 +143,6 @@ class CgroupLayout:
         return out
 
 
-def _unescape(field_text: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal
-    if "\\" not in field_text:
-        return field_text
-    out, i = [], 0
-    while i < len(field_text):
-        c = field_text[i]
-        if c == "\\" and len(field_text) >= i + 4 and field_text[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field_text[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
-
-
 def parse_mountinfo(text: str) -> CgroupLayout:
     """The cgroup layout described by the text of a ``/proc/<pid>/mountinfo`` file.
 
@@ -165,16 +151,9 @@ def parse_mountinfo(text: str) -> CgroupLayout:
     """
     v1: dict[str, Hierarchy] = {}
     unified: Hierarchy | None = None
-    for line in text.splitlines():
-        parts = line.split()
-        try:
-            sep = parts.index("-")
-        except ValueError:
-            continue
-        if len(parts) < sep + 3 or sep < 5:
-            continue
-        fstype, super_options = parts[sep + 1], parts[sep + 3] if len(parts) > sep + 3 else ""
-        root, mountpoint = _unescape(parts[3]), Path(_unescape(parts[4]))
+    for entry in mountinfo.parse(text):
+        fstype, super_options = entry.fstype, entry.super_options
+        root, mountpoint = entry.root, Path(entry.mount_point)
         if fstype == "cgroup2":
             if unified is None or (unified.root != "/" and root == "/"):
                 unified = Hierarchy(mountpoint=mountpoint, version=2, root=root)

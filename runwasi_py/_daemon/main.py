@@ -6,7 +6,7 @@ import contextlib
 import os
 
 from runwasi_py._bundle.group import GROUP_ENV
-from runwasi_py._daemon.reaper import reap_orphans, set_child_subreaper
+from runwasi_py._daemon.reaper import set_child_subreaper
 from runwasi_py._launch.address import bound_path, inode
 from runwasi_py._launch.pod_cgroup import NOTE_ENV, leave_at_exit
 from runwasi_py._launch.start import LISTENER_FD
@@ -47,6 +47,8 @@ def run_daemon(shim: type[Shim], flags: Flags) -> int:
     except OSError as e:
         log.error("no listening socket on fd %d: %s", LISTENER_FD, e)
         return 1
+    # start passed it inheritable; no child (runc, a Sandbox's subprocess) may hold it
+    listener.set_inheritable(False)
     path = bound_path(listener)
     bound_inode = inode(path)
     set_child_subreaper()
@@ -84,7 +86,11 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, shim.shutdown)
-    reaper = asyncio.ensure_future(reap_orphans())
+    from runwasi_py._native._reaper import process_reaper
+
+    # One reaper for the daemon: it waits for runc's commands and containers' inits by pid
+    # and sweeps the orphans nobody waits for (see runwasi_py._native._reaper).
+    reaper = asyncio.ensure_future(process_reaper().sweep_forever())
     publisher = EventPublisher(ttrpc_address, namespace) if ttrpc_address else None
     if publisher is None:
         log.warning("TTRPC_ADDRESS is not set: task events are not published")

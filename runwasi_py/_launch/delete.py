@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import sys
 
-from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._launch.address import is_listening, socket_path
 from runwasi_py._launch.pod_cgroup import cleanup as cleanup_cgroups
+from runwasi_py._mountinfo import is_mountpoint
 from runwasi_py._proto.wire import encode_timestamp, encode_varint, length_delimited
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -29,6 +29,8 @@ def delete(flags: Flags) -> int:
 
     bundle = os.path.abspath(flags.bundle or os.getcwd())
     rootfs = os.path.join(bundle, "rootfs")
+    if flags.id and flags.namespace:  # first: its processes use the rootfs and cgroups
+        _delete_runc_leftover(flags.namespace, flags.id)
     if is_mountpoint(rootfs):  # rare (a daemon that died mid-task): only then load _mount
         from runwasi_py._bundle.mount import unmount_all
 
@@ -55,6 +57,45 @@ def delete(flags: Flags) -> int:
     )
     sys.stdout.flush()
     return 0
+
+
+def _delete_runc_leftover(namespace: str, container_id: str) -> None:
+    """``runc delete --force`` a native container a killed daemon left in its state root.
+
+    The root is ``runwasi_py._native._runc.state_root`` (same formula, computed here without
+    importing asyncio); only when ``<root>/<id>`` exists is runc run, which kills the
+    container's processes and removes its state and cgroup.
+    """
+    import hashlib
+
+    if "/" in namespace or "/" in container_id or container_id in (".", ".."):
+        return
+    base = os.environ.get("RUNWASI_PY_RUNC_STATE") or "/run/runwasi-py/runc"
+    digest = hashlib.sha256(os.environ.get("TTRPC_ADDRESS", "").encode()).hexdigest()[:12]
+    root = os.path.join(base, digest, namespace)
+    if not os.path.isdir(os.path.join(root, container_id)):
+        return
+    import shutil
+    import subprocess
+
+    runc = shutil.which("runc")
+    if runc is None:
+        sys.stderr.write(f"delete: runc state of {container_id} left in {root}, but no runc\n")
+        return
+    try:
+        res = subprocess.run(
+            [runc, "--root", root, "delete", "--force", container_id],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        sys.stderr.write(f"delete: runc delete {container_id}: {e}\n")
+        return
+    if res.returncode != 0:
+        message = res.stderr.decode(errors="replace").strip().splitlines()[-1:] or [""]
+        sys.stderr.write(f"delete: runc delete {container_id}: {message[0]}\n")
 
 
 def encode_delete_response(pid: int, exit_status: int, seconds: int, nanos: int) -> bytes:

@@ -2,10 +2,12 @@
 
 Theory of operation: one :class:`TaskService` per shim process holds the tasks by container
 id. Each task has a :class:`TaskState` moved only through :func:`transition`, an
-:class:`Instance` (the worker thread that runs ``Sandbox.run_wasi``), and the rootfs it
-mounted. Every handler runs on the control loop and does not await between a state check and
-the change it guards, so two calls on one task cannot interleave badly; Create reserves its id
-before its first await.
+:class:`Instance` (the worker thread that runs ``Sandbox.run_wasi``) or, for a container the
+Sandbox refused whose entrypoint is an executable, a :class:`NativeTask` (its init under runc,
+see ``runwasi_py._native``), and the rootfs it mounted. Every handler runs on the control
+loop and does not await between a state check and the change it guards, so two calls on one
+task cannot interleave badly; Create reserves its id before its first await; a native Start
+or Delete, which awaits runc, moves the state first (Start) or checks it again after.
 
 Events go to the :class:`EventSink` in the order containerd requires: TaskCreate when Create
 succeeds, TaskStart when Start succeeds, TaskOOM and TaskExit when the instance ends (an
@@ -26,8 +28,7 @@ import datetime
 import logging
 import os
 import signal as signal_mod
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import betterproto2
@@ -37,7 +38,7 @@ from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT, effective_memo
 from runwasi_py._bundle.spec import is_sandbox_container
 from runwasi_py._cgroups import CpuLimits
 from runwasi_py._compile_cache import precompile, shared_cache
-from runwasi_py._context import WASM_MAGIC, RuntimeContext
+from runwasi_py._context import RuntimeContext
 from runwasi_py._daemon.reservations import DEFAULT_RESERVATION_TIMEOUT, Reservations
 from runwasi_py._errors import (
     AlreadyExists,
@@ -54,6 +55,8 @@ from runwasi_py._events.topics import (
     TOPIC_OOM,
     TOPIC_START,
 )
+from runwasi_py._native._runtime import ContainerKind, NativeRuntime, is_wasm
+from runwasi_py._native._task import NativeTask, linux_resources
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
     GO_ZERO_TIME,
@@ -104,6 +107,7 @@ from runwasi_py._task.placement import (
 )
 from runwasi_py._task.state import TaskState, transition
 from runwasi_py._task.stats import engine_memory, stats_any
+from runwasi_py._task.task import PauseSandbox, Task
 from ttrpc import CallContext
 
 __all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]
@@ -126,28 +130,6 @@ def _timestamp(ns: int | None) -> datetime.datetime:
     if ns is None:
         return GO_ZERO_TIME
     return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
-
-
-@dataclass(eq=False)
-class _Task:
-    id: str
-    bundle: str
-    stdio: Stdio
-    instance: Instance
-    disk: Bundle  # the bundle on disk, with what Create mounted in it
-    state: TaskState = TaskState.CREATED
-    placement: TaskPlacement | None = None  # its cgroup and namespaces; None outside a pod
-
-
-class PauseSandbox(Sandbox):
-    """A CRI pod's sandbox (pause) container: does nothing until it is killed."""
-
-    async def can_handle(self, ctx: RuntimeContext) -> None:
-        pass
-
-    async def run_wasi(self, ctx: RuntimeContext) -> int:
-        await asyncio.Event().wait()  # cancelled by Kill; the exit status is 128+signal
-        return 0
 
 
 class TaskService(TaskBase):
@@ -173,6 +155,7 @@ class TaskService(TaskBase):
         reservation_timeout: float = DEFAULT_RESERVATION_TIMEOUT,
         default_memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         shared_shim: bool | None = None,
+        native: NativeRuntime | None = None,
     ) -> None:
         self._sandbox = sandbox
         self._memory_ceiling = default_memory_limit
@@ -182,12 +165,14 @@ class TaskService(TaskBase):
             if shared_shim is None
             else shared_shim
         )
+        self._native = native
+        """Native containers through runc; None turns them off (Config.native_containers)."""
         self.namespace = namespace
         self._events: EventSink = events if events is not None else NullEventSink()
         self._shim_name = shim_name
         self._kill_timeout = kill_timeout
         self._compile_cache_dir = compile_cache_dir
-        self._tasks: dict[str, _Task] = {}
+        self._tasks: dict[str, Task] = {}
         self._creating: set[str] = set()
         self._pool = WorkerPool()
         self.shutdown_requested = asyncio.Event()
@@ -211,7 +196,7 @@ class TaskService(TaskBase):
         except Exception:
             log.exception("cannot queue event %s", topic)
 
-    def _get(self, task_id: str) -> _Task:
+    def _get(self, task_id: str) -> Task:
         task = self._tasks.get(task_id)
         if task is None:
             raise NotFound(f"container {task_id} not created: not found")
@@ -227,22 +212,22 @@ class TaskService(TaskBase):
     def _running_count(self) -> int:
         return sum(1 for t in self._tasks.values() if t.state is TaskState.RUNNING)
 
-    def _on_exit(self, task: _Task, instance: Instance) -> None:
-        """The instance ended (control loop): STOPPED, then TaskOOM and TaskExit."""
+    def _on_exit(self, task: Task) -> None:
+        """The instance or init ended (control loop): STOPPED, then TaskOOM and TaskExit."""
         if task.state is TaskState.DELETED:
             return
         task.state = transition(task.state, TaskState.STOPPED, task_id=task.id)
-        status = instance.exit_status
+        status = task.exit_status
         assert status is not None
         log.info("task %s exited with status %d", task.id, status.code)
-        if instance.oom:
+        if task.instance is not None and task.instance.oom:
             self._publish(TOPIC_OOM, TaskOom(container_id=task.id))
         self._publish(
             TOPIC_EXIT,
             TaskExit(
                 container_id=task.id,
                 id=task.id,
-                pid=instance.pid,
+                pid=task.pid,
                 exit_status=status.code,
                 exited_at=_timestamp(status.exited_at_ns),
             ),
@@ -267,7 +252,7 @@ class TaskService(TaskBase):
         finally:
             self._creating.discard(task_id)
         self._tasks[task_id] = task
-        log.debug("task %s created, pid %d", task_id, task.instance.pid)
+        log.debug("task %s created, pid %d", task_id, task.pid)
         self._publish(
             TOPIC_CREATE,
             TaskCreate(
@@ -276,12 +261,12 @@ class TaskService(TaskBase):
                 rootfs=list(request.rootfs),
                 io=TaskIo(stdin=request.stdin, stdout=request.stdout, stderr=request.stderr),
                 checkpoint=request.checkpoint,
-                pid=task.instance.pid,
+                pid=task.pid,
             ),
         )
-        return CreateTaskResponse(pid=task.instance.pid)
+        return CreateTaskResponse(pid=task.pid)
 
-    async def _create(self, request: CreateTaskRequest) -> _Task:
+    async def _create(self, request: CreateTaskRequest) -> Task:
         if not request.bundle:
             raise InvalidArgument(f"create {request.id}: the bundle path is empty")
         stdio = Stdio.from_request(request.stdin, request.stdout, request.stderr)
@@ -294,6 +279,8 @@ class TaskService(TaskBase):
             ctx = bundle.context(container_id=request.id, namespace=self.namespace, stdio=stdio)
             ctx.memory_limit = effective_memory_limit(ctx.memory_limit, self._memory_ceiling)
             sandbox = await self._choose_sandbox(ctx)
+            if sandbox is None:
+                return await self._create_native(request, stdio, bundle)
             await self._precompile(sandbox, ctx)
             placement = TaskPlacement.prepare(
                 bundle.spec.raw,
@@ -301,11 +288,11 @@ class TaskService(TaskBase):
                 sandbox_container=is_sandbox_container(bundle.spec.annotations),
                 systemd=systemd_from_options(request.options),
             )
-            task: _Task | None = None
+            task: Task | None = None
 
             def on_exit(instance: Instance) -> None:
                 if task is not None:
-                    self._on_exit(task, instance)
+                    self._on_exit(task)
 
             instance = Instance(
                 request.id,
@@ -316,7 +303,7 @@ class TaskService(TaskBase):
                 kill_timeout=self._kill_timeout,
                 placement=placement,
             )
-            task = _Task(
+            task = Task(
                 id=request.id,
                 bundle=request.bundle,
                 stdio=stdio,
@@ -331,16 +318,43 @@ class TaskService(TaskBase):
             bundle.unmount(request.id)
             raise
 
-    async def _choose_sandbox(self, ctx: RuntimeContext) -> Sandbox:
+    async def _choose_sandbox(self, ctx: RuntimeContext) -> Sandbox | None:
+        """Classify the container once: its Sandbox (wasm, or the idle pause), None = native."""
         sandbox = self._sandbox()
         try:
             await sandbox.can_handle(ctx)
-        except InvalidArgument:
-            if is_sandbox_container(ctx.annotations) and not _is_wasm(ctx):
-                log.info("task %s: CRI sandbox container runs as an idle task", ctx.container_id)
-                return PauseSandbox()
-            raise
+        except InvalidArgument as refusal:
+            if is_wasm(ctx):
+                raise  # wasm the engine refused: its message says why
+            if self._native is None:
+                kind = ContainerKind.IDLE_SANDBOX if is_sandbox_container(ctx.annotations) else None
+                if kind is None:
+                    raise
+            else:
+                kind = self._native.classify(ctx, refusal)
+            if kind is ContainerKind.NATIVE:
+                return None
+            log.info("task %s: CRI sandbox container runs as an idle task", ctx.container_id)
+            return PauseSandbox()
         return sandbox
+
+    async def _create_native(
+        self, request: CreateTaskRequest, stdio: Stdio, bundle: Bundle
+    ) -> Task:
+        """``runc create`` the container; the caller unmounts the rootfs if this raises."""
+        assert self._native is not None
+        task: Task | None = None
+
+        def on_exit(native: NativeTask) -> None:
+            if task is not None:
+                self._on_exit(task)
+
+        runc, reaper = self._native.runc(), self._native.reaper
+        native = await NativeTask.create(
+            runc, reaper, request.id, Path(request.bundle), stdio, on_exit=on_exit
+        )
+        task = Task(request.id, request.bundle, stdio, None, bundle, native=native)
+        return task
 
     async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
         cache = shared_cache(self._compile_cache_dir, shim_name=self._shim_name)
@@ -361,7 +375,19 @@ class TaskService(TaskBase):
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
         task.state = transition(task.state, TaskState.RUNNING, task_id=task.id)
-        pid = task.instance.start()
+        if task.native is not None:
+            try:
+                pid = await task.native.start()
+            except BaseException:
+                if task.state is TaskState.RUNNING:  # not ended meanwhile: still only created
+                    task.state = TaskState.CREATED
+                raise
+            log.debug("task %s started", task.id)
+            # The init's exit reaches _on_exit only after this step (NativeTask holds it
+            # until start returned), so TaskExit is never queued ahead of TaskStart.
+            self._publish(TOPIC_START, TaskStart(container_id=task.id, pid=pid))
+            return StartResponse(pid=pid)
+        pid = task.wasm.start()
         log.debug("task %s started", task.id)
         # Queued before this returns; the instance's exit reaches the control loop only
         # through call_soon_threadsafe, so TaskExit can never be queued ahead of this.
@@ -384,21 +410,29 @@ class TaskService(TaskBase):
                 f"(only SIGKILL ends a created task)"
             )
         log.info("task %s: kill with signal %d", task.id, sig)
-        task.instance.kill(sig)
+        if task.native is not None:
+            await task.native.kill(sig, all_processes=request.all)
+            return Empty()
+        task.wasm.kill(sig)
         return Empty()
 
     async def wait(self, request: WaitRequest, context: CallContext) -> WaitResponse:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
-        status = await task.instance.wait()
+        status = await (task.native.wait() if task.native is not None else task.wasm.wait())
         return WaitResponse(exit_status=status.code, exited_at=_timestamp(status.exited_at_ns))
 
     async def delete(self, request: DeleteRequest, context: CallContext) -> DeleteResponse:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
         was = task.state
-        task.state = transition(task.state, TaskState.DELETED, task_id=task.id)
-        if was is TaskState.CREATED:
+        transition(task.state, TaskState.DELETED, task_id=task.id)  # raises if not allowed
+        if task.native is not None:
+            await task.native.delete()  # runc delete: its state and cgroup go
+            if task.state is TaskState.DELETED:  # a concurrent Delete finished first
+                raise NotFound(f"container {task.id} not created: not found")
+        task.state = TaskState.DELETED
+        if was is TaskState.CREATED and task.instance is not None:
             task.instance.discard()
         del self._tasks[task.id]
         if task.placement is not None:
@@ -408,7 +442,7 @@ class TaskService(TaskBase):
             log.info("task %s deleted: the last one since a Shutdown; stopping", task.id)
             self.shutdown_requested.set()
         task.disk.unmount(task.id)
-        status = task.instance.exit_status
+        status = task.exit_status
         assert status is not None
         exited_at = _timestamp(status.exited_at_ns)
         log.debug("task %s deleted", task.id)
@@ -416,24 +450,24 @@ class TaskService(TaskBase):
             TOPIC_DELETE,
             TaskDelete(
                 container_id=task.id,
-                pid=task.instance.pid,
+                pid=task.pid,
                 exit_status=status.code,
                 exited_at=exited_at,
                 id="",
             ),
         )
-        return DeleteResponse(pid=task.instance.pid, exit_status=status.code, exited_at=exited_at)
+        return DeleteResponse(pid=task.pid, exit_status=status.code, exited_at=exited_at)
 
     # -- queries ---------------------------------------------------------------------------
 
     async def state(self, request: StateRequest, context: CallContext) -> StateResponse:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
-        status = task.instance.exit_status
+        status = task.exit_status
         return StateResponse(
             id=task.id,
             bundle=task.bundle,
-            pid=task.instance.pid,
+            pid=task.pid,
             status=_STATUS[task.state],
             stdin=task.stdio.stdin,
             stdout=task.stdio.stdout,
@@ -446,26 +480,28 @@ class TaskService(TaskBase):
 
     async def pids(self, request: PidsRequest, context: CallContext) -> PidsResponse:
         task = self._get(request.id)
-        if task.instance.exit_status is not None:
+        if task.exit_status is not None:
             return PidsResponse(processes=[])
-        return PidsResponse(processes=[ProcessInfo(pid=task.instance.pid)])
+        if task.native is not None:
+            return PidsResponse(processes=[ProcessInfo(pid=p) for p in await task.native.pids()])
+        return PidsResponse(processes=[ProcessInfo(pid=task.pid)])
 
     async def stats(self, request: StatsRequest, context: CallContext) -> StatsResponse:
         task = self._get(request.id)
+        if task.native is not None:
+            return StatsResponse(stats=await task.native.stats())
         running = self._running_count()
         if task.placement is not None:
-            metrics = task.placement.metrics(engine_memory(task.instance, running))
+            metrics = task.placement.metrics(engine_memory(task.wasm, running))
             if metrics is not None:
                 return StatsResponse(stats=pack_any(metrics))
-        return StatsResponse(stats=stats_any(task.instance, running))
+        return StatsResponse(stats=stats_any(task.wasm, running))
 
     async def connect(self, request: ConnectRequest, context: CallContext) -> ConnectResponse:
         # runc answers an unknown id with task_pid 0 rather than an error; containerd calls
         # Connect to learn the shim's pid.
         task = self._tasks.get(request.id)
-        return ConnectResponse(
-            shim_pid=os.getpid(), task_pid=task.instance.pid if task is not None else 0
-        )
+        return ConnectResponse(shim_pid=os.getpid(), task_pid=task.pid if task is not None else 0)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -484,6 +520,10 @@ class TaskService(TaskBase):
     async def close_io(self, request: CloseIoRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
+        if task.native is not None:
+            if request.stdin:
+                task.native.close_stdin()
+            return Empty()
         # The sandbox opens stdin itself on its own thread; the shim holds no copy of it to
         # close, so there is nothing to do (containerd closes its end of the FIFO).
         log.debug("task %s: CloseIO(stdin=%s)", task.id, request.stdin)
@@ -491,6 +531,10 @@ class TaskService(TaskBase):
 
     async def update(self, request: UpdateTaskRequest, context: CallContext) -> Empty:
         task = self._get(request.id)
+        if task.native is not None:
+            value = request.resources.value if request.resources is not None else b""
+            await task.native.update(linux_resources(value, task.id))
+            return Empty()
         # CPU limits go to the task's cgroup; an engine cannot change a running instance's
         # memory limit. The annotations are kept so State-level readers see them.
         if request.resources is not None and request.resources.value:
@@ -500,7 +544,7 @@ class TaskService(TaskBase):
             else:
                 CpuLimits.from_resources(resources, field="resources")  # still refuse bad input
                 log.debug("task %s: Update without a cgroup: CPU limits not applied", task.id)
-        task.instance.ctx.annotations.update(request.annotations)
+        task.wasm.ctx.annotations.update(request.annotations)
         return Empty()
 
     async def exec(self, request: ExecProcessRequest, context: CallContext) -> Empty:
@@ -522,10 +566,14 @@ class TaskService(TaskBase):
 
     async def kill_all(self, grace: float = 5.0) -> None:
         """SIGKILL every task that has not ended and wait for their exits (shim stopping)."""
+        natives = [t.native for t in self._tasks.values() if t.native is not None]
         for task in list(self._tasks.values()):
-            if task.state is TaskState.RUNNING or task.state is TaskState.CREATED:
+            if task.instance is not None and task.state in (TaskState.RUNNING, TaskState.CREATED):
                 task.instance.kill(signal_mod.SIGKILL)
-        waits = [t.instance.wait() for t in self._tasks.values()]
+        waits: list[Awaitable[object]] = [
+            t.instance.wait() for t in self._tasks.values() if t.instance is not None
+        ]
+        waits += [n.delete_quietly() for n in natives]  # a stopping shim leaves no runc container
         if waits:
             try:
                 async with asyncio.timeout(grace):
@@ -544,20 +592,9 @@ class TaskService(TaskBase):
         await asyncio.to_thread(pool.join_all, grace)
 
 
-def _remove_placement(task: _Task) -> None:
+def _remove_placement(task: Task) -> None:
     assert task.placement is not None
     try:
         task.placement.remove()
     except Exception:  # a cgroup left behind must not fail the Delete; the log names it
         log.exception("task %s: removing its cgroup failed", task.id)
-
-
-def _is_wasm(ctx: RuntimeContext) -> bool:
-    src = ctx.entrypoint.source
-    if src is None:
-        return False
-    try:
-        with src.open("rb") as f:
-            return f.read(4) == WASM_MAGIC
-    except OSError:
-        return False

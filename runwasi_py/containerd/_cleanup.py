@@ -15,6 +15,8 @@ import signal
 import time
 from pathlib import Path
 
+from runwasi_py._mountinfo import mount_points
+
 __all__ = ["kill_processes", "mounts_under", "process_alive", "processes_of", "unmount_all"]
 
 _MNT_DETACH = 2
@@ -86,30 +88,9 @@ def kill_processes(pids: list[int], *, timeout: float = 5.0) -> list[int]:
     return alive
 
 
-def _unescape(field: str) -> str:
-    # mountinfo escapes space, tab, newline and backslash as \ooo octal.
-    out, i = [], 0
-    while i < len(field):
-        code = field[i + 1 : i + 4]
-        if field[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def mounts_under(root: Path) -> list[str]:
     """Mount points at or below ``root`` in this mount namespace, deepest first."""
-    points = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4:
-                mp = _unescape(fields[4])
-                if _is_under(mp, root):
-                    points.append(mp)
+    points = [mp for mp in mount_points() if _is_under(mp, root)]
     return sorted(points, key=lambda p: (p.count("/"), p), reverse=True)
 
 

@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runwasi_py._mountinfo import parse as parse_mountinfo
+
 __all__ = [
     "CgroupMount",
     "PodCgroup",
@@ -43,20 +45,18 @@ def cgroup_mounts(mountinfo: str | None = None) -> list[CgroupMount]:
     if mountinfo is None:
         mountinfo = Path("/proc/self/mountinfo").read_text()
     seen: dict[tuple[int, tuple[str, ...]], CgroupMount] = {}
-    for line in mountinfo.splitlines():
-        pre, _, post = line.partition(" - ")
-        fields, tail = pre.split(), post.split()
-        if len(fields) < 5 or len(tail) < 3 or fields[3] != "/":
+    for entry in parse_mountinfo(mountinfo):
+        if entry.root != "/":
             continue  # only mounts of a hierarchy's root
-        fstype, opts = tail[0], tail[2].split(",")
+        fstype, opts = entry.fstype, entry.super_options.split(",")
         if fstype == "cgroup2":
             key: tuple[int, tuple[str, ...]] = (2, ())
-            mount = CgroupMount(Path(fields[4]), 2, ())
+            mount = CgroupMount(Path(entry.mount_point), 2, ())
         elif fstype == "cgroup":
             known = _kernel_controllers()
             ctrls = tuple(sorted(o for o in opts if o.startswith("name=") or o in known))
             key = (1, ctrls)
-            mount = CgroupMount(Path(fields[4]), 1, ctrls)
+            mount = CgroupMount(Path(entry.mount_point), 1, ctrls)
         else:
             continue
         seen.setdefault(key, mount)

@@ -2,8 +2,7 @@
 
 These tests state what issue 8 asks of the shim: the pod's workload inside the pod's cgroup
 and namespaces, and Linux executables run through runc in the same per-pod shim. Each
-docstring says what a shim without the feature does instead. The native tests are marked
-xfail until native containers through runc are in (``AWAITING_NATIVE``).
+docstring says what a shim without the feature did instead.
 """
 
 from __future__ import annotations
@@ -22,9 +21,6 @@ from tests.integration._images import PROBE
 from tests.integration.cri._images import NATIVE_C
 from tests.integration.cri._pods import Pod, Pods
 
-AWAITING_NATIVE = pytest.mark.xfail(
-    reason="issue 8: native containers and a real pause are not in the shim yet", strict=False
-)
 pytestmark = pytest.mark.containerd
 
 EXIT_SIGKILL = 128 + 9
@@ -130,17 +126,15 @@ def test_container_pids_are_in_the_pod_network_namespace(busy_pod: Pod, cri: Cri
     assert netns_inode(f"/proc/{pid}/ns/net") == want
 
 
-@AWAITING_NATIVE
 def test_the_sandbox_is_a_real_pause_process(busy_pod: Pod) -> None:
-    """Fails today: the pause container is an idle task inside the shim, not a process."""
+    """Without runc the pause container is an idle task inside the shim, not a process."""
     pid = int(busy_pod.status_info()["pid"])
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert argv[0] == b"/pause", argv
 
 
-@AWAITING_NATIVE
 def test_a_native_container_runs_beside_a_wasm_one(pods: Pods) -> None:
-    """Fails today: the shim refuses an ELF entrypoint ("is a native ELF executable")."""
+    """Without native support the shim refuses an ELF entrypoint ("is a native ELF executable")."""
     pod = pods.run("mixed", host_network=False)
     wasm = pod.start("wasm", PROBE, args=["spin"])
     native = pod.run("native", NATIVE_C, args=["echo", "hello from native"])
@@ -150,11 +144,10 @@ def test_a_native_container_runs_beside_a_wasm_one(pods: Pods) -> None:
     pod.cri.stop_container(wasm, timeout=5)
 
 
-@AWAITING_NATIVE
 def test_a_native_container_that_ignores_sigterm_is_killed_after_the_grace_period(
     pods: Pods,
 ) -> None:
-    """Fails today: native containers are refused at Create."""
+    """Without native support, native containers are refused at Create."""
     pod = pods.run("stubborn")
     cid = pod.start("stubborn", NATIVE_C, args=["ignore-term"])
     wait_for(lambda: [r.text for r in pod.log("stubborn")] == ["ignoring SIGTERM"], "output")
@@ -162,11 +155,10 @@ def test_a_native_container_that_ignores_sigterm_is_killed_after_the_grace_perio
     assert pod.cri.container_status(cid).exit_code == EXIT_SIGKILL
 
 
-@AWAITING_NATIVE
 def test_one_shim_serves_wasm_and_native_containers_of_a_pod(
     pods: Pods, cri_c8d: PrivateContainerd
 ) -> None:
-    """Fails today: native containers are refused at Create."""
+    """Without native support, native containers are refused at Create."""
     pod = pods.run("oneshim-mixed")
     pod.start("native", NATIVE_C, args=["sleep"])
     pod.start("wasm", PROBE, args=["spin"])

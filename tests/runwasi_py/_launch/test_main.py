@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from runwasi_py._bundle.group import group_mode
-from runwasi_py._bundle.mountinfo import is_mountpoint
 from runwasi_py._launch import delete as _delete_mod
 from runwasi_py._launch import start as _start_mod
 from runwasi_py._launch.address import socket_address
 from runwasi_py._launch.info import FEATURES_TYPE_URL
 from runwasi_py._launch.main import shim_main
+from runwasi_py._mountinfo import is_mountpoint
 from runwasi_py._proto.messages import (
     BootstrapParams,
     BootstrapResult,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from runwasi_py._mountinfo import unescape as _unescape
 from runwasi_py.cli import main
 from runwasi_py.containerd import (
     BIN_ENV,
@@ -24,7 +25,7 @@ from runwasi_py.containerd import (
     find_build,
     render_config,
 )
-from runwasi_py.containerd._cleanup import _unescape, mounts_under, process_alive
+from runwasi_py.containerd._cleanup import mounts_under, process_alive
 from runwasi_py.containerd._cri_setup import lacks_cap_sys_resource
 from runwasi_py.containerd._network import bridge_name, choose_subnet
 from runwasi_py.containerd._podcgroup import (
