@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runwasi_py import AppendingOutput, FifoUnblocker, InvalidArgument, RuntimeContext, Sandbox
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
+from runwasi_py.wasmtime._engines import EngineSlot, slot_for_this_thread
 from runwasi_py.wasmtime._exit import (
     EXIT_TRAP,
     _cannot_run,
@@ -138,8 +139,10 @@ class WasmtimeSandbox(Sandbox):
         """
         with self._lock:
             engine, fifos = self._engine, self._fifos
-        if engine is not None:
-            engine.increment_epoch()
+            # Under the lock: the engine is the worker thread's (_engines.py) and serves the
+            # next instance on that thread once run_wasi has cleared self._engine.
+            if engine is not None:
+                engine.increment_epoch()
         if fifos is not None:
             fifos.release()
 
@@ -188,12 +191,13 @@ class WasmtimeSandbox(Sandbox):
         _check_kill(ctx)
         import wasmtime
 
-        engine = new_engine()
+        slot = slot_for_this_thread()
+        engine = slot.engine
         with self._lock:
             self._engine = engine
         # A kill recorded before the engine was published bumped nothing; checked below.
         try:
-            program = self._load(engine, ctx)
+            program = self._load(slot, ctx)
         except (wasmtime.WasmtimeError, OSError, InvalidArgument, UnicodeDecodeError) as exc:
             return _cannot_run(ctx, f"cannot load {ctx.entrypoint.path!r}: {_message(exc)}")
         _check_kill(ctx)
@@ -217,7 +221,7 @@ class WasmtimeSandbox(Sandbox):
             # Close the guest's stdio now (EOF for containerd), not whenever GC gets to it.
             store.close()
 
-    def _load(self, engine: wasmtime.Engine, ctx: RuntimeContext) -> _Program:
+    def _load(self, slot: EngineSlot, ctx: RuntimeContext) -> _Program:
         src = ctx.entrypoint.source
         if src is None:
             raise InvalidArgument("the entrypoint has no file in the rootfs")
@@ -229,15 +233,15 @@ class WasmtimeSandbox(Sandbox):
         if kind is BinaryKind.PRECOMPILED:
             if not self.accept_precompiled:
                 raise InvalidArgument("precompiled artifacts are not accepted")
-            return _deserialize(engine, src, None)
+            return _deserialize(slot, src, None)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
             try:
-                return _deserialize(engine, ctx.precompiled, expected)
+                return _deserialize(slot, ctx.precompiled, expected)
             except Exception as exc:  # a stale artifact: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
         # No artifact from the framework's compile cache (or a stale one): compile here.
-        return _compile(engine, kind, src.read_bytes())
+        return _compile(slot.engine, kind, src.read_bytes())
 
     def _publish_fifos(self, fifos: FifoUnblocker) -> None:
         with self._lock:
@@ -246,9 +250,7 @@ class WasmtimeSandbox(Sandbox):
     def _run_module(self, ctx: RuntimeContext, store: wasmtime.Store, module: Any) -> int:
         import wasmtime
 
-        linker = wasmtime.Linker(store.engine)
-        linker.define_wasi()
-        exited = _shadow_proc_exit(linker, store.engine)
+        linker, exited = slot_for_this_thread().module_linker()
         try:
             instance = linker.instantiate(store, module)  # runs a start section, if any
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
@@ -399,47 +401,20 @@ def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program
     return _Program(BinaryKind.MODULE, wasmtime.Module(engine, wasm))
 
 
-def _deserialize(engine: wasmtime.Engine, path: Path, expected: BinaryKind | None) -> _Program:
+def _deserialize(slot: EngineSlot, path: Path, expected: BinaryKind | None) -> _Program:
     """Load an artifact file as ``expected`` (None: a module, else a component)."""
     import wasmtime
     import wasmtime.component as wc
 
+    engine = slot.engine
     if expected is BinaryKind.COMPONENT:
         return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
     try:
-        return _Program(BinaryKind.MODULE, wasmtime.Module.deserialize_file(engine, str(path)))
+        return _Program(BinaryKind.MODULE, slot.module(path))
     except wasmtime.WasmtimeError:
         if expected is not None:
             raise
     return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
-
-
-def _shadow_proc_exit(linker: wasmtime.Linker, engine: wasmtime.Engine) -> list[int]:
-    """Replace WASI's ``proc_exit`` so that every status survives; returns its record.
-
-    wasmtime's own ``proc_exit`` refuses statuses of 126 and above (a trap: "exit with
-    invalid exit status outside of [0..126)"), but a container may exit 255. Ours records
-    the status and bumps this instance's engine epoch: the guest stops at its next function
-    entry or loop header (wasi-libc executes ``unreachable`` right after the call), and the
-    record, not the trap, gives the exit status. It does not raise: wasmtime-py passes an
-    exception out of a host function through one process-wide variable, which concurrent
-    instances on other threads could pick up.
-    """
-    import wasmtime
-
-    exited: list[int] = []
-
-    def proc_exit(status: int) -> None:
-        if not exited:
-            exited.append(status & 0xFFFFFFFF)  # the i32 arrives signed
-        engine.increment_epoch()
-
-    linker.allow_shadowing = True
-    i32 = wasmtime.ValType.i32()
-    linker.define_func(
-        "wasi_snapshot_preview1", "proc_exit", wasmtime.FuncType([i32], []), proc_exit
-    )
-    return exited
 
 
 def _component_entry(
