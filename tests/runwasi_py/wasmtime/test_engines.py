@@ -39,7 +39,9 @@ def submit(
     return pool.submit(lambda: asyncio.run(sandbox.run_wasi(ctx)))
 
 
-def ctx_in(tmp_path: Path, name: str, fixture: str, args: list[str] | None = None) -> RuntimeContext:
+def ctx_in(
+    tmp_path: Path, name: str, fixture: str, args: list[str] | None = None
+) -> RuntimeContext:
     d = tmp_path / name
     d.mkdir()
     return make_ctx(d, fixture, args=args)
