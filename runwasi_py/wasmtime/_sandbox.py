@@ -32,7 +32,14 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from runwasi_py import AppendingOutput, FifoUnblocker, InvalidArgument, RuntimeContext, Sandbox
+from runwasi_py import (
+    AppendingOutput,
+    AppendingPipe,
+    FifoUnblocker,
+    InvalidArgument,
+    RuntimeContext,
+    Sandbox,
+)
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
 from runwasi_py.wasmtime._engines import EngineSlot, slot_for_this_thread
 from runwasi_py.wasmtime._exit import (
@@ -104,7 +111,7 @@ class WasmtimeSandbox(Sandbox):
         self._lock = threading.Lock()
         self._engine: wasmtime.Engine | None = None
         self._fifos: FifoUnblocker | None = None
-        self._appenders: list[AppendingOutput] = []  # worker thread only
+        self._appenders: list[AppendingOutput | AppendingPipe] = []  # worker thread only
 
     # -- Sandbox hooks --------------------------------------------------------------
 

@@ -8,7 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runwasi_py import AppendingOutput, FifoUnblocker, stdin_opens_at_once
+from runwasi_py import (
+    AppendingOutput,
+    AppendingPipe,
+    FifoUnblocker,
+    pipe_paths_work,
+    stdin_opens_at_once,
+)
 
 if TYPE_CHECKING:
     import wasmtime
@@ -45,13 +51,16 @@ def _inside(root: Path, guest_path: str) -> Path | None:
 
 
 def wasi_config(
-    ctx: RuntimeContext, publish: Callable[[FifoUnblocker], None], appenders: list[AppendingOutput]
+    ctx: RuntimeContext,
+    publish: Callable[[FifoUnblocker], None],
+    appenders: list[AppendingOutput | AppendingPipe],
 ) -> wasmtime.WasiConfig:
     """The guest's WASI: argv, its own env only, preopens (rootfs, bind mounts, cwd), stdio.
 
     ``publish`` gets the FIFO unblocker before any stdio open can block (the kill side
-    releases it); regular-file outputs are appended through :class:`AppendingOutput`s added
-    to ``appenders``, which the caller closes after the Store is gone. Worker thread only.
+    releases it); regular-file outputs are appended through :class:`AppendingPipe`s (or,
+    without ``/proc``, :class:`AppendingOutput` callbacks) added to ``appenders``, which the
+    caller closes after the Store is gone. Worker thread only.
     """
     import wasmtime
 
@@ -89,9 +98,16 @@ def wasi_config(
         if not path:
             continue
         if _is_regular_or_missing(path):
-            appender = AppendingOutput(path)
-            appenders.append(appender)
-            setattr(wasi, custom, appender)
+            if pipe_paths_work():
+                # wasmtime writes a pipe natively; the pump appends it (no Python per write)
+                pipe = AppendingPipe(path)
+                appenders.append(pipe)
+                setattr(wasi, native, pipe.path)
+                pipe.opened()
+            else:
+                appender = AppendingOutput(path)
+                appenders.append(appender)
+                setattr(wasi, custom, appender)
         else:
             setattr(wasi, native, path)
     return wasi
