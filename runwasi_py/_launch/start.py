@@ -81,7 +81,7 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
             os.dup2(listener.fileno(), LISTENER_FD)  # start is exiting: fd 3 is free to take
         else:
             os.set_inheritable(LISTENER_FD, True)
-        pid = _spawn_daemon(command, flags.bundle, env)
+        pid = _start_daemon(command, flags, address, env)
     except BaseException:
         os.unlink(socket_path(address))
         listener.close()
@@ -145,8 +145,31 @@ def _listen(address: str, container_id: str = "") -> socket.socket | None:
     raise OSError(f"cannot bind {path}: address in use and nobody answers")
 
 
-def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> list[str]:
-    """How to run this same program again as the daemon (no action)."""
+def _start_daemon(
+    command: list[str], flags: Flags, address: str, env: dict[str, str] | None
+) -> int:
+    """Fork the daemon from this program's template when there is one, else spawn it."""
+    environ = os.environ if env is None else env
+    if environ.get("RUNWASI_PY_TEMPLATE", "") in ("", "0", "false", "no", "off"):
+        return _spawn_daemon(command, flags.bundle, env)  # off (the default: docs/template.md)
+    from runwasi_py._template import client
+
+    prefix = command[: len(command) - len(_daemon_flags(flags))]
+    key = client.template_key(prefix, flags.address, flags.namespace)
+    path = client.template_path(os.path.dirname(socket_path(address)), key)
+    argv, cwd = command[len(prefix) :], flags.bundle
+    pid = client.fork_daemon(path, key, argv, dict(environ), cwd, LISTENER_FD)
+    if pid is not None:
+        return pid
+    pid = _spawn_daemon(command, flags.bundle, env)
+    client.launch_template(
+        prefix, ["-namespace", flags.namespace, "-address", flags.address], path, key
+    )
+    return pid
+
+
+def _daemon_flags(flags: Flags) -> list[str]:
+    """The daemon's flags (the tail of its command line)."""
     daemon_flags = [
         "-namespace", flags.namespace,
         "-id", flags.id,
@@ -156,6 +179,12 @@ def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> lis
     ]  # fmt: skip
     if flags.debug:
         daemon_flags.append("-debug")
+    return daemon_flags
+
+
+def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> list[str]:
+    """How to run this same program again as the daemon (no action)."""
+    daemon_flags = _daemon_flags(flags)
     orig = list(getattr(sys, "orig_argv", []))
     tail = sys.argv[1:]
     if not explicit and len(orig) > len(tail) and orig[len(orig) - len(tail) :] == tail:
