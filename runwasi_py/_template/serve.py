@@ -55,6 +55,7 @@ def serve_template(shim: type[Shim] | str, flags: Flags) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another template has this key
+    os.chdir("/")  # not the first pod's bundle: that one goes away
     _warm(shim)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # a dead template's socket (we hold the lock: nobody else's)
