@@ -1,7 +1,8 @@
 """The bundled engine: :class:`WasmtimeSandbox` runs WASI programs with wasmtime-py.
 
-Theory of operation. Each container gets its own ``wasmtime.Engine`` with epoch
-interruption on, and its Store gets an epoch deadline of one tick: a kill (from
+Theory of operation. Each container runs on its worker thread's own ``wasmtime.Engine``
+(one instance at a time per thread: ``_engines.py``) with epoch interruption on, and its
+Store gets an epoch deadline of one tick: a kill (from
 ``interrupt`` or the context's ``on_kill``) bumps that engine's epoch and the guest traps at
 its next function entry or loop header, without touching any other container. Everything
 else in :meth:`WasmtimeSandbox.run_wasi` is synchronous and runs on the instance's worker
