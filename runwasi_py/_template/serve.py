@@ -112,8 +112,15 @@ def _warm(shim: type[Shim] | str) -> None:
     module = getattr(cls.sandbox, "__module__", "")
     if module:
         importlib.import_module(module)
-    with contextlib.suppress(ImportError):
-        importlib.import_module("wasmtime")
+    # What each daemon would otherwise import after the fork, into private pages.
+    for name in ("wasmtime", "uvloop", "runwasi_py._daemon.log", "runwasi_py._proto.messages"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    from runwasi_py._proto.defaults_cache import install_default_cache
+
+    install_default_cache()  # idempotent; the daemon installs it again
+    with contextlib.suppress(Exception):
+        cls.sandbox().cache_key()  # pywasmtime: wasmtime's version via importlib.metadata
     gc.collect()
     gc.freeze()
 
