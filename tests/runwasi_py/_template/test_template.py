@@ -232,3 +232,18 @@ def test_the_client_imports_nothing_heavy() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, text=True)
     assert json.loads(out.stdout) == []
+
+
+@pytest.mark.parametrize("setting", ["0", None])
+def test_off_means_no_template_at_all(host: Host, setting: str | None) -> None:
+    env = dict(host.env)
+    if setting is None:
+        env.pop(client.ENABLE_ENV)
+    else:
+        env[client.ENABLE_ENV] = setting
+    address, bundle = host.start("p1", env=env)
+    code, pid = asyncio.run(run_hello(address, bundle, "p1"))
+    assert code == 0
+    time.sleep(0.5)  # not a timing assertion: room for a wrongly spawned template to appear
+    assert host.template_pids() == []
+    assert template_sockets(host) == []
