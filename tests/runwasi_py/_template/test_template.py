@@ -242,7 +242,7 @@ def test_off_means_no_template_at_all(host: Host, setting: str | None) -> None:
     else:
         env[client.ENABLE_ENV] = setting
     address, bundle = host.start("p1", env=env)
-    code, pid = asyncio.run(run_hello(address, bundle, "p1"))
+    code, _ = asyncio.run(run_hello(address, bundle, "p1"))
     assert code == 0
     time.sleep(0.5)  # not a timing assertion: room for a wrongly spawned template to appear
     assert host.template_pids() == []
