@@ -34,7 +34,7 @@ from runwasi_py._launch.reserve import reserve
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket as socket
 
     from runwasi_py._launch.flags import Flags
     from runwasi_py._shim import Shim
@@ -105,8 +105,8 @@ def _write_address(bundle: str, address: str) -> None:
 
 def _listen(address: str, container_id: str = "") -> socket.socket | None:
     """Bind and listen on ``address``; None when a live shim there reserved itself for us."""
+    import _socket as socket_mod  # not socket.py: start's imports (see address.py)
     import errno
-    import socket as socket_mod
     import time
 
     path = socket_path(address)
