@@ -10,9 +10,9 @@ process-wide pump thread appends what comes out of the pipes to their files (``O
 as runc's shim does). The guest writes at pipe speed and never waits for Python unless the
 pipe is full.
 
-:meth:`AppendingPipe.close`, after the engine has closed its end, waits until the pump has
-written everything (so the file is complete before the exit is reported), bounded: a
-writer that stays open (a leaked fd) ends in a warning, not a hang. stdout and stderr
+:meth:`AppendingPipe.close`, after the engine has closed its end, copies what is left in
+the pipe itself (so the file is complete before the exit is reported), bounded: a writer
+that stays open (a leaked fd) ends in a warning, not a hang. stdout and stderr
 sharing one file keep each stream's order; their interleaving is the pump's, as with runc.
 """
 
@@ -24,6 +24,7 @@ import logging
 import os
 import select
 import threading
+import time
 
 __all__ = ["AppendingPipe", "pipe_paths_work"]
 
@@ -70,11 +71,27 @@ class AppendingPipe:
             os.close(w)
 
     def close(self, timeout: float = _CLOSE_TIMEOUT) -> None:
-        """Wait (bounded) until everything written reached the file, then release it all."""
+        """Copy what is left (bounded wait for end-of-file), then release it all.
+
+        The caller's thread finishes the copy itself rather than waiting for the pump:
+        handing over to the pump thread and back costs a GIL switch interval each way
+        when the process is busy.
+        """
         self.opened()
-        if not self.done.wait(timeout):
-            log.warning("output to %s: a writer stayed open; closing it unfinished", self._name())
-        _pump().drop(self)
+        if not _pump().detach(self):
+            self.done.wait(timeout)  # the pump already saw the end-of-file
+            return
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._move():
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([self._r], [], [], left)[0]:
+                    log.warning(
+                        "output to %s: a writer stayed open; closing it unfinished", self._name()
+                    )
+                    return
+        finally:
+            self._release()
 
     # -- the pump's side --------------------------------------------------------------
 
@@ -131,10 +148,15 @@ class _Pump:
         # epoll_ctl from any thread reaches a poll already waiting
         self._epoll.register(pipe._r, select.EPOLLIN | select.EPOLLHUP)
 
-    def drop(self, pipe: AppendingPipe) -> None:
-        """Stop pumping ``pipe`` and close its fds (idempotent; any thread)."""
+    def detach(self, pipe: AppendingPipe) -> bool:
+        """Stop pumping ``pipe``, leaving its fds open; False if the pump already let it go."""
         with self._lock:
-            self._drop_locked(pipe)
+            if self._pipes.get(pipe._r) is not pipe:
+                return False
+            del self._pipes[pipe._r]
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(pipe._r)
+            return True
 
     def _drop_locked(self, pipe: AppendingPipe) -> None:
         if self._pipes.get(pipe._r) is not pipe:
