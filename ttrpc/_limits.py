@@ -13,15 +13,16 @@ peer), except one, the *finisher*: it may read until the unfinished frame it hol
 complete, so that peers paused in the middle of frames never wait on each other. When the
 finisher is done another paused connection takes its turn; when the total is back under the
 cap (handlers finished, frames completed, connections gone) all resume. Connections holding
-at most a small request's worth (64 KiB, or a sixteenth of a smaller cap: a request that arrived split across reads,
-a few running calls) are never paused: otherwise a well-behaved peer such as containerd,
-whose frame happened to straddle two reads, would wait behind a stalled finisher.
+at most a small request's worth (64 KiB, or a sixteenth of a smaller cap: a request that
+arrived split across reads, a few running calls) are never paused: otherwise a well-behaved
+peer such as containerd, whose frame happened to straddle two reads, would wait behind a
+stalled finisher.
 
 Bound: the cap, plus one frame (4 MiB) being finished, plus one read (256 KiB) and one small
 hold (64 KiB) per connection, so about ``max_buffered_bytes + 4 MiB + max_connections *
-576 KiB`` counting the read buffers. A finisher whose peer stalls mid-frame holds up the others' frames (it
-cannot grow memory); only peers allowed onto the socket can do this, and the socket's mode
-and peer check decide who they are.
+576 KiB`` counting the read buffers. A finisher whose peer stalls mid-frame holds up the
+others' frames (it cannot grow memory); only peers allowed onto the socket can do this, and
+the socket's mode and peer check decide who they are.
 """
 
 from __future__ import annotations
