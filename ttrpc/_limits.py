@@ -21,8 +21,9 @@ stalled finisher.
 Bound: the cap, plus one frame (4 MiB) being finished, plus one read (256 KiB) and one small
 hold (64 KiB) per connection, so about ``max_buffered_bytes + 4 MiB + max_connections *
 576 KiB`` counting the read buffers. A finisher whose peer stalls mid-frame holds up the
-others' frames (it cannot grow memory); only peers allowed onto the socket can do this, and
-the socket's mode and peer check decide who they are.
+others' large frames (it cannot grow memory); only peers allowed onto the socket can do
+this, and the socket's mode
+and peer check decide who they are.
 """
 
 from __future__ import annotations
