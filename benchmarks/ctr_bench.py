@@ -120,8 +120,8 @@ def use_open_stdin() -> None:
     STDIN["keep"] = _w
 
 
-KINDS = ("wasm", "shared", "runc")
-LABELS = {"wasm": "pywasmtime", "shared": "shared", "runc": "runc"}
+KINDS = ("wasm", "template", "shared", "runc")
+LABELS = {"wasm": "pywasmtime", "template": "template", "shared": "shared", "runc": "runc"}
 
 
 def one_run(c8d: PrivateContainerd, kind: str) -> float:
@@ -316,20 +316,20 @@ def table(result: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _shared_containerd(c8d: PrivateContainerd | None) -> Iterator[None]:
-    """Run ``c8d`` (if any) with RUNWASI_PY_SHIM_GROUP=namespace, which its shims inherit."""
+def _containerd_with(c8d: PrivateContainerd | None, name: str, value: str) -> Iterator[None]:
+    """Run ``c8d`` (if any) with ``$name=value`` in its environment, which its shims inherit."""
     if c8d is None:
         yield
         return
-    saved = os.environ.get("RUNWASI_PY_SHIM_GROUP")
-    os.environ["RUNWASI_PY_SHIM_GROUP"] = "namespace"
+    saved = os.environ.get(name)
+    os.environ[name] = value
     try:
         c8d.start()
     finally:
         if saved is None:
-            os.environ.pop("RUNWASI_PY_SHIM_GROUP", None)
+            os.environ.pop(name, None)
         else:
-            os.environ["RUNWASI_PY_SHIM_GROUP"] = saved
+            os.environ[name] = saved
     try:
         yield
     finally:
@@ -346,6 +346,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rss", default="1,10,50", help="running-container counts for memory")
     p.add_argument("--no-runc-memory", action="store_true", help="skip runc's memory rows")
     p.add_argument("--no-shared", action="store_true", help="skip the namespace-shared rows")
+    p.add_argument(
+        "--no-template", action="store_true", help="skip the per-pod rows forked by a template"
+    )
     p.add_argument(
         "--stdin",
         choices=("devnull", "open-pipe"),
@@ -366,15 +369,26 @@ def main(argv: list[str] | None = None) -> int:
             shared = PrivateContainerd(
                 Path(tmp) / "c8s", shim_dirs=[scripts_dir()], namespace="bench", log_level="info"
             )
-        with c8d, _shared_containerd(shared):
+        templ = None
+        if not ns.no_template:  # per-pod daemons, forked by a template (docs/template.md)
+            templ = PrivateContainerd(
+                Path(tmp) / "c8t", shim_dirs=[scripts_dir()], namespace="bench", log_level="info"
+            )
+        with (
+            c8d,
+            _containerd_with(shared, "RUNWASI_PY_SHIM_GROUP", "namespace"),
+            _containerd_with(templ, "RUNWASI_PY_TEMPLATE", "1"),
+        ):
             images = Path(tmp) / "images"
             images.mkdir()
             build_images(c8d, images)
-            c8ds = {"wasm": c8d, "runc": c8d}
-            if shared is not None:
-                for tar in sorted(images.glob("*.tar")):
-                    shared.import_image(tar)
-                c8ds = {"wasm": c8d, "shared": shared, "runc": c8d}
+            c8ds = {"wasm": c8d}
+            for kind, other in (("template", templ), ("shared", shared)):
+                if other is not None:
+                    for tar in sorted(images.glob("*.tar")):
+                        other.import_image(tar)
+                    c8ds[kind] = other
+            c8ds["runc"] = c8d
             for kind, one in [*c8ds.items(), *c8ds.items()]:  # warm caches (page cache, ...)
                 one_run(one, kind)
             print("sequential ...", file=sys.stderr)
@@ -387,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
             tput = {k: concurrent(one, k, ns.throughput_n, ns.parallel) for k, one in c8ds.items()}
             print("memory ...", file=sys.stderr)
             mem = {"wasm": memory(c8d, "wasm", counts)}
+            if templ is not None:
+                mem["template"] = memory(templ, "template", counts)
             if shared is not None:
                 mem["shared"] = memory(shared, "shared", counts)
             if not ns.no_runc_memory:

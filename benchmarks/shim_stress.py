@@ -1,16 +1,26 @@
-"""Shim lifecycle throughput and memory, in the manner of runwasi's ``stress-test`` mock mode.
+"""Shim lifecycle throughput with real wasm, in the manner of runwasi's ``stress-test``.
 
-What it does: starts the shim through the real ``start`` action (cwd = a bundle, containerd's
-argv, ``TTRPC_ADDRESS`` = a fake events server in this process), then drives N tasks through
-the Task API over one ttrpc connection: create+start under a semaphore of P permits, then
-wait+delete, the clock starting when the first permit is taken (as stress-test does). The
-sandbox returns at once, so this measures the shim, not an engine. Then it measures the shim
-process's RSS with 1, 10 and 100 live (idle, running) tasks.
+What it does: starts the bundled ``pywasmtime`` shim through the real ``start`` action (cwd
+= a bundle, containerd's argv, ``TTRPC_ADDRESS`` = a fake events server in this process),
+then drives N tasks running the bundled ``hello.wasm`` through the Task API over one ttrpc
+connection: create+start under a semaphore of P permits, then wait+delete, the clock
+starting when the first permit is taken (as stress-test does). Each task's stdout/stderr
+are what containerd gives: FIFOs whose read ends this process holds open (and reads, as
+``ctr`` does), or plain files (``file://`` log URIs); every task's greeting is checked.
+
+Rows, one fresh shim each, interleaved round by round (``--rounds``; medians printed):
+
+- ``pywasmtime, FIFO stdio`` (the headline, compared with runwasi's wasmtime shim);
+- ``pywasmtime, file stdio`` (target: >= 0.8x the FIFO row);
+- ``framework only (no-op Sandbox)``: a Sandbox that returns at once, no stdio. It measures
+  the framework without an engine; it is **not** comparable with runwasi.
+
+``--memory`` adds the framework-only shim's RSS with 1, 10 and 100 idle tasks.
 
 Run (one command):
 
-    .venv/bin/python benchmarks/shim_stress.py              # N=1000, P=8, through `start`
-    .venv/bin/python benchmarks/shim_stress.py -n 200 -p 4 --mode in-process
+    .venv/bin/python benchmarks/shim_stress.py                 # N=1000, P=8, 5 rounds
+    .venv/bin/python benchmarks/shim_stress.py -n 200 --rounds 1
 
 Anchors (runwasi, reference/runwasi.md §7): 329.85 tasks/s (1000 tasks, wasmtime shim) and
 ~488 tasks/s after the per-container zygote; 22.7 MB per wasmtime container (shim + zygote).
@@ -25,15 +35,18 @@ import contextlib
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Literal
 
 import ttrpc
 from runwasi_py import RuntimeContext, Sandbox, Shim
 from runwasi_py._events.publisher import EVENTS_SERVICE
 from runwasi_py._proto.messages import DeleteRequest, StartRequest, WaitRequest
+from runwasi_py.examples import example_path
 from runwasi_py.testing import Bundle, RecordingEventsServer, TaskDriver, make_bundle, serve_shim
 from ttrpc import RawMessage as Raw
 
@@ -88,11 +101,60 @@ class CountingEventsServer(RecordingEventsServer):
         self._server = server
 
 
-async def _lifecycle(client: ttrpc.Client, bundles: list[Bundle], parallel: int) -> float:
+Row = Literal["fifo", "file", "noop"]
+ROWS: dict[Row, str] = {
+    "fifo": "pywasmtime, hello.wasm, FIFO stdio",
+    "file": "pywasmtime, hello.wasm, file stdio",
+    "noop": "framework only (no-op Sandbox)*",
+}
+PYWASMTIME = "runwasi_py.wasmtime._shim:PyWasmtimeShim"
+GREETING = b"Hello from WebAssembly"
+
+
+def hello_wasm() -> bytes:
+    """The bundled example, as the wasm binary an image would carry."""
+    import wasmtime
+
+    return bytes(wasmtime.wat2wasm(example_path("hello").read_text()))
+
+
+def row_bundles(row: Row, workdir: Path, count: int, wasm: bytes) -> tuple[Bundle, list[Bundle]]:
+    """The pause (anchor) bundle and ``count`` task bundles for one row."""
+    sandbox = {"io.kubernetes.cri.container-type": "sandbox"}
+    anchor = make_bundle(
+        workdir,
+        args=["/pause"] if row != "noop" else ["/app.wasm", "idle"],
+        container_id="pause",
+        stdio="none",
+        annotations=sandbox if row != "noop" else None,
+        files={} if row != "noop" else None,
+    )
+    if row == "noop":
+        tasks = [
+            make_bundle(workdir, args=["/app.wasm"], container_id=f"t{i}", stdio="none")
+            for i in range(count)
+        ]
+    else:
+        tasks = [
+            make_bundle(
+                workdir,
+                args=["/hello.wasm"],
+                container_id=f"t{i}",
+                files={"hello.wasm": wasm},
+                stdio=row,
+            )
+            for i in range(count)
+        ]
+    return anchor, tasks
+
+
+async def _lifecycle(
+    client: ttrpc.Client, bundles: list[Bundle], parallel: int, check: bool
+) -> float:
     svc = "containerd.task.v2.Task"
     encoded = [
         (
-            b.id,
+            b,
             Raw(bytes(b.create_request())),
             Raw(bytes(StartRequest(id=b.id))),
             Raw(bytes(WaitRequest(id=b.id))),
@@ -103,15 +165,21 @@ async def _lifecycle(client: ttrpc.Client, bundles: list[Bundle], parallel: int)
     sem = asyncio.Semaphore(parallel if parallel > 0 else len(bundles))
     first: list[float] = []
 
-    async def one(task_id: str, create: Raw, start: Raw, wait: Raw, delete: Raw) -> None:
+    async def one(b: Bundle, create: Raw, start: Raw, wait: Raw, delete: Raw) -> None:
         async with sem:
             if not first:
                 first.append(time.perf_counter())
+            b.open_outputs()  # containerd opens its FIFO read ends before Create
             await client.call(svc, "Create", create, Raw)
             await client.call(svc, "Start", start, Raw)
         status = await client.call(svc, "Wait", wait, Raw)
         if status.data.startswith(b"\x08"):  # field 1 present: a non-zero exit status
-            raise RuntimeError(f"task {task_id} failed: {status.data!r}")
+            raise RuntimeError(f"task {b.id} failed: {status.data!r}")
+        if check:
+            out, _ = await b.read_outputs()
+            if GREETING.decode() not in out:
+                raise RuntimeError(f"task {b.id} did not say hello: {out!r}")
+        b.close()
         await client.call(svc, "Delete", delete, Raw)
 
     await asyncio.gather(*(one(*e) for e in encoded))
@@ -153,102 +221,108 @@ async def _memory(
     return out
 
 
+async def one_row(
+    row: Row, workdir: Path, count: int, warmup: int, parallel: int, wasm: bytes, memory: bool
+) -> dict[str, float]:
+    """One fresh shim, ``warmup`` then ``count`` lifecycles; its figures."""
+    anchor, bundles = row_bundles(row, workdir, count + warmup, wasm)
+    shim = PYWASMTIME if row != "noop" else "shim_stress:StressShim"
+    check = row != "noop"
+    async with serve_shim(
+        shim, mode="subprocess", bundle=anchor, events_server=CountingEventsServer
+    ) as sut:
+        d = sut.driver
+        # a "pause" task keeps the shim alive, as stress-test does
+        await d.create(anchor)
+        await d.start("pause")
+        await _lifecycle(d.client, bundles[:warmup], parallel, check)
+        shim_cpu = _cpu(sut.shim_pid)
+        elapsed = await _lifecycle(d.client, bundles[warmup:], parallel, check)
+        shim_cpu = _cpu(sut.shim_pid) - shim_cpu
+        # every task's 4 events (+2 of the pause task) must reach "containerd"
+        events = sut.events
+        assert isinstance(events, CountingEventsServer)
+        expected = 4 * (count + warmup) + 2
+        events.target = expected
+        if events.count >= expected:
+            events.reached.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(events.reached.wait(), 30)
+        out: dict[str, float] = {
+            "tasks_per_s": count / elapsed,
+            "shim_cpu_us_per_task": shim_cpu / count * 1e6,
+            "events_missing": float(expected - events.count),
+        }
+        if memory:
+            out.update(await _memory(d, workdir / "mem", sut.shim_pid, 0.5))
+        await d.kill("pause")
+        await d.wait("pause")
+        await d.delete("pause")
+    return out
+
+
 async def main(argv: list[str] | None = None) -> dict[str, object]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     ap.add_argument("-n", "--count", type=int, default=1000)
     ap.add_argument("-p", "--parallel", type=int, default=8, help="0 = unlimited")
-    ap.add_argument("--mode", choices=["subprocess", "in-process"], default="subprocess")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds (medians)")
     ap.add_argument("--warmup", type=int, default=50)
-    ap.add_argument("--settle", type=float, default=0.5, help="seconds before reading RSS")
-    ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--rows", default="fifo,file,noop", help="comma list of fifo,file,noop")
+    ap.add_argument("--memory", action="store_true", help="framework-only RSS, 1/10/100 tasks")
     args = ap.parse_args(argv)
+    rows: list[Row] = [r for r in ROWS if r in args.rows.split(",")]  # type: ignore[misc]
 
-    workdir = Path(tempfile.mkdtemp(prefix="rwpy-stress-", dir="/tmp"))
-    try:
-        anchor = make_bundle(
-            workdir, args=["/app.wasm", "idle"], container_id="pause", stdio="none"
-        )
-        bundles = [
-            make_bundle(workdir, args=["/app.wasm"], container_id=f"t{i}", stdio="none")
-            for i in range(args.count + args.warmup)
-        ]
-        shim = "shim_stress:StressShim" if args.mode == "subprocess" else StressShim
-        async with serve_shim(
-            shim, mode=args.mode, bundle=anchor, events_server=CountingEventsServer
-        ) as sut:
-            d = sut.driver
-            # a "pause" task keeps the shim alive, as stress-test does
-            await d.create(anchor)
-            await d.start("pause")
-            await _lifecycle(d.client, bundles[: args.warmup], args.parallel)
-            shim_cpu = _cpu(sut.shim_pid)
-            elapsed = await _lifecycle(d.client, bundles[args.warmup :], args.parallel)
-            shim_cpu = _cpu(sut.shim_pid) - shim_cpu
-            # every task's 4 events (+2 of the pause task) must reach "containerd"
-            events = sut.events
-            assert isinstance(events, CountingEventsServer)
-            expected = 4 * (args.count + args.warmup) + 2
-            t0 = time.perf_counter()
-            events.target = expected
-            if events.count >= expected:
-                events.reached.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(events.reached.wait(), 30)
-            events_done = time.perf_counter() - t0
-            events_got = events.count
-            mem: dict[str, float] = {}
-            if not args.no_memory:
-                pid = sut.shim_pid
-                mem = await _memory(d, workdir / "mem", pid, args.settle)
-            await d.kill("pause")
-            await d.wait("pause")
-            await d.delete("pause")
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    wasm = hello_wasm()
+    samples: dict[Row, list[dict[str, float]]] = {r: [] for r in rows}
+    for i in range(args.rounds):
+        for row in rows:
+            workdir = Path(tempfile.mkdtemp(prefix="rwpy-stress-", dir="/tmp"))
+            try:
+                mem = args.memory and row == "noop" and i == 0
+                got = await one_row(row, workdir, args.count, args.warmup, args.parallel, wasm, mem)
+            finally:
+                shutil.rmtree(workdir, ignore_errors=True)
+            samples[row].append(got)
+            print(f"  round {i + 1} {ROWS[row]}: {got['tasks_per_s']:.0f} tasks/s", flush=True)
 
-    rate = args.count / elapsed
+    med = {r: {k: statistics.median(s[k] for s in samples[r]) for k in samples[r][0]} for r in rows}
     result: dict[str, object] = {
         "count": args.count,
         "parallel": args.parallel,
-        "mode": args.mode,
-        "seconds": elapsed,
-        "tasks_per_s": rate,
-        "shim_cpu_us_per_task": shim_cpu / args.count * 1e6,
-        "events_expected": expected,
-        "events_received": events_got,
-        "events_lag_s": events_done,
+        "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
-        **mem,
+        "median": med,
+        "samples": samples,
     }
     lo, hi = RUNWASI_TASKS_PER_S
     print(
-        f"shim lifecycle: {args.count} tasks, concurrency {args.parallel}, {args.mode}, "
-        f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}"
+        f"shim lifecycle: {args.count} tasks, concurrency {args.parallel}, through `start`, "
+        f"median of {args.rounds} interleaved rounds, {os.cpu_count()} CPUs, "
+        f"load {os.getloadavg()[0]:.1f} (shared machine)"
     )
-    print(f"{'what':<34}{'runwasi-py':>14}{'runwasi':>16}{'ratio':>9}")
-    print(
-        f"{'tasks/s (create+start+wait+delete)':<34}{rate:>14.0f}{f'{lo:.0f}-{hi:.0f}':>16}"
-        f"{rate / hi:>8.1f}x"
-    )
-    per_task = shim_cpu / args.count * 1e6
-    print(
-        f"{'shim CPU per task (us)':<34}{per_task:>14.0f}{'':>16}"
-        f"   (= {1e6 / per_task:.0f} tasks/s per shim core)"
-    )
-    print(
-        f"{'events received / published':<34}{f'{events_got}/{expected}':>14}"
-        f"{'':>16}   (last one {events_done:.2f} s after the last task)"
-    )
-    if mem:
-        per = mem["mb_per_extra_task"]
-        print(f"{'shim RSS, 1 live task (MB)':<34}{mem['rss_mb_1']:>14.1f}{'':>16}")
-        print(f"{'shim RSS, 10 live tasks (MB)':<34}{mem['rss_mb_10']:>14.1f}{'':>16}")
-        print(f"{'shim RSS, 100 live tasks (MB)':<34}{mem['rss_mb_100']:>14.1f}{'':>16}")
+    print(f"{'what':<40}{'tasks/s':>9}{'us CPU/task':>13}{'runwasi':>10}{'ratio':>8}")
+    for r in rows:
+        m = med[r]
+        anchor = f"{lo:.0f}-{hi:.0f}" if r != "noop" else "-"
+        ratio = f"{m['tasks_per_s'] / hi:.2f}x" if r != "noop" else "-"
         print(
-            f"{'MB per extra live task':<34}{per:>14.3f}{RUNWASI_MB_PER_CONTAINER:>16.1f}"
-            f"{RUNWASI_MB_PER_CONTAINER / per if per > 0 else float('inf'):>8.0f}x less"
+            f"{ROWS[r]:<40}{m['tasks_per_s']:>9.0f}{m['shim_cpu_us_per_task']:>13.0f}"
+            f"{anchor:>10}{ratio:>8}"
         )
+        if m["events_missing"]:
+            print(f"  {ROWS[r]}: {m['events_missing']:.0f} events not received")
+    if "fifo" in med and "file" in med:
+        print(
+            f"file / FIFO stdio: {med['file']['tasks_per_s'] / med['fifo']['tasks_per_s']:.2f}x"
+            " (target >= 0.8x); FIFO target >= 1000 tasks/s"
+        )
+    if "noop" in med:
+        print("* no engine, no stdio: the framework alone, not comparable with runwasi")
+        m = med["noop"]
+        if "mb_per_extra_task" in m:
+            for k in ("rss_mb_1", "rss_mb_10", "rss_mb_100", "mb_per_extra_task"):
+                print(f"  framework-only shim {k}: {m[k]:.3f}")
     print(f"saved {_save(result)}")
     return result
 

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     )
     from runwasi_py._events.publisher import EventSink
     from runwasi_py._launch.main import shim_main
+    from runwasi_py._output_pump import AppendingPipe, pipe_paths_work
     from runwasi_py._sandbox import Sandbox
     from runwasi_py._shim import Config, Shim, version
     from runwasi_py._stdio import (
@@ -63,6 +64,8 @@ _EXPORTS = {
     "ShimError": "runwasi_py._errors",
     "Stdio": "runwasi_py._stdio",
     "AppendingOutput": "runwasi_py._stdio",
+    "AppendingPipe": "runwasi_py._output_pump",
+    "pipe_paths_work": "runwasi_py._output_pump",
     "FifoUnblocker": "runwasi_py._stdio",
     "OutputHold": "runwasi_py._stdio",
     "stdin_opens_at_once": "runwasi_py._stdio",
@@ -75,6 +78,7 @@ _EXPORTS = {
 __all__ = [
     "AlreadyExists",
     "AppendingOutput",
+    "AppendingPipe",
     "CompileCache",
     "Config",
     "Entrypoint",
@@ -92,6 +96,7 @@ __all__ = [
     "Stdio",
     "Unimplemented",
     "errors",
+    "pipe_paths_work",
     "shim_main",
     "stdin_opens_at_once",
     "version",

@@ -12,10 +12,16 @@ This module is on the ``start`` path: it imports only the standard library's lig
 
 from __future__ import annotations
 
+# The C modules themselves: ``socket`` pulls in selectors and enum, ``hashlib`` loads
+# OpenSSL; together about a third of start's imports (``python -X importtime``).
+import _socket as socket
 import contextlib
-import hashlib
 import os
-import socket
+
+try:
+    from _sha256 import sha256  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # a Python built without it
+    from hashlib import sha256
 
 __all__ = [
     "DEFAULT_SOCKET_DIR",
@@ -98,7 +104,7 @@ def socket_address(
     key = (
         go_join(address, namespace, group, "debug") if debug else go_join(address, namespace, group)
     )
-    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+    digest = sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     path = os.path.join(socket_dir(directory), digest)
     if len(os.fsencode(path)) > MAX_SOCKET_PATH:
         raise ValueError(
@@ -122,7 +128,8 @@ def is_listening(address: str, timeout: float = 1.0) -> bool:
     path = socket_path(address)
     if not path:
         return False
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         sock.settimeout(timeout)
         try:
             sock.connect(path)
@@ -131,6 +138,8 @@ def is_listening(address: str, timeout: float = 1.0) -> bool:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
         return True
+    finally:
+        sock.close()
 
 
 def bound_path(sock: socket.socket) -> str:

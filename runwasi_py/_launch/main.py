@@ -96,6 +96,10 @@ def _main(shim: type[Shim] | str, argv: list[str] | None, group_by: str | None =
             from runwasi_py._launch.delete import delete
 
             return delete(flags)
+        if flags.action == "" and os.environ.get("RUNWASI_PY_TEMPLATE_SERVE"):
+            from runwasi_py._template.serve import serve_template
+
+            return serve_template(shim, flags)  # start spawned us as the pod template
         if flags.action == "":
             from runwasi_py._daemon.main import run_daemon
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import socket
+import _socket as socket  # not socket.py: start's imports (see address.py)
 
 from runwasi_py._daemon.reservations import RESERVE_METHOD, RESERVE_SERVICE
 from runwasi_py._launch.address import socket_path
@@ -28,7 +28,8 @@ def reserve(address: str, container_id: str, timeout: float = 2.0) -> str:
         + length_delimited(2, RESERVE_METHOD.encode())
         + length_delimited(3, length_delimited(1, container_id.encode("utf-8", "surrogateescape")))
     )
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         sock.settimeout(timeout)
         try:
             sock.connect(socket_path(address))
@@ -44,6 +45,8 @@ def reserve(address: str, container_id: str, timeout: float = 2.0) -> str:
             return "reserved"
         except (OSError, EOFError):
             return "unknown"  # closed without an answer: not a Reserve-aware shim, or exiting
+    finally:
+        sock.close()
     try:
         status = field_map(body).get(1, [b""])[-1]
         code = field_map(status).get(1, [0])[-1] if isinstance(status, bytes) else 0

@@ -32,6 +32,7 @@ from runwasi_py._bundle.group import GROUP_ENV, group_mode, grouping_id_from_bun
 from runwasi_py._launch.address import is_listening, socket_address, socket_path
 from runwasi_py._launch.bootstrap import bootstrap, read_stdin, start_answer, task_api_version
 from runwasi_py._launch.pod_cgroup import (
+    RECORD_FILES,
     SYSTEMD_ENV,
     join_before_spawn,
     systemd_cgroup,
@@ -42,7 +43,7 @@ from runwasi_py._launch.reserve import reserve
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket as socket
 
     from runwasi_py._launch.flags import Flags
     from runwasi_py._shim import Shim
@@ -98,9 +99,13 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
             os.dup2(listener.fileno(), LISTENER_FD)  # start is exiting: fd 3 is free to take
         else:
             os.set_inheritable(LISTENER_FD, True)
+        in_pod_cgroup = False
         if mode == "sandbox":  # a per-pod daemon is born in the pod's cgroup
             env = join_before_spawn(flags.bundle, group, env)
-        pid = _spawn_daemon(command, flags.bundle, env)
+            in_pod_cgroup = os.path.exists(os.path.join(flags.bundle, RECORD_FILES[1]))
+        # A daemon forked by the template would be the template's child, in its cgroup, its
+        # pages charged there: a daemon that must live in the pod's cgroup is spawned.
+        pid = _start_daemon(command, flags, address, env, template=not in_pod_cgroup)
     except BaseException:
         os.unlink(socket_path(address))
         listener.close()
@@ -124,8 +129,8 @@ def _write_address(bundle: str, address: str) -> None:
 
 def _listen(address: str, container_id: str = "") -> socket.socket | None:
     """Bind and listen on ``address``; None when a live shim there reserved itself for us."""
+    import _socket as socket_mod  # not socket.py: start's imports (see address.py)
     import errno
-    import socket as socket_mod
     import time
 
     path = socket_path(address)
@@ -164,8 +169,40 @@ def _listen(address: str, container_id: str = "") -> socket.socket | None:
     raise OSError(f"cannot bind {path}: address in use and nobody answers")
 
 
-def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> list[str]:
-    """How to run this same program again as the daemon (no action)."""
+def _start_daemon(
+    command: list[str],
+    flags: Flags,
+    address: str,
+    env: dict[str, str] | None,
+    *,
+    template: bool = True,
+) -> int:
+    """Fork the daemon from this program's template when there is one, else spawn it.
+
+    ``template`` False: spawn, and launch no template either (this process has joined a
+    pod's daemon cgroup, which a template born here would then live in).
+    """
+    environ = os.environ if env is None else env
+    if not template or environ.get("RUNWASI_PY_TEMPLATE", "") in ("", "0", "false", "no", "off"):
+        return _spawn_daemon(command, flags.bundle, env)  # off (the default: docs/template.md)
+    from runwasi_py._template import client
+
+    prefix = command[: len(command) - len(_daemon_flags(flags))]
+    key = client.template_key(prefix, flags.address, flags.namespace)
+    path = client.template_path(os.path.dirname(socket_path(address)), key)
+    argv, cwd = command[len(prefix) :], flags.bundle
+    pid = client.fork_daemon(path, key, argv, dict(environ), cwd, LISTENER_FD)
+    if pid is not None:
+        return pid
+    pid = _spawn_daemon(command, flags.bundle, env)
+    client.launch_template(
+        prefix, ["-namespace", flags.namespace, "-address", flags.address], path, key
+    )
+    return pid
+
+
+def _daemon_flags(flags: Flags) -> list[str]:
+    """The daemon's flags (the tail of its command line)."""
     daemon_flags = [
         "-namespace", flags.namespace,
         "-id", flags.id,
@@ -175,6 +212,12 @@ def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> lis
     ]  # fmt: skip
     if flags.debug:
         daemon_flags.append("-debug")
+    return daemon_flags
+
+
+def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> list[str]:
+    """How to run this same program again as the daemon (no action)."""
+    daemon_flags = _daemon_flags(flags)
     orig = list(getattr(sys, "orig_argv", []))
     tail = sys.argv[1:]
     if not explicit and len(orig) > len(tail) and orig[len(orig) - len(tail) :] == tail:

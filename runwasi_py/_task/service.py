@@ -33,6 +33,7 @@ from pathlib import Path
 
 import betterproto2
 
+from runwasi_py import _precompile_memo as precompile_memo
 from runwasi_py._bundle.bundle import Bundle
 from runwasi_py._bundle.memory_limit import DEFAULT_MEMORY_LIMIT, effective_memory_limit
 from runwasi_py._bundle.spec import is_sandbox_container
@@ -358,8 +359,17 @@ class TaskService(TaskBase):
 
     async def _precompile(self, sandbox: Sandbox, ctx: RuntimeContext) -> None:
         cache = shared_cache(self._compile_cache_dir, shim_name=self._shim_name)
+        engine_key, source = sandbox.cache_key(), ctx.entrypoint.source
+        known = precompile_memo.recall(cache.directory, engine_key, source)
+        if known is not None:  # this very file was looked up before: no read, no thread
+            ctx.precompiled = known
+            return
+        seen = precompile_memo.identity(cache.directory, engine_key, source)
         try:
             ctx.precompiled = await asyncio.to_thread(precompile, sandbox, ctx, cache)
+            precompile_memo.remember(
+                cache.directory, engine_key, source, ctx.precompiled, seen=seen
+            )
         except NotImplementedError:
             return  # a cache_key without a compile hook: nothing to precompile
         except OSError as e:

@@ -41,6 +41,7 @@ __all__ = [
     "Clock",
     "Subscription",
     "define_poll_oneoff",
+    "define_poll_oneoff_per_run",
     "encode_event",
     "next_deadline",
     "parse",
@@ -179,9 +180,20 @@ def define_poll_oneoff(linker: wasmtime.Linker, wake: threading.Event) -> None:
     Call right before the store's WASI context is made (``store.set_wasi``) or after it:
     the moment of this call is taken as the start of the guest's monotonic clock.
     """
-    import wasmtime
-
     mono_base = time.monotonic_ns()
+    define_poll_oneoff_per_run(linker, lambda: (wake, mono_base))
+
+
+def define_poll_oneoff_per_run(
+    linker: wasmtime.Linker, current: Callable[[], tuple[threading.Event, int]]
+) -> None:
+    """As :func:`define_poll_oneoff`, for a linker that serves one run after another.
+
+    ``current()`` gives the running task's wake event and monotonic clock start at each
+    call, so a linker kept across runs (``_engines``) never waits on, or is woken by, an
+    earlier task's event.
+    """
+    import wasmtime
 
     def poll_oneoff(caller: Any, in_ptr: int, out_ptr: int, nsubs: int, nevents_ptr: int) -> int:
         try:
@@ -200,6 +212,7 @@ def define_poll_oneoff(linker: wasmtime.Linker, wake: threading.Event) -> None:
                 subs = parse(memory.read(caller, in_ptr, in_end), nsubs)
             except ValueError:
                 return ERRNO_INVAL
+            wake, mono_base = current()
             errno, events = poll(subs, wake, mono_base)
             if errno:
                 return errno

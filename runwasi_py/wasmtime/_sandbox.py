@@ -1,7 +1,8 @@
 """The bundled engine: :class:`WasmtimeSandbox` runs WASI programs with wasmtime-py.
 
-Theory of operation. Each container gets its own ``wasmtime.Engine`` with epoch
-interruption on, and its Store gets an epoch deadline of one tick: a kill (from
+Theory of operation. Each container runs on its worker thread's own ``wasmtime.Engine``
+(one instance at a time per thread: ``_engines.py``) with epoch interruption on, and its
+Store gets an epoch deadline of one tick: a kill (from
 ``interrupt`` or the context's ``on_kill``) bumps that engine's epoch and the guest traps at
 its next function entry or loop header, without touching any other container. Everything
 else in :meth:`WasmtimeSandbox.run_wasi` is synchronous and runs on the instance's worker
@@ -40,6 +41,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from runwasi_py import (
     AppendingOutput,
+    AppendingPipe,
     FifoUnblocker,
     InvalidArgument,
     OutputHold,
@@ -48,6 +50,7 @@ from runwasi_py import (
 )
 from runwasi_py.wasmtime._binary import BinaryKind, describe, detect
 from runwasi_py.wasmtime._budget import MemoryBudget, configure_engine
+from runwasi_py.wasmtime._engines import EngineSlot, slot_for_this_thread
 from runwasi_py.wasmtime._exit import (
     EXIT_TRAP,
     _cannot_run,
@@ -58,7 +61,6 @@ from runwasi_py.wasmtime._exit import (
     _message,
     _write_stderr,
 )
-from runwasi_py.wasmtime._poll import define_poll_oneoff
 from runwasi_py.wasmtime._trust import check_cache_entry, check_image_artifact
 from runwasi_py.wasmtime._wasi import wasi_config
 
@@ -125,8 +127,10 @@ class WasmtimeSandbox(Sandbox):
         self._engine: wasmtime.Engine | None = None
         self._fifos: FifoUnblocker | None = None
         self._hold: OutputHold | None = None
-        self._appenders: list[AppendingOutput] = []  # worker thread only
-        self._wake = threading.Event()  # set by a kill: ends a guest's poll_oneoff wait
+        self._appenders: list[AppendingOutput | AppendingPipe] = []  # worker thread only
+        # Set by a kill: ends this task's poll_oneoff wait. One per task (a sandbox serves
+        # one instance), handed to the thread's shared linker for this run only.
+        self._wake = threading.Event()
 
     # -- Sandbox hooks --------------------------------------------------------------
 
@@ -159,8 +163,10 @@ class WasmtimeSandbox(Sandbox):
         self._wake.set()
         with self._lock:
             engine, fifos, hold = self._engine, self._fifos, self._hold
-        if engine is not None:
-            engine.increment_epoch()
+            # Under the lock: the engine is the worker thread's (_engines.py) and serves the
+            # next instance on that thread once run_wasi has cleared self._engine.
+            if engine is not None:
+                engine.increment_epoch()
         if fifos is not None:
             fifos.release()
         if hold is not None:
@@ -216,12 +222,13 @@ class WasmtimeSandbox(Sandbox):
         _check_kill(ctx)
         import wasmtime
 
-        engine = new_engine(self.max_memories)
+        slot = slot_for_this_thread(self.max_memories)
+        engine = slot.engine
         with self._lock:
             self._engine = engine
         # A kill recorded before the engine was published bumped nothing; checked below.
         try:
-            program = self._load(engine, ctx)
+            program = self._load(slot, ctx)
         except (wasmtime.WasmtimeError, OSError, InvalidArgument, UnicodeDecodeError) as exc:
             return _cannot_run(ctx, f"cannot load {ctx.entrypoint.path!r}: {_message(exc)}")
         _check_kill(ctx)
@@ -239,14 +246,18 @@ class WasmtimeSandbox(Sandbox):
             budget.apply(store)
         store.set_wasi(wasi)
         try:
+            # The deadline is one tick after the engine's epoch *now*: a kill whose bump came
+            # before it (this thread's engine outlives runs) is caught here instead.
+            _check_kill(ctx)
             if program.kind is BinaryKind.COMPONENT:
                 return self._run_component(ctx, store, program.compiled)
             return self._run_module(ctx, store, program.compiled)
         finally:
             # Close the guest's stdio now (EOF for containerd), not whenever GC gets to it.
             store.close()
+            slot.end_run()
 
-    def _load(self, engine: wasmtime.Engine, ctx: RuntimeContext) -> _Program:
+    def _load(self, slot: EngineSlot, ctx: RuntimeContext) -> _Program:
         src = ctx.entrypoint.source
         if src is None:
             raise InvalidArgument("the entrypoint has no file in the rootfs")
@@ -257,16 +268,18 @@ class WasmtimeSandbox(Sandbox):
             raise InvalidArgument(f"the file is {describe(head)}")
         if kind is BinaryKind.PRECOMPILED:
             check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
-            return _deserialize(engine, src, None)
+            # Not through the slot's module cache: that holds trusted cache entries only.
+            return _deserialize(slot, src, None, cached=False)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
             try:
+                # Checked on every run, before the slot's cache: a hit proves nothing.
                 check_cache_entry(ctx.precompiled)
-                return _deserialize(engine, ctx.precompiled, expected)
+                return _deserialize(slot, ctx.precompiled, expected, cached=True)
             except Exception as exc:  # stale, or not provably ours: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
         # No artifact from the framework's compile cache (or a stale one): compile here.
-        return _compile(engine, kind, src.read_bytes())
+        return _compile(slot.engine, kind, src.read_bytes())
 
     def _publish_fifos(self, fifos: FifoUnblocker) -> None:
         with self._lock:
@@ -285,10 +298,8 @@ class WasmtimeSandbox(Sandbox):
     def _run_module(self, ctx: RuntimeContext, store: wasmtime.Store, module: Any) -> int:
         import wasmtime
 
-        linker = wasmtime.Linker(store.engine)
-        linker.define_wasi()
-        exited = _shadow_proc_exit(linker, store.engine)
-        define_poll_oneoff(linker, self._wake)
+        # The thread's linker, with this run's exit record, kill event and clock start.
+        linker, exited = slot_for_this_thread(self.max_memories).module_linker(self._wake)
         try:
             instance = linker.instantiate(store, module)  # runs a start section, if any
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:  # Trap is no WasmtimeError
@@ -448,47 +459,27 @@ def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program
     return _Program(BinaryKind.MODULE, wasmtime.Module(engine, wasm))
 
 
-def _deserialize(engine: wasmtime.Engine, path: Path, expected: BinaryKind | None) -> _Program:
-    """Load an artifact file as ``expected`` (None: a module, else a component)."""
+def _deserialize(
+    slot: EngineSlot, path: Path, expected: BinaryKind | None, *, cached: bool
+) -> _Program:
+    """Load an artifact file as ``expected`` (None: a module, else a component).
+
+    ``cached``: a trusted compile-cache entry, which may come from the slot's module cache.
+    """
     import wasmtime
     import wasmtime.component as wc
 
+    engine = slot.engine
     if expected is BinaryKind.COMPONENT:
         return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
     try:
+        if cached:
+            return _Program(BinaryKind.MODULE, slot.module(path))
         return _Program(BinaryKind.MODULE, wasmtime.Module.deserialize_file(engine, str(path)))
     except wasmtime.WasmtimeError:
         if expected is not None:
             raise
     return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
-
-
-def _shadow_proc_exit(linker: wasmtime.Linker, engine: wasmtime.Engine) -> list[int]:
-    """Replace WASI's ``proc_exit`` so that every status survives; returns its record.
-
-    wasmtime's own ``proc_exit`` refuses statuses of 126 and above (a trap: "exit with
-    invalid exit status outside of [0..126)"), but a container may exit 255. Ours records
-    the status and bumps this instance's engine epoch: the guest stops at its next function
-    entry or loop header (wasi-libc executes ``unreachable`` right after the call), and the
-    record, not the trap, gives the exit status. It does not raise: wasmtime-py passes an
-    exception out of a host function through one process-wide variable, which concurrent
-    instances on other threads could pick up.
-    """
-    import wasmtime
-
-    exited: list[int] = []
-
-    def proc_exit(status: int) -> None:
-        if not exited:
-            exited.append(status & 0xFFFFFFFF)  # the i32 arrives signed
-        engine.increment_epoch()
-
-    linker.allow_shadowing = True
-    i32 = wasmtime.ValType.i32()
-    linker.define_func(
-        "wasi_snapshot_preview1", "proc_exit", wasmtime.FuncType([i32], []), proc_exit
-    )
-    return exited
 
 
 def _component_entry(

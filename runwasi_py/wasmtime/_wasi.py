@@ -8,7 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from runwasi_py import AppendingOutput, FifoUnblocker, OutputHold, stdin_opens_at_once
+from runwasi_py import (
+    AppendingOutput,
+    AppendingPipe,
+    FifoUnblocker,
+    OutputHold,
+    pipe_paths_work,
+    stdin_opens_at_once,
+)
 
 if TYPE_CHECKING:
     import wasmtime
@@ -48,15 +55,16 @@ def wasi_config(
     ctx: RuntimeContext,
     publish: Callable[[FifoUnblocker], None],
     publish_hold: Callable[[OutputHold], None],
-    appenders: list[AppendingOutput],
+    appenders: list[AppendingOutput | AppendingPipe],
 ) -> wasmtime.WasiConfig:
     """The guest's WASI: argv, its own env only, preopens (rootfs, bind mounts, cwd), stdio.
 
     ``publish`` gets the FIFO unblocker before any stdio open can block (the kill side
     releases it), ``publish_hold`` the read-write hold on the output FIFOs (the caller
     closes it after the Store, before the output drain); regular-file outputs are appended
-    through :class:`AppendingOutput`s added to ``appenders``, which the caller closes after
-    the Store is gone. Worker thread only.
+    through :class:`AppendingPipe`s (or, without ``/proc``, :class:`AppendingOutput`
+    callbacks) added to ``appenders``, which the caller closes after the Store is gone: the
+    two cover different outputs (FIFOs vs files). Worker thread only.
     """
     import wasmtime
 
@@ -98,9 +106,16 @@ def wasi_config(
         if not path:
             continue
         if _is_regular_or_missing(path):
-            appender = AppendingOutput(path)
-            appenders.append(appender)
-            setattr(wasi, custom, appender)
+            if pipe_paths_work():
+                # wasmtime writes a pipe natively; the pump appends it (no Python per write)
+                pipe = AppendingPipe(path)
+                appenders.append(pipe)
+                setattr(wasi, native, pipe.path)
+                pipe.opened()
+            else:
+                appender = AppendingOutput(path)
+                appenders.append(appender)
+                setattr(wasi, custom, appender)
         else:
             setattr(wasi, native, path)
     return wasi

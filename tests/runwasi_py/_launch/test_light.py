@@ -20,6 +20,8 @@ HEAVY = (
     "typing",
     "dataclasses",
     "subprocess",
+    "socket",
+    "hashlib",
     "pathlib",
     "ttrpc._client",
     "runwasi_py._proto.messages",

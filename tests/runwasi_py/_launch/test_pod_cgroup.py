@@ -12,6 +12,8 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 from runwasi_py._cgroups import cleanup_bundle, discover, driver_for
 from runwasi_py._cgroups._hierarchy import read_proc_cgroup
 from runwasi_py._launch.address import SOCKET_DIR_ENV
@@ -31,6 +33,9 @@ HEAVY = (
     "runwasi_py._cgroups._cpu",
     "runwasi_py._cgroups._metrics",
     "runwasi_py._namespaces",
+    # a daemon born in the pod's cgroup is spawned, never forked by the template (whose
+    # child would stay in the template's cgroup), and no template is launched from here
+    "runwasi_py._template.client",
 )
 
 # The real start of the bundled shim with spawning stubbed out: no daemon, so this process
@@ -60,7 +65,10 @@ sys.stderr.write(json.dumps(seen))
 """
 
 
-def test_start_joins_the_pod_daemon_cgroup_without_heavy_imports(tmp_path: Path) -> None:
+@pytest.mark.parametrize("template", ["", "1"])
+def test_start_joins_the_pod_daemon_cgroup_without_heavy_imports(
+    tmp_path: Path, template: str
+) -> None:
     require_root()
     driver = driver_for(discover())
     parent = f"/runwasi-py-test-{uuid.uuid4().hex[:10]}"
@@ -74,6 +82,7 @@ def test_start_joins_the_pod_daemon_cgroup_without_heavy_imports(tmp_path: Path)
     sockets = Path(tempfile.mkdtemp(prefix="podcg", dir="/tmp"))
     env = dict(os.environ, **{SOCKET_DIR_ENV: str(sockets)})
     env.pop("RUNWASI_PY_SHIM_GROUP", None)
+    env["RUNWASI_PY_TEMPLATE"] = template
     want = f"{parent}/runwasi-py-shim-sb"
     try:
         result = subprocess.run(

@@ -1,0 +1,147 @@
+"""``start``'s side of the template: ask it to fork the pod's daemon, or fall back to spawning.
+
+Every failure here returns None and ``start`` spawns the daemon as before: no template, a
+stale socket, another user's socket, a template of another build (another key, so another
+socket), a template that dies mid-fork or does not answer within :data:`TIMEOUT`. The
+forked daemon waits for our ``go`` on a pipe before it serves, so a fork whose answer never
+reached us exits on its own instead of serving beside the daemon we spawn instead.
+
+Standard library only, imported lazily: this runs inside ``start``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import struct
+import sys
+
+__all__ = [
+    "ENABLE_ENV",
+    "SERVE_ENV",
+    "fork_daemon",
+    "launch_template",
+    "template_key",
+    "template_path",
+]
+
+ENABLE_ENV = "RUNWASI_PY_TEMPLATE"
+"""In containerd's environment: ``1`` lets ``start`` use a template; unset or ``0``: never
+(``_launch/start.py`` reads it without importing this module)."""
+SERVE_ENV = "RUNWASI_PY_TEMPLATE_SERVE"
+"""Set (to ``<socket path>\\n<key>``) in the environment of a process that is to be the template."""
+TIMEOUT = 0.5
+"""Seconds for connect + request + answer; past it ``start`` spawns."""
+MAX_ANSWER = 4096
+
+
+def template_key(prefix: list[str], address: str, namespace: str) -> str:
+    """Identity of a template: the exact program, its build on disk, containerd, namespace.
+
+    Any change of the interpreter, the shim program or the installed runwasi_py (size or
+    mtime of their files) gives another key, so a template of another version is never
+    asked. Costs a few ``stat`` calls.
+    """
+    marks: list[object] = [prefix, address, namespace]
+    files = [sys.executable, *[a for a in prefix[1:2] if os.path.isabs(a)]]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    files += [os.path.join(here, "__init__.py"), os.path.join(here, "_version.py")]
+    for path in files:
+        try:
+            st = os.stat(path)
+            marks.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
+        except OSError:
+            marks.append([path, None])
+    return hashlib.sha256(json.dumps(marks).encode()).hexdigest()[:32]
+
+
+def template_path(socket_dir: str, key: str) -> str:
+    """The template's socket: beside the shim sockets (a 0700 directory), named by key."""
+    return os.path.join(socket_dir, f"t-{key}.sock")
+
+
+def fork_daemon(
+    path: str, key: str, argv: list[str], env: dict[str, str], cwd: str, listener_fd: int
+) -> int | None:
+    """The pid of a daemon the template at ``path`` forked for us; None: spawn instead."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    sock.settimeout(TIMEOUT)
+    commit_r = commit_w = -1
+    try:
+        sock.connect(path)
+        uid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+        if uid != os.geteuid():
+            return None  # not our user's template: never hand it a pod
+        commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
+        request = json.dumps({"key": key, "argv": argv, "env": env, "cwd": cwd}).encode()
+        fds = struct.pack("2i", listener_fd, commit_r)
+        sock.sendmsg(
+            [struct.pack("!I", len(request)), request],
+            [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)],
+        )
+        os.close(commit_r)
+        commit_r = -1
+        answer = _read_answer(sock)
+        pid = answer.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return None
+        os.write(commit_w, b"go")
+        return pid
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+        for fd in (commit_r, commit_w):
+            if fd >= 0:
+                os.close(fd)  # without our "go" a forked daemon exits at this EOF
+
+
+def _read_answer(sock: socket.socket) -> dict[str, object]:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(MAX_ANSWER)
+        if not chunk:
+            raise ValueError("the template closed the connection")  # died mid-fork, say
+        data += chunk
+        if len(data) > MAX_ANSWER:
+            raise ValueError("answer too long")
+    answer = json.loads(data)
+    if not isinstance(answer, dict):
+        raise ValueError("answer is no object")
+    return answer
+
+
+def launch_template(prefix: list[str], flags: list[str], path: str, key: str) -> None:
+    """Spawn a template for later ``start``\\s (detached; it exits at once if one runs)."""
+    env = dict(os.environ)
+    env[SERVE_ENV] = f"{path}\n{key}"
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    actions: list[tuple[int, ...]] = [(os.POSIX_SPAWN_DUP2, devnull, fd) for fd in (0, 1, 2)]
+    # Nothing of this pod may reach the template: a template holding the pod's listener
+    # would keep its socket answering after the pod's daemon is gone.
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in inheritable_fds()]
+    try:
+        os.posix_spawn(prefix[0], [*prefix, *flags], env, file_actions=actions, setsid=True)
+    except OSError:
+        pass  # no template: the next start spawns its daemon, as without one
+    finally:
+        os.close(devnull)
+
+
+def inheritable_fds() -> list[int]:
+    """Our inheritable fds above stderr (the listener on fd 3, whatever leaked to us)."""
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except (OSError, ValueError):
+        return []
+    found = []
+    for fd in fds:
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    found.append(fd)
+            except OSError:  # the listdir fd itself is gone by now
+                continue
+    return found
