@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             cri=True,
         )
         with c8d, CriClient(c8d.address) as cri:
+            cri.wait_ready()
             images = Path(tmp) / "images"
             images.mkdir()
             build_images(c8d, images)

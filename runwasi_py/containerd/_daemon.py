@@ -259,9 +259,24 @@ class PrivateContainerd:
             self._wait_ready()
             if pause_tarball is not None:
                 self.import_image(pause_tarball, namespace=CRI_NAMESPACE)
+                self._wait_cri_ready()
         except BaseException:
             self.stop(cleanup=False)
             raise
+
+    def _wait_cri_ready(self) -> None:
+        """containerd serves its socket before the CRI plugin has initialised; kubelet (and
+        our tests) would meet "server is not initialized yet" until then."""
+        from runwasi_py.containerd.cri import CriClient, CriError
+
+        with CriClient(self.address, timeout=5.0) as client:
+            try:
+                client.wait_ready(self.start_timeout)
+            except CriError as e:
+                raise ContainerdError(
+                    f"the CRI plugin did not become ready: {e}\n"
+                    f"--- containerd log (tail) ---\n{self.log_tail()}"
+                ) from None
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.start_timeout

@@ -252,6 +252,7 @@ def test_16_gets_the_plain_address_and_no_bootstrap(
 @pytest.fixture(scope="module")
 def cri23(c8d23: PrivateContainerd) -> Iterator[CriClient]:
     with CriClient(c8d23.address) as client:
+        client.wait_ready()
         yield client
 
 

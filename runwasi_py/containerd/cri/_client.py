@@ -8,6 +8,7 @@ and containerd's message, which is what a kubelet user sees.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -89,6 +90,21 @@ class CriClient:
 
     def status(self) -> pb.StatusResponse:
         return self._rt("Status", pb.StatusRequest(), pb.StatusResponse)  # type: ignore[no-any-return]
+
+    def wait_ready(self, timeout: float = 30.0) -> pb.StatusResponse:
+        """Wait until the CRI plugin has finished initialising and answers ``Status``.
+
+        containerd serves its socket before the CRI plugin is ready: until then every CRI
+        call fails with "server is not initialized yet" (UNKNOWN). Other errors are raised.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return self.status()
+            except CriError as e:
+                if "not initialized" not in e.details or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.05)
 
     def run_pod_sandbox(self, config: pb.PodSandboxConfig, runtime_handler: str) -> str:
         """RunPodSandbox; returns the sandbox id."""

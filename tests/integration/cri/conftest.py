@@ -53,6 +53,7 @@ def cri_c8d(
 @pytest.fixture(scope="session")
 def cri(cri_c8d: PrivateContainerd) -> Iterator[CriClient]:
     with CriClient(cri_c8d.address) as client:
+        client.wait_ready()
         yield client
 
 
