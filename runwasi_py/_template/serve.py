@@ -116,9 +116,6 @@ def _warm(shim: type[Shim] | str) -> None:
     for name in ("wasmtime", "uvloop", "runwasi_py._daemon.log", "runwasi_py._proto.messages"):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    from runwasi_py._proto.defaults_cache import install_default_cache
-
-    install_default_cache()  # idempotent; the daemon installs it again
     with contextlib.suppress(Exception):
         cls.sandbox().cache_key()  # pywasmtime: wasmtime's version via importlib.metadata
     gc.collect()
