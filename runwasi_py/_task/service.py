@@ -24,7 +24,6 @@ Unimplemented.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import logging
 import os
 import signal as signal_mod
@@ -60,7 +59,6 @@ from runwasi_py._native._runtime import ContainerKind, NativeRuntime, is_wasm
 from runwasi_py._native._task import NativeTask, linux_resources
 from runwasi_py._proto.gen.containerd.task.v2.shim_ttrpc import TaskBase
 from runwasi_py._proto.messages import (
-    GO_ZERO_TIME,
     CheckpointTaskRequest,
     CloseIoRequest,
     ConnectRequest,
@@ -108,7 +106,7 @@ from runwasi_py._task.placement import (
 )
 from runwasi_py._task.state import TaskState, transition
 from runwasi_py._task.stats import engine_memory, stats_any
-from runwasi_py._task.task import PauseSandbox, Task
+from runwasi_py._task.task import PauseSandbox, Task, exited_at
 from ttrpc import CallContext
 
 __all__ = ["TASK_V3_SERVICE", "PauseSandbox", "TaskService"]
@@ -125,12 +123,6 @@ _STATUS = {
     TaskState.STOPPED: Status.STOPPED,
     TaskState.DELETED: Status.STOPPED,
 }
-
-
-def _timestamp(ns: int | None) -> datetime.datetime:
-    if ns is None:
-        return GO_ZERO_TIME
-    return datetime.datetime.fromtimestamp(ns / 1e9, datetime.UTC)
 
 
 class TaskService(TaskBase):
@@ -230,7 +222,7 @@ class TaskService(TaskBase):
                 id=task.id,
                 pid=task.pid,
                 exit_status=status.code,
-                exited_at=_timestamp(status.exited_at_ns),
+                exited_at=exited_at(status.exited_at_ns),
             ),
         )
 
@@ -430,7 +422,7 @@ class TaskService(TaskBase):
         task = self._get(request.id)
         self._no_exec(request.exec_id, request.id)
         status = await (task.native.wait() if task.native is not None else task.wasm.wait())
-        return WaitResponse(exit_status=status.code, exited_at=_timestamp(status.exited_at_ns))
+        return WaitResponse(exit_status=status.code, exited_at=exited_at(status.exited_at_ns))
 
     async def delete(self, request: DeleteRequest, context: CallContext) -> DeleteResponse:
         task = self._get(request.id)
@@ -445,8 +437,7 @@ class TaskService(TaskBase):
         if was is TaskState.CREATED and task.instance is not None:
             task.instance.discard()
         del self._tasks[task.id]
-        if task.placement is not None:
-            _remove_placement(task)
+        task.remove_placement()
         if self._shutdown_declined and not self.task_count:
             self._shutdown_declined = False
             log.info("task %s deleted: the last one since a Shutdown; stopping", task.id)
@@ -454,7 +445,7 @@ class TaskService(TaskBase):
         task.disk.unmount(task.id)
         status = task.exit_status
         assert status is not None
-        exited_at = _timestamp(status.exited_at_ns)
+        when = exited_at(status.exited_at_ns)
         log.debug("task %s deleted", task.id)
         self._publish(
             TOPIC_DELETE,
@@ -462,11 +453,11 @@ class TaskService(TaskBase):
                 container_id=task.id,
                 pid=task.pid,
                 exit_status=status.code,
-                exited_at=exited_at,
+                exited_at=when,
                 id="",
             ),
         )
-        return DeleteResponse(pid=task.pid, exit_status=status.code, exited_at=exited_at)
+        return DeleteResponse(pid=task.pid, exit_status=status.code, exited_at=when)
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -484,7 +475,7 @@ class TaskService(TaskBase):
             stderr=task.stdio.stderr,
             terminal=False,
             exit_status=status.code if status is not None else 0,
-            exited_at=_timestamp(status.exited_at_ns if status is not None else None),
+            exited_at=exited_at(status.exited_at_ns if status is not None else None),
             exec_id="",
         )
 
@@ -600,11 +591,3 @@ class TaskService(TaskBase):
         pool = self._pool
         await asyncio.to_thread(pool.close, grace)
         await asyncio.to_thread(pool.join_all, grace)
-
-
-def _remove_placement(task: Task) -> None:
-    assert task.placement is not None
-    try:
-        task.placement.remove()
-    except Exception:  # a cgroup left behind must not fail the Delete; the log names it
-        log.exception("task %s: removing its cgroup failed", task.id)
