@@ -32,6 +32,7 @@ __all__ = [
     "go_join",
     "inode",
     "is_listening",
+    "sha256",
     "socket_address",
     "socket_dir",
     "socket_path",

@@ -66,12 +66,12 @@ def _delete_runc_leftover(namespace: str, container_id: str) -> None:
     importing asyncio); only when ``<root>/<id>`` exists is runc run, which kills the
     container's processes and removes its state and cgroup.
     """
-    import hashlib
+    from runwasi_py._launch.address import sha256  # _sha256: hashlib would load OpenSSL
 
     if "/" in namespace or "/" in container_id or container_id in (".", ".."):
         return
     base = os.environ.get("RUNWASI_PY_RUNC_STATE") or "/run/runwasi-py/runc"
-    digest = hashlib.sha256(os.environ.get("TTRPC_ADDRESS", "").encode()).hexdigest()[:12]
+    digest = sha256(os.environ.get("TTRPC_ADDRESS", "").encode()).hexdigest()[:12]
     root = os.path.join(base, digest, namespace)
     if not os.path.isdir(os.path.join(root, container_id)):
         return
