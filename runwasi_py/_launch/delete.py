@@ -62,17 +62,18 @@ def delete(flags: Flags) -> int:
 def _delete_runc_leftover(namespace: str, container_id: str) -> None:
     """``runc delete --force`` a native container a killed daemon left in its state root.
 
-    The root is ``runwasi_py._native._runc.state_root`` (same formula, computed here without
-    importing asyncio); only when ``<root>/<id>`` exists is runc run, which kills the
-    container's processes and removes its state and cgroup.
+    The root is the daemon's (``_native/_state.py``, a light module); only when
+    ``<root>/<id>`` exists is runc run, which kills the container's processes and removes its
+    state and cgroup.
     """
-    from runwasi_py._launch.address import sha256  # _sha256: hashlib would load OpenSSL
+    from runwasi_py._native._state import state_root_dir
 
-    if "/" in namespace or "/" in container_id or container_id in (".", ".."):
+    if "/" in container_id or container_id in (".", ".."):
         return
-    base = os.environ.get("RUNWASI_PY_RUNC_STATE") or "/run/runwasi-py/runc"
-    digest = sha256(os.environ.get("TTRPC_ADDRESS", "").encode()).hexdigest()[:12]
-    root = os.path.join(base, digest, namespace)
+    try:
+        root = state_root_dir(namespace, os.environ.get("TTRPC_ADDRESS", ""))
+    except ValueError:  # a namespace that cannot name a directory has no state root
+        return
     if not os.path.isdir(os.path.join(root, container_id)):
         return
     import shutil

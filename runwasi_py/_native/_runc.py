@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ from typing import Any
 
 from runwasi_py._errors import FailedPrecondition, ShimError
 from runwasi_py._native._reaper import Reaper
+from runwasi_py._native._state import DEFAULT_STATE_BASE_DIR, state_root_dir
 from ttrpc import Code
 
 __all__ = [
@@ -48,10 +48,9 @@ __all__ = [
     "state_root",
 ]
 
-DEFAULT_STATE_BASE = Path("/run/runwasi-py/runc")
-"""Where the per-(containerd, namespace) runc roots live (tmpfs, like runc's own /run/runc);
-``$RUNWASI_PY_RUNC_STATE`` overrides it (the daemon and the ``delete`` action both read it)."""
-STATE_BASE_ENV = "RUNWASI_PY_RUNC_STATE"
+DEFAULT_STATE_BASE = Path(DEFAULT_STATE_BASE_DIR)
+"""Where the per-(containerd, namespace) runc roots live; ``$RUNWASI_PY_RUNC_STATE``
+overrides it (see ``_native/_state.py``)."""
 
 _VALID_ID = re.compile(r"[\w+.-]+")
 _MAX_STDIN = 64 << 10  # one pipe buffer: written before runc starts, so it must fit
@@ -93,17 +92,12 @@ def state_root(namespace: str, containerd_address: str, base: Path | None = None
 
     ``containerd_address`` is what identifies the containerd: the shim uses its
     ``TTRPC_ADDRESS``, which the daemon and the ``delete`` action are both given
-    (``runwasi_py._launch.delete`` computes the same path without importing this module).
+    (the path itself comes from ``_native/_state.py``, which ``delete`` imports too).
 
     >>> state_root("default", "/run/containerd/containerd.sock").parent.parent
     PosixPath('/run/runwasi-py/runc')
     """
-    if not namespace or "/" in namespace or namespace in (".", ".."):
-        raise ValueError(f"namespace {namespace!r} cannot name a directory")
-    if base is None:
-        base = Path(os.environ.get(STATE_BASE_ENV) or DEFAULT_STATE_BASE)
-    digest = hashlib.sha256(containerd_address.encode()).hexdigest()[:12]
-    return base / digest / namespace
+    return Path(state_root_dir(namespace, containerd_address, None if base is None else str(base)))
 
 
 def runc_message(log_output: bytes, stderr: bytes = b"") -> str:
