@@ -18,8 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-
 # Not typing.TYPE_CHECKING: importing typing alone costs ~20 ms on the start path.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -105,15 +103,24 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name == "errors":
-        value: Any = importlib.import_module("runwasi_py._errors")
+        value: Any = _module("runwasi_py._errors")
         globals()[name] = value
         return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'runwasi_py' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_module(module), name)
     globals()[name] = value
     return value
+
+
+def _module(name: str) -> Any:
+    """``importlib.import_module(name)`` without importlib, which loads ``warnings``: the
+    console script's ``from runwasi_py import shim_main`` comes here on every ``start``."""
+    import sys
+
+    __import__(name)
+    return sys.modules[name]
 
 
 def __dir__() -> list[str]:

@@ -1,7 +1,7 @@
 """Which shim daemon serves a container: the group modes and the one grouping function.
 
-Stdlib-only (``json``, ``os``): ``start`` reads the group from the bundle before anything
-else, and must stay light.
+Light (``os`` and :mod:`runwasi_py._lightjson`, not ``json``): ``start`` reads the group
+from the bundle before anything else, and must stay light.
 
 >>> grouping_id({"io.kubernetes.cri.sandbox-id": "pod1"}, "c1"), grouping_id({}, "c1")
 ('pod1', 'c1')
@@ -9,8 +9,9 @@ else, and must stay light.
 
 from __future__ import annotations
 
-import json
 import os
+
+from runwasi_py._lightjson import loads
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
@@ -46,7 +47,7 @@ def grouping_id_from_bundle(bundle: str, container_id: str) -> str:
     """:func:`grouping_id` of the bundle's ``config.json``; the container id if unreadable."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = json.load(f)
+            spec = loads(f.read())
         annotations = spec.get("annotations") or {}
         if isinstance(annotations, dict):
             return grouping_id(annotations, container_id)

@@ -23,6 +23,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+# Defined beside their client, which start imports (this module loads collections.abc).
+from runwasi_py._launch.reserve import RESERVE_METHOD, RESERVE_SERVICE
+
 __all__ = [
     "DEFAULT_RESERVATION_TIMEOUT",
     "RESERVE_METHOD",
@@ -31,8 +34,6 @@ __all__ = [
     "ShimClosing",
 ]
 
-RESERVE_SERVICE = "runwasi.shim.v1.Shim"
-RESERVE_METHOD = "Reserve"
 DEFAULT_RESERVATION_TIMEOUT = 20.0
 """Seconds a reservation lasts without a Create (containerd creates within milliseconds)."""
 

@@ -11,10 +11,10 @@ removes what was created; after a SIGKILL the ``delete`` action does (:func:`cle
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
+from runwasi_py._lightjson import loads
 from runwasi_py._proto.wire import field_map
 
 RECORD_FILES = ("runwasi-py-cgroups.json", "runwasi-py-daemon-cgroups.json")
@@ -62,7 +62,7 @@ def join_before_spawn(bundle: str, group: str, env: dict[str, str] | None) -> di
     """
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = json.load(f)
+            spec = loads(f.read())
         linux = spec.get("linux") if isinstance(spec, dict) else None
         if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
             return env

@@ -24,7 +24,6 @@ died: unmount the rootfs, remove a dead socket, print a ``DeleteResponse`` (exit
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
@@ -38,7 +37,6 @@ from runwasi_py._launch.pod_cgroup import (
     systemd_cgroup,
     systemd_in_options,
 )
-from runwasi_py._launch.reserve import reserve
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
@@ -144,6 +142,9 @@ def _listen(address: str, container_id: str = "") -> socket.socket | None:
             sock.close()
             if e.errno != errno.EADDRINUSE:
                 raise
+            # Only here (a live or dead shim on the socket) is the Reserve client loaded.
+            from runwasi_py._launch.reserve import reserve
+
             answer = reserve(address, container_id) if container_id else "unknown"
             if answer == "reserved" or (answer == "unknown" and is_listening(address)):
                 return None  # a live shim serves this group
@@ -156,8 +157,10 @@ def _listen(address: str, container_id: str = "") -> socket.socket | None:
             if attempt < 3:
                 time.sleep(0.005)
             else:
-                with contextlib.suppress(FileNotFoundError):
+                try:  # noqa: SIM105 (contextlib loads collections and functools)
                     os.unlink(path)
+                except FileNotFoundError:
+                    pass
             continue
         try:
             sock.listen(128)
@@ -292,9 +295,11 @@ def _leaked_fds() -> list[int]:
     leaked = []
     for fd in fds:
         if fd > LISTENER_FD:
-            with contextlib.suppress(OSError):  # the listdir fd itself is gone by now
+            try:
                 if os.get_inheritable(fd):
                     leaked.append(fd)
+            except OSError:  # the listdir fd itself is gone by now
+                pass
     return leaked
 
 

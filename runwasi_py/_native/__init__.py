@@ -6,8 +6,6 @@ through the ``runc`` binary, beside the pod's wasm containers in the same shim d
 
 from __future__ import annotations
 
-import importlib
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from runwasi_py._native._classify import NativeEntrypoint, classify_native, describe_file
@@ -59,6 +57,8 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> object:
+    import importlib  # here: importlib loads warnings, and delete needs neither
+
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

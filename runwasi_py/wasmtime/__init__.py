@@ -11,8 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-
 # Not typing.TYPE_CHECKING: the console script imports this package on every start, and
 # importing typing alone costs ~20 ms there.
 TYPE_CHECKING = False
@@ -31,6 +29,8 @@ _WHERE = {
 
 
 def __getattr__(name: str) -> Any:
+    import importlib  # here: importlib loads warnings, and start needs neither
+
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
