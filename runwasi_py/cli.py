@@ -8,6 +8,7 @@ Example::
     runwasi-py image build app.wasm -t app:v1 -o app.tar --import --address SOCK
     runwasi-py containerd down
     runwasi-py demo                     # build the bundled hello and run it as a container
+    runwasi-py shim-entry               # a lean containerd-shim-pywasmtime-v1 (faster start)
 
 Exit status: 0 on success, 2 on a usage error, 1 on any other error (message on stderr);
 ``demo`` exits with the container's own exit status.
@@ -27,8 +28,9 @@ from runwasi_py.containerd import (
     PrivateContainerd,
     default_workdir,
 )
-from runwasi_py.examples._demo import DemoError, run_demo, scripts_dir
+from runwasi_py.examples._demo import SHIM_BINARY, DemoError, run_demo, scripts_dir
 from runwasi_py.image import ImageError, build_image, import_image, parse_file_spec
+from runwasi_py.wasmtime.__main__ import SHIM
 
 __all__ = ["main"]
 
@@ -128,7 +130,40 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="force one path (default: auto)",
     )
+    e = sub.add_parser(
+        "shim-entry",
+        help="write a shim binary as a lean entry script (start and delete without site)",
+        description="Replace pip's console script of a shim binary by one whose interpreter "
+        "runs with -S for start and delete (and with site for the daemon), which saves the "
+        "site and .pth processing of every start; see runwasi_py/_launch/entry.py.",
+    )
+    e.add_argument("--name", default=SHIM_BINARY, help=f"binary name (default {SHIM_BINARY})")
+    e.add_argument(
+        "--shim",
+        default=SHIM,
+        metavar="MODULE:CLASS",
+        help=f"the Shim class it runs (default {SHIM})",
+    )
+    e.add_argument(
+        "--bin-dir",
+        default=None,
+        metavar="DIR",
+        help="where to write it (default: this Python's scripts folder)",
+    )
     return p
+
+
+def _shim_entry(ns: argparse.Namespace) -> int:
+    from runwasi_py._launch.entry import write_entry_script
+
+    path = os.path.join(ns.bin_dir or str(scripts_dir()), ns.name)
+    try:
+        write_entry_script(path, ns.shim)
+    except (OSError, ValueError) as e:
+        print(f"{PROG}: error: {e}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0
 
 
 def _image_build(ns: argparse.Namespace) -> int:
@@ -205,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _image_build(ns)
         if ns.command == "containerd":
             return _containerd(ns)
+        if ns.command == "shim-entry":
+            return _shim_entry(ns)
         return run_demo(ns.args, mode=ns.mode)
     except (ImageError, ContainerdUnavailable, ContainerdError, DemoError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)

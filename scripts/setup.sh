@@ -51,6 +51,9 @@ fi
 # several times per container.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' \
   --config-settings editable_mode=compat
+# containerd runs the shim binary for every start and delete: replace pip's console script
+# by the lean one (the interpreter without site for those two; runwasi_py/_launch/entry.py).
+.venv/bin/runwasi-py shim-entry >/dev/null
 # Write bytecode now: with PYTHONDONTWRITEBYTECODE set (as on these machines) every shim
 # process would otherwise compile the project's modules from source again.
 .venv/bin/python -m compileall -q -j 0 ttrpc runwasi_py .venv/lib/python3*/site-packages >/dev/null || true

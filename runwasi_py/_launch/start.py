@@ -225,7 +225,13 @@ def _daemon_command(shim: type[Shim] | str, flags: Flags, explicit: bool) -> lis
     tail = sys.argv[1:]
     if not explicit and len(orig) > len(tail) and orig[len(orig) - len(tail) :] == tail:
         # the exact interpreter options and script / -m module / -c code we were run with
-        return [sys.executable, *orig[1 : len(orig) - len(tail)], *daemon_flags]
+        options = orig[1 : len(orig) - len(tail)]
+        entry = sys.modules.get("runwasi_py._launch.entry")
+        if entry is not None and entry.active and "-S" in options:
+            # a lean entry script's -S (see _launch/entry.py): the daemon needs site, and
+            # runs as it would under pip's script
+            options.remove("-S")
+        return [sys.executable, *options, *daemon_flags]
     if isinstance(shim, str):
         module, _, qualname = shim.partition(":")
     else:
