@@ -571,6 +571,21 @@ def test_is_mountpoint_reads_mountinfo(tmp_path: Path) -> None:
     assert not is_mountpoint(str(tmp_path / "missing dir\\x"))
 
 
+def test_is_mountpoint_escapes_and_near_misses(tmp_path: Path) -> None:
+    table = tmp_path / "mountinfo"
+    table.write_text(
+        "1 0 0:1 / / rw - ext4 /dev/sda rw\n"
+        "2 1 0:2 / /b/rootfs2 rw - tmpfs t rw\n"
+        "3 1 0:3 / /a\\040b\\134c rw shared:1 - tmpfs t rw\n"
+    )
+    mounted = [p for p in ("/", "/b/rootfs2", "/a b\\c") if is_mountpoint(p, str(table))]
+    assert mounted == ["/", "/b/rootfs2", "/a b\\c"]
+    # in the text as a prefix or escaped, but not a mount point of its own
+    for path in ("/b/rootfs", "/b", "/a b", "/a\\040b\\134c", "/c"):
+        assert not is_mountpoint(path, str(table)), path
+    assert is_mountpoint("/proc", str(tmp_path / "missing"))  # unreadable: os.path.ismount
+
+
 def test_namespace_group_shares_one_daemon_across_containers(
     tmp_path: Path, shim_script: Path, sockdir: Path, daemons: list[int]
 ) -> None:
