@@ -80,8 +80,9 @@ def shim_variants(python: str, extra: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def daemons_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (the unique container id of one run)."""
+def daemons_with(marker: str, *, prefix: bool = False) -> list[int]:
+    """Pids with ``marker`` as an argument (the unique container id of one run), or with an
+    argument starting with it (``prefix``: the benchmark's bundle folder)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -90,9 +91,22 @@ def daemons_with(marker: str) -> list[int]:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if marker.encode() in cmdline.split(b"\0"):
+        args = cmdline.split(b"\0")
+        if marker.encode() in args or (prefix and any(a.startswith(marker.encode()) for a in args)):
             found.append(int(entry))
     return found
+
+
+def spawned_daemons(marker: str, timeout: float = 2.0) -> list[int]:
+    """The daemon a ``start`` spawned, looked for until it shows: right after ``start``
+    exits, the daemon's command line can still read empty (the kernel lets the vfork
+    parent go before it sets up the new program's arguments)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = daemons_with(marker)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.002)
 
 
 def stop(pids: list[int]) -> None:
@@ -156,7 +170,7 @@ def one_shim(
     env = dict(ENV, RUNWASI_PY_SOCKET_DIR=str(sockdir), TTRPC_ADDRESS="/nonexistent")
     flags = ["-namespace", "bench", "-address", "/bench.sock", "-id", cid]
     wall, cpu, result = timed([*prefix, *flags, "start"], bundle, env)
-    stop(daemons_with(cid))
+    stop(spawned_daemons(cid))
     if result.returncode != 0 or not result.stdout.startswith(b"unix://") or result.stderr:
         raise RuntimeError(f"start failed: {prefix}: {result.stdout!r} {result.stderr!r}")
     dwall, dcpu, dresult = timed([*prefix, *flags, "-bundle", str(bundle), "delete"], bundle, env)
@@ -206,18 +220,21 @@ def main() -> None:
         work, sockdir = Path(work_dir), Path(sock_dir)
         ENV.clear()
         ENV.update(bench_env(None if args.no_bytecode_cache else work / "pycache"))
-        for round_ in range(args.n + 1):  # round 0 warms up: .pyc files, page cache
-            for name, command in plain.items():
-                wall, cpu, result = timed(command)
-                if result.returncode != 0:
-                    raise RuntimeError(f"{command} failed: {result.stderr!r}")
-                if round_:
-                    samples[name].append((wall, cpu))
-            for name, prefix in shims.items():
-                start, delete = one_shim(prefix, work, sockdir)
-                if round_:
-                    samples[f"start {name}"].append(start)
-                    samples[f"delete {name}"].append(delete)
+        try:
+            for round_ in range(args.n + 1):  # round 0 warms up: .pyc files, page cache
+                for name, command in plain.items():
+                    wall, cpu, result = timed(command)
+                    if result.returncode != 0:
+                        raise RuntimeError(f"{command} failed: {result.stderr!r}")
+                    if round_:
+                        samples[name].append((wall, cpu))
+                for name, prefix in shims.items():
+                    start, delete = one_shim(prefix, work, sockdir)
+                    if round_:
+                        samples[f"start {name}"].append(start)
+                        samples[f"delete {name}"].append(delete)
+        finally:  # whatever a round missed: every daemon's -bundle is under work/
+            stop(daemons_with(f"{work}/", prefix=True))
 
     results = {name: summarize(s) for name, s in samples.items()}
     anchor = results["python -c pass"]
