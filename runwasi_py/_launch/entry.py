@@ -42,12 +42,12 @@ active = False
 """True in a process :func:`lean_main` runs: its ``-S`` is the script's, not the user's."""
 
 
-def lean_main(shim: str, roots: tuple[str, ...] = ()) -> NoReturn:
+def lean_main(shim: str, added: tuple[str, ...] = ()) -> NoReturn:
     """Run ``shim_main(shim)``; ``site`` first unless the action is ``start`` or ``delete``.
 
-    ``roots`` are the folders the script appended to ``sys.path``; they are taken out before
-    ``site`` runs (and put back if it does not add them), so the daemon's ``sys.path`` has
-    the order pip's script would have given it.
+    ``added`` are the folders the script appended to ``sys.path`` (those not on it already);
+    they are taken out before ``site`` runs and put back at the end if it does not add them,
+    so that ``sys.path`` has the order pip's script would have given it.
     """
     from runwasi_py._launch.flags import UsageError, parse_flags
     from runwasi_py._launch.main import shim_main
@@ -61,7 +61,7 @@ def lean_main(shim: str, roots: tuple[str, ...] = ()) -> NoReturn:
         light = True  # shim_main prints the usage; nothing to import for that
     if not light:
         if "site" not in sys.modules:
-            _run_site(roots)
+            _run_site(added)
         shim_main(shim)
     try:
         shim_main(shim)
@@ -80,14 +80,14 @@ def lean_main(shim: str, roots: tuple[str, ...] = ()) -> NoReturn:
     os._exit(code)
 
 
-def _run_site(roots: tuple[str, ...]) -> None:
+def _run_site(added: tuple[str, ...]) -> None:
     import site
 
-    for root in roots:
-        while root in sys.path:
-            sys.path.remove(root)
+    for root in added:  # the script's own entries: the last occurrences
+        if root in sys.path:
+            del sys.path[len(sys.path) - 1 - sys.path[::-1].index(root)]
     site.main()
-    sys.path.extend(root for root in roots if root not in sys.path)
+    sys.path.extend(root for root in added if root not in sys.path)
 
 
 def import_roots(*modules: str) -> tuple[str, ...]:
@@ -136,9 +136,10 @@ def entry_script(name: str, shim: str, python: str, roots: tuple[str, ...]) -> s
 # -S: no site module for start and delete (runwasi_py._launch.entry says why); the
 # folders holding the packages they import, as found when this was written:
 import sys
-sys.path.extend(p for p in {roots!r} if p not in sys.path)
+added = tuple(p for p in {roots!r} if p not in sys.path)
+sys.path.extend(added)
 from runwasi_py._launch.entry import lean_main
-lean_main({shim!r}, {roots!r})
+lean_main({shim!r}, added)
 """
 
 

@@ -33,7 +33,14 @@ class LeanShim(Shim):
 
     @classmethod
     def version(cls):
-        return "9.9", "site" if "site" in sys.modules else "nosite"
+        # site ran, and sys.path is in pip's script's order: site-packages before the
+        # editable checkout (a .pth entry) and this package's folder (put back at the end)
+        import sysconfig, runwasi_py
+        site_packages = sysconfig.get_path("purelib")
+        roots = [os.path.dirname(os.path.dirname(f)) for f in (runwasi_py.__file__, __file__)]
+        ordered = all(sys.path.index(site_packages) <= sys.path.index(r) for r in roots)
+        unique = len(sys.path) == len(set(sys.path))
+        return "9.9", f"{'site' in sys.modules} {ordered} {unique}"
 
     async def serve(self, listener, *, namespace, ttrpc_address, publisher=None):
         stop = asyncio.Event()
@@ -92,7 +99,8 @@ def test_script_text(lean_script: Path) -> None:
     assert text.splitlines()[0] == f"#!{sys.executable} -S"
     assert os.stat(lean_script).st_mode & 0o777 == 0o755
     roots = import_roots("runwasi_py", "leanshim:LeanShim")
-    assert f"lean_main('leanshim:LeanShim', {roots!r})" in text
+    assert f"added = tuple(p for p in {roots!r} if p not in sys.path)" in text
+    assert "lean_main('leanshim:LeanShim', added)" in text
     assert roots[1] == str(lean_script.parent.parent / "pkgs")
 
 
@@ -130,7 +138,8 @@ def test_start_without_site_daemon_with_it(
 def test_version_runs_site(lean_script: Path, tmp_path: Path) -> None:
     result = _run([str(lean_script), "-v"], tmp_path, dict(os.environ))
     assert result.returncode == 0, result
-    assert result.stdout.decode().endswith("Runtime: lean\n  Version: 9.9\n  Revision: site\n")
+    # Revision: site imported, sys.path in pip's order, no duplicates
+    assert result.stdout.decode().endswith("Version: 9.9\n  Revision: True True True\n")
 
 
 def test_usage_error_without_site(lean_script: Path, tmp_path: Path) -> None:
@@ -186,7 +195,7 @@ def test_cli_writes_the_bundled_shim(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert capsys.readouterr().out == f"{path}\n"
     text = path.read_text()
     assert text.startswith(f"#!{sys.executable} -S\n")
-    assert "lean_main('runwasi_py.wasmtime._shim:PyWasmtimeShim'," in text
+    assert "lean_main('runwasi_py.wasmtime._shim:PyWasmtimeShim', added)" in text
     result = _run([str(path), "-v"], tmp_path, dict(os.environ))
     assert result.returncode == 0, result
     assert b"Runtime: pywasmtime" in result.stdout
