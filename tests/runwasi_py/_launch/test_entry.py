@@ -113,10 +113,10 @@ def test_start_without_site_daemon_with_it(
     assert result.returncode == 0, result
     address = socket_address("/run/test/containerd.sock", "ns1", "c1", directory=str(sockdir))
     assert result.stdout == address.encode()
+    pid = ask(address, b"pid\n")
+    daemons.append(pid)  # first: a failing assertion below leaves no daemon running
     assert not _imported_site(result.stderr)
 
-    pid = ask(address, b"pid\n")
-    daemons.append(pid)
     info = json.loads((bundle / "daemon.json").read_text())
     # without the script's -S: site-packages and .pth files are there, as with pip's script
     assert info["cmdline"][:3] == [sys.executable, str(lean_script), *START[:1]]
