@@ -160,7 +160,10 @@ class ServerConnection(FrameProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         super().buffer_updated(nbytes)
-        self._account()
+        # Most reads leave nothing held (every request answered inline, no partial frame):
+        # then there is nothing to account, and no call.
+        if self._held or self._running or self.inboxes or self.core.buffered_bytes:
+            self._account()
 
     def _account(self) -> None:
         partial = self.core.buffered_bytes
