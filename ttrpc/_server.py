@@ -159,7 +159,25 @@ class ServerConnection(FrameProtocol):
         self.server._connection_gone(self)
 
     def buffer_updated(self, nbytes: int) -> None:
-        super().buffer_updated(nbytes)
+        # The common read first: one whole request, dispatched without an event list. Its
+        # reply is written at once (one request, one write, as the batch would do).
+        accepted = None if self.is_closed else self.core.receive_request(self._view, nbytes)
+        if accepted is not None:
+            sid, flags, request = accepted
+            service = self.server._services.get(request.service)
+            method = service.get(request.method) if service is not None else None
+            try:
+                if method is not None and method.kind is _UNARY:
+                    self._unary(sid, method, request)
+                else:
+                    self._request(sid, flags, request)
+            except Exception:
+                # A bug of ours, not the peer's: drop this connection, keep the process.
+                logger.exception("ttrpc: internal error handling a request; closing connection")
+                self.abort()
+                return
+        else:
+            super().buffer_updated(nbytes)
         # Most reads leave nothing held (every request answered inline, no partial frame):
         # then there is nothing to account, and no call.
         if self._held or self._running or self.inboxes or self.core.buffered_bytes:
@@ -329,7 +347,12 @@ class ServerConnection(FrameProtocol):
         # so the rest of the call is primed up to the handler's pending await, and the Task
         # resumes it from there.
         rest = self._unary_rest(sid, ctx, handle, Resume(coro, value))
-        awaited = cctx.run(rest.send, None)
+        try:
+            awaited = cctx.run(rest.send, None)
+        except StopIteration:
+            # Only when step could not run inline (fed from inside a task): the handler ran
+            # here instead and finished without suspending; _unary_rest has replied.
+            return
         task: asyncio.Task[None] = self._loop.create_task(Resume(rest, awaited), context=cctx)
         handle.adopt(task)
         self.tasks[sid] = task

@@ -61,6 +61,10 @@ class Eager(Service):
         raise asyncio.CancelledError
 
     @rpc
+    async def plain(self, request: EchoRequest, context: CallContext) -> EchoResponse:
+        return EchoResponse(payload=request.payload, seq=request.seq + 1)
+
+    @rpc
     async def bad_result(self, request: EchoRequest, context: CallContext) -> EchoResponse:
         return "not a message"  # type: ignore[return-value]
 
@@ -233,3 +237,53 @@ async def test_handle_before_suspension() -> None:
     assert handle.uncancel() == 0
     with pytest.raises(AttributeError, match="before the ttrpc call suspends"):
         handle.get_name()
+
+
+class _Transport:
+    """Enough of a transport for a ServerConnection fed by hand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+
+async def test_request_fed_from_inside_a_task_is_answered() -> None:
+    # A shell that feeds bytes from inside a task (not a loop callback) gets no inline
+    # step; a handler that then finishes without suspending must still be answered, and
+    # the connection must stay up (it once raised StopIteration and aborted it).
+    from ttrpc import Server
+    from ttrpc._connection import Connection, Role
+    from ttrpc._envelope import Request
+    from ttrpc._server import ServerConnection
+
+    server = Server()
+    server.register(Eager())
+    conn = ServerConnection(server)
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    client = Connection(Role.CLIENT)
+    for seq in (1, 2):
+        payload = bytes(EchoRequest(b"x", seq))
+        _, wire = client.send_request(Request("test.v1.Eager", "Plain", payload))
+        conn._view[: len(wire)] = wire
+        conn.buffer_updated(len(wire))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not transport.closed
+        (event,) = client.receive_data(transport.written.pop())
+        assert EchoResponse.FromString(event.response.payload).seq == seq + 1  # type: ignore[union-attr]
+    assert not conn.tasks
