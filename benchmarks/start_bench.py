@@ -43,6 +43,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from runwasi_py._template.find import end_templates
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 60.0
 TARGET_RATIO = 1.5  # issue 10: `start` <= 1.5x a bare `python -c pass`, same run
@@ -51,6 +53,10 @@ STUB_PACKAGE = (
     "import sys, types; m = types.ModuleType('runwasi_py'); "
     f"m.__path__ = [{str(ROOT / 'runwasi_py')!r}]; sys.modules['runwasi_py'] = m; "
 )
+
+
+TEMPLATE_OFF = "console script, tpl off"
+"""The shipped script with ``RUNWASI_PY_TEMPLATE=0``: every ``start`` spawns its daemon."""
 
 
 def variants(python: str) -> dict[str, list[str] | None]:
@@ -63,6 +69,7 @@ def variants(python: str) -> dict[str, list[str] | None]:
     }
     if script.exists():
         out["console script"] = [python, str(script)]
+        out[TEMPLATE_OFF] = [python, str(script)]
     out["import-path entry"] = [python, "-c", entry]
     out["projected lazy __init__"] = [python, "-c", STUB_PACKAGE + entry]
     return out
@@ -75,18 +82,16 @@ def plain_command(name: str, python: str) -> list[str]:
     }[name]
 
 
-def daemons_with(marker: str) -> list[int]:
-    """Pids whose command line contains ``marker`` (the unique container id of one run)."""
+def daemons_in(bundle: Path) -> list[int]:
+    """Pids whose working directory is ``bundle`` (the daemon of one run: a daemon forked by
+    the template shows the template's command line, so not by ``-id`` in its argv)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if marker.encode() in cmdline.split(b"\0"):
-            found.append(int(entry))
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{entry}/cwd") == str(bundle):
+                found.append(int(entry))
     return found
 
 
@@ -124,19 +129,20 @@ def bench_env(pycache: Path | None) -> dict[str, str]:
 ENV: dict[str, str] = dict(os.environ)
 
 
-def one_start(prefix: list[str], work: Path, sockdir: Path) -> float:
+def one_start(prefix: list[str], work: Path, sockdir: Path, template: bool = True) -> float:
     cid = "bench-" + uuid.uuid4().hex[:12]
     bundle = work / cid
     (bundle / "rootfs").mkdir(parents=True)
     (bundle / "config.json").write_text('{"process": {"args": ["/hello.wasm"]}}')
     env = dict(ENV, RUNWASI_PY_SOCKET_DIR=str(sockdir), TTRPC_ADDRESS="/nonexistent")
+    env["RUNWASI_PY_TEMPLATE"] = "1" if template else "0"
     command = [*prefix, "-namespace", "bench", "-address", "/bench.sock", "-id", cid, "start"]
     t0 = time.perf_counter()
     result = subprocess.run(
         command, cwd=bundle, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
     )
     elapsed = time.perf_counter() - t0
-    stop(daemons_with(cid))
+    stop(daemons_in(bundle))
     if result.returncode != 0 or not result.stdout.startswith(b"unix://") or result.stderr:
         raise RuntimeError(f"start failed: {command}: {result.stdout!r} {result.stderr!r}")
     shutil.rmtree(bundle, ignore_errors=True)
@@ -175,13 +181,15 @@ def main() -> None:
         ENV.update(bench_env(None if args.no_bytecode_cache else work / "pycache"))
         for name, prefix in table.items():  # warm-up: .pyc files, page cache
             (one_plain(plain_command(name, args.python)) if prefix is None
-             else one_start(prefix, work, sockdir))  # fmt: skip
+             else one_start(prefix, work, sockdir, name != TEMPLATE_OFF))  # fmt: skip
         for _ in range(args.n):
             for name, prefix in table.items():
                 if prefix is None:
                     samples[name].append(one_plain(plain_command(name, args.python)))
                 else:
-                    samples[name].append(one_start(prefix, work, sockdir))
+                    on = name != TEMPLATE_OFF
+                    samples[name].append(one_start(prefix, work, sockdir, on))
+        end_templates(sockdir)  # one per prefix (a different key each)
 
     results = {name: summarize(s) for name, s in samples.items()}
     anchor = results["python -c pass"]["median_ms"]

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from runwasi_py.containerd import PrivateContainerd
-from runwasi_py.containerd._cleanup import mounts_under, process_alive
+from runwasi_py.containerd._cleanup import mounts_under
 from runwasi_py.containerd._network import bridge_name
 from runwasi_py.containerd._podcgroup import cgroup_mounts, processes_in
 from runwasi_py.containerd.cri import CriClient, CriError, pb, wait_exited
@@ -45,20 +44,8 @@ def cni_pod(pods: Pods) -> Pod:
 
 
 def shim_daemons(c8d: PrivateContainerd) -> dict[int, str]:
-    """Live pywasmtime shim processes of this containerd, as {pid: their -id}."""
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not any(SHIM in a for a in argv[:2]) or c8d.address.encode() not in argv:
-            continue
-        if b"-id" in argv and process_alive(int(entry.name)):
-            found[int(entry.name)] = argv[argv.index(b"-id") + 1].decode()
-    return found
+    """Live shim daemons of this containerd, as {pid: the id they were started for}."""
+    return c8d.shim_daemons()
 
 
 # -- the harness -----------------------------------------------------------------------------

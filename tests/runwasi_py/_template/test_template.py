@@ -74,12 +74,12 @@ def host() -> Iterator[Host]:
     sock = str(work / "s")
     env.update(
         RUNWASI_PY_SOCKET_DIR=sock,
-        RUNWASI_PY_TEMPLATE="1",
         RUNWASI_PY_TEMPLATE_IDLE="3",
         TTRPC_ADDRESS="/nonexistent",
         sock=sock,  # only to find this test's templates
     )
     env.pop("RUNWASI_PY_SHIM_GROUP", None)
+    env.pop(client.ENABLE_ENV, None)  # the default: on
     h = Host(work, program, env, str(work / "containerd.sock"))
     yield h
     for p in psutil.process_iter(["pid", "cwd", "environ"]):
@@ -234,16 +234,25 @@ def test_the_client_imports_nothing_heavy() -> None:
     assert json.loads(out.stdout) == []
 
 
-@pytest.mark.parametrize("setting", ["0", None])
-def test_off_means_no_template_at_all(host: Host, setting: str | None) -> None:
-    env = dict(host.env)
-    if setting is None:
-        env.pop(client.ENABLE_ENV)
-    else:
-        env[client.ENABLE_ENV] = setting
+@pytest.mark.parametrize("setting", ["0", "false", "no", "OFF"])
+def test_off_means_no_template_at_all(host: Host, setting: str) -> None:
+    env = dict(host.env, **{client.ENABLE_ENV: setting})
     address, bundle = host.start("p1", env=env)
     code, _ = asyncio.run(run_hello(address, bundle, "p1"))
     assert code == 0
     time.sleep(0.5)  # not a timing assertion: room for a wrongly spawned template to appear
     assert host.template_pids() == []
     assert template_sockets(host) == []
+
+
+@pytest.mark.parametrize("setting", [None, "1", ""])
+def test_on_by_default(host: Host, setting: str | None) -> None:
+    env = dict(host.env)
+    if setting is not None:
+        env[client.ENABLE_ENV] = setting
+    host.start("p1", env=env)  # no template yet: spawned, and it launches one
+    wait_until(lambda: template_sockets(host), "a template")
+    address, bundle = host.start("p2", env=env)
+    code, shim_pid = asyncio.run(run_hello(address, bundle, "p2"))
+    assert code == 0
+    assert psutil.Process(shim_pid).ppid() in host.template_pids()  # forked by it
