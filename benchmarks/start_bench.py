@@ -32,6 +32,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -137,11 +138,12 @@ def one_start(prefix: list[str], work: Path, sockdir: Path, template: bool = Tru
     env = dict(ENV, RUNWASI_PY_SOCKET_DIR=str(sockdir), TTRPC_ADDRESS="/nonexistent")
     env["RUNWASI_PY_TEMPLATE"] = "1" if template else "0"
     command = [*prefix, "-namespace", "bench", "-address", "/bench.sock", "-id", cid, "start"]
-    t0 = time.perf_counter()
+    c0, t0 = _children_cpu(), time.perf_counter()
     result = subprocess.run(
         command, cwd=bundle, env=env, stdin=subprocess.DEVNULL, capture_output=True, check=False
     )
     elapsed = time.perf_counter() - t0
+    CPU.append(_children_cpu() - c0)
     stop(daemons_in(bundle))
     if result.returncode != 0 or not result.stdout.startswith(b"unix://") or result.stderr:
         raise RuntimeError(f"start failed: {command}: {result.stdout!r} {result.stderr!r}")
@@ -150,9 +152,21 @@ def one_start(prefix: list[str], work: Path, sockdir: Path, template: bool = Tru
 
 
 def one_plain(command: list[str]) -> float:
-    t0 = time.perf_counter()
+    c0, t0 = _children_cpu(), time.perf_counter()
     subprocess.run(command, env=ENV, stdin=subprocess.DEVNULL, capture_output=True, check=True)
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    CPU.append(_children_cpu() - c0)
+    return elapsed
+
+
+CPU: list[float] = []
+"""CPU seconds (user + system) of the last measured process, appended per run."""
+
+
+def _children_cpu() -> float:
+    """CPU of our waited-for children so far: ``start`` itself, not the daemon it leaves."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def summarize(samples: list[float]) -> dict[str, float]:
@@ -172,6 +186,7 @@ def main() -> None:
 
     table = variants(args.python)
     samples: dict[str, list[float]] = {name: [] for name in table}
+    cpu: dict[str, list[float]] = {name: [] for name in table}
     with (
         tempfile.TemporaryDirectory(prefix="rwp-bench-") as work_dir,
         tempfile.TemporaryDirectory(prefix="rwps-", dir="/tmp") as sock_dir,
@@ -189,9 +204,12 @@ def main() -> None:
                 else:
                     on = name != TEMPLATE_OFF
                     samples[name].append(one_start(prefix, work, sockdir, on))
+                cpu[name].append(CPU[-1])
         end_templates(sockdir)  # one per prefix (a different key each)
 
     results = {name: summarize(s) for name, s in samples.items()}
+    for name, r in results.items():
+        r["cpu_ms_median"] = statistics.median(cpu[name]) * 1000
     anchor = results["python -c pass"]["median_ms"]
     cache = "no bytecode cache" if args.no_bytecode_cache else "bytecode cached"
     print(
@@ -199,12 +217,16 @@ def main() -> None:
         f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (shared machine); targets: "
         f"< {TARGET_MS:.0f} ms and <= {TARGET_RATIO}x `python -c pass`"
     )
-    print(f"{'variant':<26}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'x python':>10}")
+    print(
+        f"{'variant':<26}{'median ms':>11}{'p90 ms':>9}{'min ms':>9}{'x python':>10}{'CPU ms':>8}"
+    )
     for name, r in results.items():
         ratio = r["median_ms"] / anchor
         print(
             f"{name:<26}{r['median_ms']:>11.1f}{r['p90_ms']:>9.1f}{r['min_ms']:>9.1f}{ratio:>10.2f}"
+            f"{r['cpu_ms_median']:>8.1f}"
         )
+    print(f"load average at the end {os.getloadavg()}")
     shipped = results.get("console script") or results["import-path entry"]
     ratio = shipped["median_ms"] / anchor
     verdict = "holds" if ratio <= TARGET_RATIO else "missed"
