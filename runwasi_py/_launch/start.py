@@ -104,7 +104,9 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
         # A per-pod daemon is born in (spawned) or moved into (forked, before its "go") the
         # pod's daemon cgroup: <cgroup_parent>/runwasi-py-shim-<group>.
         pod = group if mode == "sandbox" and wants_pod_cgroup(flags.bundle) else None
-        pid = _start_daemon(command, flags, address, env, pod_group=pod)
+        # The namespace-shared daemon starts once per namespace: a template would only linger.
+        template = mode == "sandbox"
+        pid = _start_daemon(command, flags, address, env, pod_group=pod, template=template)
     except BaseException:
         os.unlink(socket_path(address))
         listener.close()
@@ -179,16 +181,18 @@ def _start_daemon(
     env: dict[str, str] | None,
     *,
     pod_group: str | None = None,
+    template: bool = True,
 ) -> int:
     """Fork the daemon from this program's template when there is one, else spawn it.
 
     ``pod_group``: the daemon belongs in ``<cgroup_parent>/runwasi-py-shim-<pod_group>``. A
     forked daemon is moved there before its ``go``; if that fails it is not used and the
     daemon is spawned from this process, which joins that cgroup first. The template is
-    always launched before that join: it must never live in a pod's cgroup.
+    always launched before that join: it must never live in a pod's cgroup. ``template``
+    False, or ``$RUNWASI_PY_TEMPLATE`` off: spawn, and launch no template.
     """
     environ = os.environ if env is None else env
-    if environ.get("RUNWASI_PY_TEMPLATE", "").strip().lower() in TEMPLATE_OFF:
+    if not template or environ.get("RUNWASI_PY_TEMPLATE", "").strip().lower() in TEMPLATE_OFF:
         if pod_group is not None:
             env = join_before_spawn(flags.bundle, pod_group, env)
         return _spawn_daemon(command, flags.bundle, env)
