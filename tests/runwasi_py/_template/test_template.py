@@ -93,7 +93,7 @@ def test_many_concurrent_starts_each_get_their_own_daemon(host: Host) -> None:
     wait_template(host)
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:  # all 16 at once
         pods = list(pool.map(host.start, [f"c{i}" for i in range(16)]))
     results = [asyncio.run(run_hello(a, b, f"c{i}")) for i, (a, b) in enumerate(pods)]
     assert [code for code, _ in results] == [0] * 16
