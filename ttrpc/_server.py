@@ -176,12 +176,13 @@ class ServerConnection(FrameProtocol):
                 logger.exception("ttrpc: internal error handling a request; closing connection")
                 self.abort()
                 return
-        else:
-            super().buffer_updated(nbytes)
-        # Most reads leave nothing held (every request answered inline, no partial frame):
-        # then there is nothing to account, and no call.
-        if self._held or self._running or self.inboxes or self.core.buffered_bytes:
-            self._account()
+            # Most requests are answered inline, and this path buffers no partial frame:
+            # then nothing is held, and there is nothing to account.
+            if self._held or self._running or self.inboxes:
+                self._account()
+            return
+        super().buffer_updated(nbytes)
+        self._account()
 
     def _account(self) -> None:
         partial = self.core.buffered_bytes

@@ -237,11 +237,9 @@ def _tc_parse_TaskCheckpointed(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskCheckpointed)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "checkpoint": f_checkpoint,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.checkpoint = f_checkpoint
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -378,15 +376,13 @@ def _tc_parse_TaskCreate(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskCreate)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "bundle": f_bundle,
-                "rootfs": f_rootfs,
-                "io": f_io,
-                "checkpoint": f_checkpoint,
-                "pid": f_pid,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.bundle = f_bundle
+            msg.rootfs = f_rootfs
+            msg.io = f_io
+            msg.checkpoint = f_checkpoint
+            msg.pid = f_pid
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -519,14 +515,12 @@ def _tc_parse_TaskDelete(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskDelete)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "pid": f_pid,
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "id": f_id,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.pid = f_pid
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg.id = f_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -617,11 +611,9 @@ def _tc_parse_TaskExecAdded(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskExecAdded)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -710,12 +702,10 @@ def _tc_parse_TaskExecStarted(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskExecStarted)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "exec_id": f_exec_id,
-                "pid": f_pid,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.exec_id = f_exec_id
+            msg.pid = f_pid
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -832,14 +822,12 @@ def _tc_parse_TaskExit(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskExit)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "id": f_id,
-                "pid": f_pid,
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.id = f_id
+            msg.pid = f_pid
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -955,13 +943,11 @@ def _tc_parse_TaskIo(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskIo)
-            msg.__dict__ = {
-                "stdin": f_stdin,
-                "stdout": f_stdout,
-                "stderr": f_stderr,
-                "terminal": f_terminal,
-                "_unknown_fields": unknown,
-            }
+            msg.stdin = f_stdin
+            msg.stdout = f_stdout
+            msg.stderr = f_stderr
+            msg.terminal = f_terminal
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1033,10 +1019,8 @@ def _tc_parse_TaskOom(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskOom)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1095,10 +1079,8 @@ def _tc_parse_TaskPaused(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskPaused)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1157,10 +1139,8 @@ def _tc_parse_TaskResumed(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskResumed)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1228,11 +1208,9 @@ def _tc_parse_TaskStart(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(TaskStart)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "pid": f_pid,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.pid = f_pid
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

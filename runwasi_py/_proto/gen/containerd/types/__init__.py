@@ -175,13 +175,11 @@ def _tc_parse_Mount(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Mount)
-            msg.__dict__ = {
-                "type": f_type,
-                "source": f_source,
-                "target": f_target,
-                "options": f_options,
-                "_unknown_fields": unknown,
-            }
+            msg.type = f_type
+            msg.source = f_source
+            msg.target = f_target
+            msg.options = f_options
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -368,14 +366,12 @@ def _tc_parse_RuntimeInfo(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RuntimeInfo)
-            msg.__dict__ = {
-                "name": f_name,
-                "version": f_version,
-                "options": f_options,
-                "features": f_features,
-                "annotations": f_annotations,
-                "_unknown_fields": unknown,
-            }
+            msg.name = f_name
+            msg.version = f_version
+            msg.options = f_options
+            msg.features = f_features
+            msg.annotations = f_annotations
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -480,11 +476,9 @@ def _tc_parse_RuntimeVersion(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RuntimeVersion)
-            msg.__dict__ = {
-                "version": f_version,
-                "revision": f_revision,
-                "_unknown_fields": unknown,
-            }
+            msg.version = f_version
+            msg.revision = f_revision
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

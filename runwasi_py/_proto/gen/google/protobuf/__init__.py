@@ -444,11 +444,9 @@ def _tc_parse_Any(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Any)
-            msg.__dict__ = {
-                "type_url": f_type_url,
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.type_url = f_type_url
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -494,9 +492,7 @@ def _tc_parse_Empty(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Empty)
-            msg.__dict__ = {
-                "_unknown_fields": unknown,
-            }
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -556,11 +552,9 @@ def _tc_parse_Timestamp(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Timestamp)
-            msg.__dict__ = {
-                "seconds": f_seconds,
-                "nanos": f_nanos,
-                "_unknown_fields": unknown,
-            }
+            msg.seconds = f_seconds
+            msg.nanos = f_nanos
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

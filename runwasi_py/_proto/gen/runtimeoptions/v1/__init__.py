@@ -110,12 +110,10 @@ def _tc_parse_Options(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Options)
-            msg.__dict__ = {
-                "type_url": f_type_url,
-                "config_path": f_config_path,
-                "config_body": f_config_body,
-                "_unknown_fields": unknown,
-            }
+            msg.type_url = f_type_url
+            msg.config_path = f_config_path
+            msg.config_body = f_config_body
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -243,19 +243,17 @@ def _tc_parse_CheckpointOptions(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CheckpointOptions)
-            msg.__dict__ = {
-                "exit": f_exit,
-                "open_tcp": f_open_tcp,
-                "external_unix_sockets": f_external_unix_sockets,
-                "terminal": f_terminal,
-                "file_locks": f_file_locks,
-                "empty_namespaces": f_empty_namespaces,
-                "cgroups_mode": f_cgroups_mode,
-                "image_path": f_image_path,
-                "work_path": f_work_path,
-                "parent_path": f_parent_path,
-                "_unknown_fields": unknown,
-            }
+            msg.exit = f_exit
+            msg.open_tcp = f_open_tcp
+            msg.external_unix_sockets = f_external_unix_sockets
+            msg.terminal = f_terminal
+            msg.file_locks = f_file_locks
+            msg.empty_namespaces = f_empty_namespaces
+            msg.cgroups_mode = f_cgroups_mode
+            msg.image_path = f_image_path
+            msg.work_path = f_work_path
+            msg.parent_path = f_parent_path
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -491,21 +489,19 @@ def _tc_parse_Options(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Options)
-            msg.__dict__ = {
-                "no_pivot_root": f_no_pivot_root,
-                "no_new_keyring": f_no_new_keyring,
-                "shim_cgroup": f_shim_cgroup,
-                "io_uid": f_io_uid,
-                "io_gid": f_io_gid,
-                "binary_name": f_binary_name,
-                "root": f_root,
-                "systemd_cgroup": f_systemd_cgroup,
-                "criu_image_path": f_criu_image_path,
-                "criu_work_path": f_criu_work_path,
-                "task_api_address": f_task_api_address,
-                "task_api_version": f_task_api_version,
-                "_unknown_fields": unknown,
-            }
+            msg.no_pivot_root = f_no_pivot_root
+            msg.no_new_keyring = f_no_new_keyring
+            msg.shim_cgroup = f_shim_cgroup
+            msg.io_uid = f_io_uid
+            msg.io_gid = f_io_gid
+            msg.binary_name = f_binary_name
+            msg.root = f_root
+            msg.systemd_cgroup = f_systemd_cgroup
+            msg.criu_image_path = f_criu_image_path
+            msg.criu_work_path = f_criu_work_path
+            msg.task_api_address = f_task_api_address
+            msg.task_api_version = f_task_api_version
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -609,10 +605,8 @@ def _tc_parse_ProcessDetails(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ProcessDetails)
-            msg.__dict__ = {
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

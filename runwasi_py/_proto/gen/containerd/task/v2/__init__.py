@@ -467,12 +467,10 @@ def _tc_parse_CheckpointTaskRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CheckpointTaskRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "path": f_path,
-                "options": f_options,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.path = f_path
+            msg.options = f_options
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -566,12 +564,10 @@ def _tc_parse_CloseIoRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CloseIoRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "stdin": f_stdin,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg.stdin = f_stdin
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -638,10 +634,8 @@ def _tc_parse_ConnectRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ConnectRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -718,12 +712,10 @@ def _tc_parse_ConnectResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ConnectResponse)
-            msg.__dict__ = {
-                "shim_pid": f_shim_pid,
-                "task_pid": f_task_pid,
-                "version": f_version,
-                "_unknown_fields": unknown,
-            }
+            msg.shim_pid = f_shim_pid
+            msg.task_pid = f_task_pid
+            msg.version = f_version
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -925,19 +917,17 @@ def _tc_parse_CreateTaskRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CreateTaskRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "bundle": f_bundle,
-                "rootfs": f_rootfs,
-                "terminal": f_terminal,
-                "stdin": f_stdin,
-                "stdout": f_stdout,
-                "stderr": f_stderr,
-                "checkpoint": f_checkpoint,
-                "parent_checkpoint": f_parent_checkpoint,
-                "options": f_options,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.bundle = f_bundle
+            msg.rootfs = f_rootfs
+            msg.terminal = f_terminal
+            msg.stdin = f_stdin
+            msg.stdout = f_stdout
+            msg.stderr = f_stderr
+            msg.checkpoint = f_checkpoint
+            msg.parent_checkpoint = f_parent_checkpoint
+            msg.options = f_options
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1033,10 +1023,8 @@ def _tc_parse_CreateTaskResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CreateTaskResponse)
-            msg.__dict__ = {
-                "pid": f_pid,
-                "_unknown_fields": unknown,
-            }
+            msg.pid = f_pid
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1109,11 +1097,9 @@ def _tc_parse_DeleteRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(DeleteRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1195,12 +1181,10 @@ def _tc_parse_DeleteResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(DeleteResponse)
-            msg.__dict__ = {
-                "pid": f_pid,
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "_unknown_fields": unknown,
-            }
+            msg.pid = f_pid
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1354,16 +1338,14 @@ def _tc_parse_ExecProcessRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ExecProcessRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "terminal": f_terminal,
-                "stdin": f_stdin,
-                "stdout": f_stdout,
-                "stderr": f_stderr,
-                "spec": f_spec,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg.terminal = f_terminal
+            msg.stdin = f_stdin
+            msg.stdout = f_stdout
+            msg.stderr = f_stderr
+            msg.spec = f_spec
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1432,9 +1414,7 @@ def _tc_parse_ExecProcessResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ExecProcessResponse)
-            msg.__dict__ = {
-                "_unknown_fields": unknown,
-            }
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1522,13 +1502,11 @@ def _tc_parse_KillRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(KillRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "signal": f_signal,
-                "all": f_all,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg.signal = f_signal
+            msg.all = f_all
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1598,10 +1576,8 @@ def _tc_parse_PauseRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(PauseRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1660,10 +1636,8 @@ def _tc_parse_PidsRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(PidsRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1722,10 +1696,8 @@ def _tc_parse_PidsResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(PidsResponse)
-            msg.__dict__ = {
-                "processes": f_processes,
-                "_unknown_fields": unknown,
-            }
+            msg.processes = f_processes
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1819,13 +1791,11 @@ def _tc_parse_ResizePtyRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ResizePtyRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "width": f_width,
-                "height": f_height,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg.width = f_width
+            msg.height = f_height
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1895,10 +1865,8 @@ def _tc_parse_ResumeRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ResumeRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1966,11 +1934,9 @@ def _tc_parse_ShutdownRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ShutdownRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "now": f_now,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.now = f_now
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2048,11 +2014,9 @@ def _tc_parse_StartRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StartRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2109,10 +2073,8 @@ def _tc_parse_StartResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StartResponse)
-            msg.__dict__ = {
-                "pid": f_pid,
-                "_unknown_fields": unknown,
-            }
+            msg.pid = f_pid
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2185,11 +2147,9 @@ def _tc_parse_StateRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StateRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2388,20 +2348,18 @@ def _tc_parse_StateResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StateResponse)
-            msg.__dict__ = {
-                "id": f_id,
-                "bundle": f_bundle,
-                "pid": f_pid,
-                "status": f_status,
-                "stdin": f_stdin,
-                "stdout": f_stdout,
-                "stderr": f_stderr,
-                "terminal": f_terminal,
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.bundle = f_bundle
+            msg.pid = f_pid
+            msg.status = f_status
+            msg.stdin = f_stdin
+            msg.stdout = f_stdout
+            msg.stderr = f_stderr
+            msg.terminal = f_terminal
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2502,10 +2460,8 @@ def _tc_parse_StatsRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StatsRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2564,10 +2520,8 @@ def _tc_parse_StatsResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StatsResponse)
-            msg.__dict__ = {
-                "stats": f_stats,
-                "_unknown_fields": unknown,
-            }
+            msg.stats = f_stats
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2706,12 +2660,10 @@ def _tc_parse_UpdateTaskRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(UpdateTaskRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "resources": f_resources,
-                "annotations": f_annotations,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.resources = f_resources
+            msg.annotations = f_annotations
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2806,11 +2758,9 @@ def _tc_parse_WaitRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(WaitRequest)
-            msg.__dict__ = {
-                "id": f_id,
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.id = f_id
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2883,11 +2833,9 @@ def _tc_parse_WaitResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(WaitResponse)
-            msg.__dict__ = {
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "_unknown_fields": unknown,
-            }
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -245,19 +245,17 @@ def _tc_parse_Process(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Process)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "id": f_id,
-                "pid": f_pid,
-                "status": f_status,
-                "stdin": f_stdin,
-                "stdout": f_stdout,
-                "stderr": f_stderr,
-                "terminal": f_terminal,
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.id = f_id
+            msg.pid = f_pid
+            msg.status = f_status
+            msg.stdin = f_stdin
+            msg.stdout = f_stdout
+            msg.stderr = f_stderr
+            msg.terminal = f_terminal
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -362,11 +360,9 @@ def _tc_parse_ProcessInfo(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ProcessInfo)
-            msg.__dict__ = {
-                "pid": f_pid,
-                "info": f_info,
-                "_unknown_fields": unknown,
-            }
+            msg.pid = f_pid
+            msg.info = f_info
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

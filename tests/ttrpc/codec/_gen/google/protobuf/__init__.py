@@ -1209,11 +1209,9 @@ def _tc_parse_Any(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Any)
-            msg.__dict__ = {
-                "type_url": f_type_url,
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.type_url = f_type_url
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1270,10 +1268,8 @@ def _tc_parse_BoolValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BoolValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1330,10 +1326,8 @@ def _tc_parse_BytesValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BytesValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1381,10 +1375,8 @@ def _tc_parse_DoubleValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(DoubleValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1447,11 +1439,9 @@ def _tc_parse_Duration(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Duration)
-            msg.__dict__ = {
-                "seconds": f_seconds,
-                "nanos": f_nanos,
-                "_unknown_fields": unknown,
-            }
+            msg.seconds = f_seconds
+            msg.nanos = f_nanos
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1493,9 +1483,7 @@ def _tc_parse_Empty(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Empty)
-            msg.__dict__ = {
-                "_unknown_fields": unknown,
-            }
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1538,10 +1526,8 @@ def _tc_parse_FloatValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(FloatValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1593,10 +1579,8 @@ def _tc_parse_Int32Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Int32Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1648,10 +1632,8 @@ def _tc_parse_Int64Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Int64Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1708,10 +1690,8 @@ def _tc_parse_ListValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ListValue)
-            msg.__dict__ = {
-                "values": f_values,
-                "_unknown_fields": unknown,
-            }
+            msg.values = f_values
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1771,10 +1751,8 @@ def _tc_parse_StringValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StringValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1881,10 +1859,8 @@ def _tc_parse_Struct(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Struct)
-            msg.__dict__ = {
-                "fields": f_fields,
-                "_unknown_fields": unknown,
-            }
+            msg.fields = f_fields
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1959,11 +1935,9 @@ def _tc_parse_Timestamp(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Timestamp)
-            msg.__dict__ = {
-                "seconds": f_seconds,
-                "nanos": f_nanos,
-                "_unknown_fields": unknown,
-            }
+            msg.seconds = f_seconds
+            msg.nanos = f_nanos
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2016,10 +1990,8 @@ def _tc_parse_UInt32Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(UInt32Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2069,10 +2041,8 @@ def _tc_parse_UInt64Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(UInt64Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2187,15 +2157,13 @@ def _tc_parse_Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Value)
-            msg.__dict__ = {
-                "null_value": f_null_value,
-                "number_value": f_number_value,
-                "string_value": f_string_value,
-                "bool_value": f_bool_value,
-                "struct_value": f_struct_value,
-                "list_value": f_list_value,
-                "_unknown_fields": unknown,
-            }
+            msg.null_value = f_null_value
+            msg.number_value = f_number_value
+            msg.string_value = f_string_value
+            msg.bool_value = f_bool_value
+            msg.struct_value = f_struct_value
+            msg.list_value = f_list_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -122,11 +122,9 @@ def _tc_parse_EchoRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(EchoRequest)
-            msg.__dict__ = {
-                "payload": f_payload,
-                "seq": f_seq,
-                "_unknown_fields": unknown,
-            }
+            msg.payload = f_payload
+            msg.seq = f_seq
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -213,12 +211,10 @@ def _tc_parse_EchoResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(EchoResponse)
-            msg.__dict__ = {
-                "payload": f_payload,
-                "seq": f_seq,
-                "metadata": f_metadata,
-                "_unknown_fields": unknown,
-            }
+            msg.payload = f_payload
+            msg.seq = f_seq
+            msg.metadata = f_metadata
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -297,11 +293,9 @@ def _tc_parse_FailRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(FailRequest)
-            msg.__dict__ = {
-                "code": f_code,
-                "message": f_message,
-                "_unknown_fields": unknown,
-            }
+            msg.code = f_code
+            msg.message = f_message
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -356,10 +350,8 @@ def _tc_parse_SleepRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(SleepRequest)
-            msg.__dict__ = {
-                "millis": f_millis,
-                "_unknown_fields": unknown,
-            }
+            msg.millis = f_millis
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -291,18 +291,16 @@ def _tc_parse_BootstrapParams(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BootstrapParams)
-            msg.__dict__ = {
-                "instance_id": f_instance_id,
-                "namespace": f_namespace,
-                "log_level": f_log_level,
-                "containerd_version": f_containerd_version,
-                "containerd_ttrpc_address": f_containerd_ttrpc_address,
-                "containerd_grpc_address": f_containerd_grpc_address,
-                "containerd_binary": f_containerd_binary,
-                "extensions": f_extensions,
-                "socket_dir": f_socket_dir,
-                "_unknown_fields": unknown,
-            }
+            msg.instance_id = f_instance_id
+            msg.namespace = f_namespace
+            msg.log_level = f_log_level
+            msg.containerd_version = f_containerd_version
+            msg.containerd_ttrpc_address = f_containerd_ttrpc_address
+            msg.containerd_grpc_address = f_containerd_grpc_address
+            msg.containerd_binary = f_containerd_binary
+            msg.extensions = f_extensions
+            msg.socket_dir = f_socket_dir
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -491,13 +489,11 @@ def _tc_parse_BootstrapResult(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BootstrapResult)
-            msg.__dict__ = {
-                "version": f_version,
-                "address": f_address,
-                "protocol": f_protocol,
-                "metadata": f_metadata,
-                "_unknown_fields": unknown,
-            }
+            msg.version = f_version
+            msg.address = f_address
+            msg.protocol = f_protocol
+            msg.metadata = f_metadata
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -579,10 +575,8 @@ def _tc_parse_Extension(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Extension)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -321,15 +321,13 @@ def _tc_parse_CpuStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CpuStat)
-            msg.__dict__ = {
-                "usage_usec": f_usage_usec,
-                "user_usec": f_user_usec,
-                "system_usec": f_system_usec,
-                "nr_periods": f_nr_periods,
-                "nr_throttled": f_nr_throttled,
-                "throttled_usec": f_throttled_usec,
-                "_unknown_fields": unknown,
-            }
+            msg.usage_usec = f_usage_usec
+            msg.user_usec = f_user_usec
+            msg.system_usec = f_system_usec
+            msg.nr_periods = f_nr_periods
+            msg.nr_throttled = f_nr_throttled
+            msg.throttled_usec = f_throttled_usec
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -419,12 +417,10 @@ def _tc_parse_HugeTlbStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(HugeTlbStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "max": f_max,
-                "pagesize": f_pagesize,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.max = f_max
+            msg.pagesize = f_pagesize
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -527,15 +523,13 @@ def _tc_parse_IoEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(IoEntry)
-            msg.__dict__ = {
-                "major": f_major,
-                "minor": f_minor,
-                "rbytes": f_rbytes,
-                "wbytes": f_wbytes,
-                "rios": f_rios,
-                "wios": f_wios,
-                "_unknown_fields": unknown,
-            }
+            msg.major = f_major
+            msg.minor = f_minor
+            msg.rbytes = f_rbytes
+            msg.wbytes = f_wbytes
+            msg.rios = f_rios
+            msg.wios = f_wios
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -607,10 +601,8 @@ def _tc_parse_IoStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(IoStat)
-            msg.__dict__ = {
-                "usage": f_usage,
-                "_unknown_fields": unknown,
-            }
+            msg.usage = f_usage
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -699,14 +691,12 @@ def _tc_parse_MemoryEvents(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryEvents)
-            msg.__dict__ = {
-                "low": f_low,
-                "high": f_high,
-                "max": f_max,
-                "oom": f_oom,
-                "oom_kill": f_oom_kill,
-                "_unknown_fields": unknown,
-            }
+            msg.low = f_low
+            msg.high = f_high
+            msg.max = f_max
+            msg.oom = f_oom
+            msg.oom_kill = f_oom_kill
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1092,46 +1082,44 @@ def _tc_parse_MemoryStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryStat)
-            msg.__dict__ = {
-                "anon": f_anon,
-                "file": f_file,
-                "kernel_stack": f_kernel_stack,
-                "slab": f_slab,
-                "sock": f_sock,
-                "shmem": f_shmem,
-                "file_mapped": f_file_mapped,
-                "file_dirty": f_file_dirty,
-                "file_writeback": f_file_writeback,
-                "anon_thp": f_anon_thp,
-                "inactive_anon": f_inactive_anon,
-                "active_anon": f_active_anon,
-                "inactive_file": f_inactive_file,
-                "active_file": f_active_file,
-                "unevictable": f_unevictable,
-                "slab_reclaimable": f_slab_reclaimable,
-                "slab_unreclaimable": f_slab_unreclaimable,
-                "pgfault": f_pgfault,
-                "pgmajfault": f_pgmajfault,
-                "workingset_refault": f_workingset_refault,
-                "workingset_activate": f_workingset_activate,
-                "workingset_nodereclaim": f_workingset_nodereclaim,
-                "pgrefill": f_pgrefill,
-                "pgscan": f_pgscan,
-                "pgsteal": f_pgsteal,
-                "pgactivate": f_pgactivate,
-                "pgdeactivate": f_pgdeactivate,
-                "pglazyfree": f_pglazyfree,
-                "pglazyfreed": f_pglazyfreed,
-                "thp_fault_alloc": f_thp_fault_alloc,
-                "thp_collapse_alloc": f_thp_collapse_alloc,
-                "usage": f_usage,
-                "usage_limit": f_usage_limit,
-                "swap_usage": f_swap_usage,
-                "swap_limit": f_swap_limit,
-                "max_usage": f_max_usage,
-                "swap_max_usage": f_swap_max_usage,
-                "_unknown_fields": unknown,
-            }
+            msg.anon = f_anon
+            msg.file = f_file
+            msg.kernel_stack = f_kernel_stack
+            msg.slab = f_slab
+            msg.sock = f_sock
+            msg.shmem = f_shmem
+            msg.file_mapped = f_file_mapped
+            msg.file_dirty = f_file_dirty
+            msg.file_writeback = f_file_writeback
+            msg.anon_thp = f_anon_thp
+            msg.inactive_anon = f_inactive_anon
+            msg.active_anon = f_active_anon
+            msg.inactive_file = f_inactive_file
+            msg.active_file = f_active_file
+            msg.unevictable = f_unevictable
+            msg.slab_reclaimable = f_slab_reclaimable
+            msg.slab_unreclaimable = f_slab_unreclaimable
+            msg.pgfault = f_pgfault
+            msg.pgmajfault = f_pgmajfault
+            msg.workingset_refault = f_workingset_refault
+            msg.workingset_activate = f_workingset_activate
+            msg.workingset_nodereclaim = f_workingset_nodereclaim
+            msg.pgrefill = f_pgrefill
+            msg.pgscan = f_pgscan
+            msg.pgsteal = f_pgsteal
+            msg.pgactivate = f_pgactivate
+            msg.pgdeactivate = f_pgdeactivate
+            msg.pglazyfree = f_pglazyfree
+            msg.pglazyfreed = f_pglazyfreed
+            msg.thp_fault_alloc = f_thp_fault_alloc
+            msg.thp_collapse_alloc = f_thp_collapse_alloc
+            msg.usage = f_usage
+            msg.usage_limit = f_usage_limit
+            msg.swap_usage = f_swap_usage
+            msg.swap_limit = f_swap_limit
+            msg.max_usage = f_max_usage
+            msg.swap_max_usage = f_swap_max_usage
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1392,16 +1380,14 @@ def _tc_parse_Metrics(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Metrics)
-            msg.__dict__ = {
-                "pids": f_pids,
-                "cpu": f_cpu,
-                "memory": f_memory,
-                "rdma": f_rdma,
-                "io": f_io,
-                "hugetlb": f_hugetlb,
-                "memory_events": f_memory_events,
-                "_unknown_fields": unknown,
-            }
+            msg.pids = f_pids
+            msg.cpu = f_cpu
+            msg.memory = f_memory
+            msg.rdma = f_rdma
+            msg.io = f_io
+            msg.hugetlb = f_hugetlb
+            msg.memory_events = f_memory_events
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1493,11 +1479,9 @@ def _tc_parse_PidsStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(PidsStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "limit": f_limit,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.limit = f_limit
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1575,12 +1559,10 @@ def _tc_parse_RdmaEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RdmaEntry)
-            msg.__dict__ = {
-                "device": f_device,
-                "hca_handles": f_hca_handles,
-                "hca_objects": f_hca_objects,
-                "_unknown_fields": unknown,
-            }
+            msg.device = f_device
+            msg.hca_handles = f_hca_handles
+            msg.hca_objects = f_hca_objects
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1661,11 +1643,9 @@ def _tc_parse_RdmaStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RdmaStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "limit": f_limit,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.limit = f_limit
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -650,17 +650,15 @@ def _tc_parse_FieldNumbers(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(FieldNumbers)
-            msg.__dict__ = {
-                "n1": f_n1,
-                "n15": f_n15,
-                "n16": f_n16,
-                "n2047": f_n2047,
-                "n2048": f_n2048,
-                "n262143": f_n262143,
-                "n262144": f_n262144,
-                "n_max": f_n_max,
-                "_unknown_fields": unknown,
-            }
+            msg.n1 = f_n1
+            msg.n15 = f_n15
+            msg.n16 = f_n16
+            msg.n2047 = f_n2047
+            msg.n2048 = f_n2048
+            msg.n262143 = f_n262143
+            msg.n262144 = f_n262144
+            msg.n_max = f_n_max
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1221,18 +1219,16 @@ def _tc_parse_Maps(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Maps)
-            msg.__dict__ = {
-                "m_string": f_m_string,
-                "m_message": f_m_message,
-                "m_bytes": f_m_bytes,
-                "m_enum": f_m_enum,
-                "m_double": f_m_double,
-                "m_timestamp": f_m_timestamp,
-                "m_wrapper": f_m_wrapper,
-                "m_sint": f_m_sint,
-                "m_float": f_m_float,
-                "_unknown_fields": unknown,
-            }
+            msg.m_string = f_m_string
+            msg.m_message = f_m_message
+            msg.m_bytes = f_m_bytes
+            msg.m_enum = f_m_enum
+            msg.m_double = f_m_double
+            msg.m_timestamp = f_m_timestamp
+            msg.m_wrapper = f_m_wrapper
+            msg.m_sint = f_m_sint
+            msg.m_float = f_m_float
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1433,12 +1429,10 @@ def _tc_parse_Nested(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Nested)
-            msg.__dict__ = {
-                "inner": f_inner,
-                "inners": f_inners,
-                "next": f_next,
-                "_unknown_fields": unknown,
-            }
+            msg.inner = f_inner
+            msg.inners = f_inners
+            msg.next = f_next
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1519,11 +1513,9 @@ def _tc_parse_NestedInner(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(NestedInner)
-            msg.__dict__ = {
-                "a": f_a,
-                "child": f_child,
-                "_unknown_fields": unknown,
-            }
+            msg.a = f_a
+            msg.child = f_child
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1688,18 +1680,16 @@ def _tc_parse_Oneofs(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Oneofs)
-            msg.__dict__ = {
-                "c_string": f_c_string,
-                "c_int32": f_c_int32,
-                "c_message": f_c_message,
-                "c_timestamp": f_c_timestamp,
-                "c_color": f_c_color,
-                "c_bytes": f_c_bytes,
-                "o_double": f_o_double,
-                "o_empty": f_o_empty,
-                "plain": f_plain,
-                "_unknown_fields": unknown,
-            }
+            msg.c_string = f_c_string
+            msg.c_int32 = f_c_int32
+            msg.c_message = f_c_message
+            msg.c_timestamp = f_c_timestamp
+            msg.c_color = f_c_color
+            msg.c_bytes = f_c_bytes
+            msg.o_double = f_o_double
+            msg.o_empty = f_o_empty
+            msg.plain = f_plain
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1874,18 +1864,16 @@ def _tc_parse_Optionals(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Optionals)
-            msg.__dict__ = {
-                "o_int32": f_o_int32,
-                "o_string": f_o_string,
-                "o_bytes": f_o_bytes,
-                "o_bool": f_o_bool,
-                "o_double": f_o_double,
-                "o_color": f_o_color,
-                "o_sint64": f_o_sint64,
-                "o_fixed32": f_o_fixed32,
-                "o_message": f_o_message,
-                "_unknown_fields": unknown,
-            }
+            msg.o_int32 = f_o_int32
+            msg.o_string = f_o_string
+            msg.o_bytes = f_o_bytes
+            msg.o_bool = f_o_bool
+            msg.o_double = f_o_double
+            msg.o_color = f_o_color
+            msg.o_sint64 = f_o_sint64
+            msg.o_fixed32 = f_o_fixed32
+            msg.o_message = f_o_message
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2429,27 +2417,25 @@ def _tc_parse_Repeated(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Repeated)
-            msg.__dict__ = {
-                "f_double": f_f_double,
-                "f_float": f_f_float,
-                "f_int32": f_f_int32,
-                "f_int64": f_f_int64,
-                "f_uint32": f_f_uint32,
-                "f_uint64": f_f_uint64,
-                "f_sint32": f_f_sint32,
-                "f_sint64": f_f_sint64,
-                "f_fixed32": f_f_fixed32,
-                "f_fixed64": f_f_fixed64,
-                "f_sfixed32": f_f_sfixed32,
-                "f_sfixed64": f_f_sfixed64,
-                "f_bool": f_f_bool,
-                "f_string": f_f_string,
-                "f_bytes": f_f_bytes,
-                "f_color": f_f_color,
-                "f_message": f_f_message,
-                "f_unpacked": f_f_unpacked,
-                "_unknown_fields": unknown,
-            }
+            msg.f_double = f_f_double
+            msg.f_float = f_f_float
+            msg.f_int32 = f_f_int32
+            msg.f_int64 = f_f_int64
+            msg.f_uint32 = f_f_uint32
+            msg.f_uint64 = f_f_uint64
+            msg.f_sint32 = f_f_sint32
+            msg.f_sint64 = f_f_sint64
+            msg.f_fixed32 = f_f_fixed32
+            msg.f_fixed64 = f_f_fixed64
+            msg.f_sfixed32 = f_f_sfixed32
+            msg.f_sfixed64 = f_f_sfixed64
+            msg.f_bool = f_f_bool
+            msg.f_string = f_f_string
+            msg.f_bytes = f_f_bytes
+            msg.f_color = f_f_color
+            msg.f_message = f_f_message
+            msg.f_unpacked = f_f_unpacked
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2731,25 +2717,23 @@ def _tc_parse_Scalars(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Scalars)
-            msg.__dict__ = {
-                "f_double": f_f_double,
-                "f_float": f_f_float,
-                "f_int32": f_f_int32,
-                "f_int64": f_f_int64,
-                "f_uint32": f_f_uint32,
-                "f_uint64": f_f_uint64,
-                "f_sint32": f_f_sint32,
-                "f_sint64": f_f_sint64,
-                "f_fixed32": f_f_fixed32,
-                "f_fixed64": f_f_fixed64,
-                "f_sfixed32": f_f_sfixed32,
-                "f_sfixed64": f_f_sfixed64,
-                "f_bool": f_f_bool,
-                "f_string": f_f_string,
-                "f_bytes": f_f_bytes,
-                "f_color": f_f_color,
-                "_unknown_fields": unknown,
-            }
+            msg.f_double = f_f_double
+            msg.f_float = f_f_float
+            msg.f_int32 = f_f_int32
+            msg.f_int64 = f_f_int64
+            msg.f_uint32 = f_f_uint32
+            msg.f_uint64 = f_f_uint64
+            msg.f_sint32 = f_f_sint32
+            msg.f_sint64 = f_f_sint64
+            msg.f_fixed32 = f_f_fixed32
+            msg.f_fixed64 = f_f_fixed64
+            msg.f_sfixed32 = f_f_sfixed32
+            msg.f_sfixed64 = f_f_sfixed64
+            msg.f_bool = f_f_bool
+            msg.f_string = f_f_string
+            msg.f_bytes = f_f_bytes
+            msg.f_color = f_f_color
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -3129,27 +3113,25 @@ def _tc_parse_WellKnown(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(WellKnown)
-            msg.__dict__ = {
-                "ts": f_ts,
-                "dur": f_dur,
-                "any": f_any,
-                "w_int32": f_w_int32,
-                "w_int64": f_w_int64,
-                "w_uint32": f_w_uint32,
-                "w_uint64": f_w_uint64,
-                "w_bool": f_w_bool,
-                "w_string": f_w_string,
-                "w_bytes": f_w_bytes,
-                "w_double": f_w_double,
-                "w_float": f_w_float,
-                "empty": f_empty,
-                "tss": f_tss,
-                "durs": f_durs,
-                "st": f_st,
-                "val": f_val,
-                "lst": f_lst,
-                "_unknown_fields": unknown,
-            }
+            msg.ts = f_ts
+            msg.dur = f_dur
+            msg.any = f_any
+            msg.w_int32 = f_w_int32
+            msg.w_int64 = f_w_int64
+            msg.w_uint32 = f_w_uint32
+            msg.w_uint64 = f_w_uint64
+            msg.w_bool = f_w_bool
+            msg.w_string = f_w_string
+            msg.w_bytes = f_w_bytes
+            msg.w_double = f_w_double
+            msg.w_float = f_w_float
+            msg.empty = f_empty
+            msg.tss = f_tss
+            msg.durs = f_durs
+            msg.st = f_st
+            msg.val = f_val
+            msg.lst = f_lst
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

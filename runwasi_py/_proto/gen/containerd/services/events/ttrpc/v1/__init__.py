@@ -152,13 +152,11 @@ def _tc_parse_Envelope(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Envelope)
-            msg.__dict__ = {
-                "timestamp": f_timestamp,
-                "namespace": f_namespace,
-                "topic": f_topic,
-                "event": f_event,
-                "_unknown_fields": unknown,
-            }
+            msg.timestamp = f_timestamp
+            msg.namespace = f_namespace
+            msg.topic = f_topic
+            msg.event = f_event
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -232,10 +230,8 @@ def _tc_parse_ForwardRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ForwardRequest)
-            msg.__dict__ = {
-                "envelope": f_envelope,
-                "_unknown_fields": unknown,
-            }
+            msg.envelope = f_envelope
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
