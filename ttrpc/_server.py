@@ -32,7 +32,7 @@ from typing import Any
 
 from ttrpc._connection import DataReceived, Event, RequestReceived, Role, StreamReset
 from ttrpc._context import CallContext, server_context
-from ttrpc._eager import EagerHandle, Resume, step
+from ttrpc._eager import EagerHandle, Resume, Stepper
 from ttrpc._envelope import Request
 from ttrpc._errors import Code, TtrpcError, status_from_exception
 from ttrpc._limits import DEFAULT_MAX_BUFFERED_BYTES, DEFAULT_MAX_CONNECTIONS, ServerLimits
@@ -122,6 +122,7 @@ class ServerConnection(FrameProtocol):
         self._loop = asyncio.get_running_loop()
         self._held = 0  # request bytes counted in server._limits
         self._running: dict[int, int] = {}  # payload sizes of requests whose handler runs
+        self._step = Stepper(self._loop).step
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -319,7 +320,7 @@ class ServerConnection(FrameProtocol):
         cctx = contextvars.copy_context()
         try:
             # The handler's context variables stay its own, as in a Task.
-            done, value, handle = cctx.run(step, coro, self._loop)
+            done, value, handle = cctx.run(self._step, coro)
         except Exception as exc:
             self._eager_reply(sid, ctx, None, exc)
             return
@@ -347,7 +348,7 @@ class ServerConnection(FrameProtocol):
         # The Task's first step must reach the handler (a cancel before it starts included),
         # so the rest of the call is primed up to the handler's pending await, and the Task
         # resumes it from there.
-        rest = self._unary_rest(sid, ctx, handle, Resume(coro, value))
+        rest = self._unary_rest(sid, ctx, handle, value)
         try:
             awaited = cctx.run(rest.send, None)
         except StopIteration:
