@@ -318,7 +318,7 @@ def _in_callback(fn: Any, *args: Any) -> Any:
     def run() -> None:
         try:
             out.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 - handed to the test as is
+        except BaseException as exc:  # handed to the test as is
             out.set_exception(exc)
 
     loop.call_soon(run)
