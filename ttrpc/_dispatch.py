@@ -40,6 +40,7 @@ ServerInterceptor = Callable[[CallContext, Any, CallNext], Awaitable[Any]]
 """``async def i(context, request, call_next) -> response``; ``call_next(context, request)``
 runs the next interceptor or the handler. Applies to unary methods."""
 
+_copy_context = contextvars.copy_context  # per call: one global lookup, not two
 _DEADLINE = "context deadline exceeded"
 _UNARY = MethodKind.UNARY
 # Marks "the handler raised CancelledError on its own" (answered Cancelled).
@@ -61,7 +62,7 @@ def _expire(handle: EagerHandle, expired: list[bool]) -> None:
 class _Method:
     """One dispatch-table entry: spec, bound handler, and the unary call chain."""
 
-    __slots__ = ("call", "direct", "handler", "kind", "request_type", "spec")
+    __slots__ = ("call", "decode", "direct", "handler", "kind", "request_type", "spec")
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class _Method:
         self.spec = spec
         self.kind = spec.kind
         self.request_type = spec.request_type
+        self.decode: Callable[[bytes], Any] = spec.request_type.FromString  # bound once
         self.handler = handler
 
         async def final(ctx: CallContext, request: Any) -> Any:
@@ -286,7 +288,7 @@ class ServerConnection(FrameProtocol):
             self.peer,
         )
         try:
-            msg = method.request_type.FromString(request.payload)
+            msg = method.decode(request.payload)
         except Exception as exc:
             ctx._finish()
             self._reply_error(sid, Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}")
@@ -300,7 +302,7 @@ class ServerConnection(FrameProtocol):
         coro: Any = handler(msg, ctx) if handler is not None else method.call(ctx, msg)
         if type(coro) is not CoroutineType:
             coro = _as_coroutine(coro)  # any other awaitable an interceptor may return
-        cctx = contextvars.copy_context()
+        cctx = _copy_context()
         try:
             # The handler's context variables stay its own, as in a Task.
             done, value, handle = cctx.run(self._step, coro)
