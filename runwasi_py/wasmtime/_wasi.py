@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from runwasi_py import (
     AppendingPipe,
     FifoUnblocker,
     OutputHold,
+    hand_appending_file,
     pipe_paths_work,
     stdin_opens_at_once,
 )
@@ -62,8 +64,9 @@ def wasi_config(
     ``publish`` gets the FIFO unblocker before any stdio open can block (the kill side
     releases it), ``publish_hold`` the read-write hold on the output FIFOs (the caller
     closes it after the Store, before the output drain); regular-file outputs are appended
-    through :class:`AppendingPipe`s (or, without ``/proc``, :class:`AppendingOutput`
-    callbacks) added to ``appenders``, which the caller closes after the Store is gone: the
+    by wasmtime itself (:func:`~runwasi_py.hand_appending_file`), else through
+    :class:`AppendingPipe`s (or, without ``/proc``, :class:`AppendingOutput` callbacks)
+    added to ``appenders``, which the caller closes after the Store is gone: the
     two cover different outputs (FIFOs vs files). Worker thread only.
     """
     import wasmtime
@@ -107,7 +110,10 @@ def wasi_config(
             continue
         if _is_regular_or_missing(path):
             if pipe_paths_work():
-                # wasmtime writes a pipe natively; the pump appends it (no Python per write)
+                # wasmtime writes the file itself, appending (its fd swapped for ours)
+                if hand_appending_file(path, functools.partial(setattr, wasi, native)):
+                    continue
+                # its fd was not found: a pipe the pump appends (no Python per write)
                 pipe = AppendingPipe(path)
                 appenders.append(pipe)
                 setattr(wasi, native, pipe.path)

@@ -623,6 +623,24 @@ def test_a_shared_log_file_is_appended_not_truncated(tmp_path: Path) -> None:
     assert log_file.read_text() == "earlier line\nto stdout\nto stderr\n"
 
 
+def test_a_log_file_is_written_by_wasmtime_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pumped pipe (nor a callback) is needed for file stdio: wasmtime's fd is the file's."""
+    import runwasi_py.wasmtime._wasi as wasi_mod
+
+    def refuse(path: str) -> None:
+        raise AssertionError("file stdio went through a pump")
+
+    monkeypatch.setattr(wasi_mod, "AppendingPipe", refuse)
+    monkeypatch.setattr(wasi_mod, "AppendingOutput", refuse)
+    log_file = tmp_path / "container.log"
+    log_file.write_text("earlier line\n")
+    stdio = Stdio(stdout=str(log_file), stderr=str(log_file))
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "stderr", stdio=stdio)) == 0
+    assert log_file.read_text() == "earlier line\nto stdout\nto stderr\n"
+
+
 def test_trap_message_is_appended_to_a_log_file(tmp_path: Path) -> None:
     log_file = tmp_path / "container.log"
     stdio = Stdio(stdout=str(log_file), stderr=str(log_file))
