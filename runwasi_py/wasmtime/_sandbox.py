@@ -131,6 +131,11 @@ class WasmtimeSandbox(Sandbox):
         # Set by a kill: ends this task's poll_oneoff wait. One per task (a sandbox serves
         # one instance), handed to the thread's shared linker for this run only.
         self._wake = threading.Event()
+        # What can_handle found at Create (a sandbox serves one container), so Start does
+        # not read the file's head again. A file changed in between is still safe: an
+        # artifact only runs from the trusted cache or past check_image_artifact, and
+        # wasmtime validates what it compiles as the kind remembered here.
+        self._kind: BinaryKind | None = None
 
     # -- Sandbox hooks --------------------------------------------------------------
 
@@ -153,6 +158,7 @@ class WasmtimeSandbox(Sandbox):
                 "runs wasm modules, wasm components, wasmtime precompiled artifacts and "
                 "WebAssembly text"
             )
+        self._kind = kind
 
     def interrupt(self, signal: int) -> None:
         """Stop this container's guest: bump its engine's epoch and unblock its stdio.
@@ -261,21 +267,24 @@ class WasmtimeSandbox(Sandbox):
         src = ctx.entrypoint.source
         if src is None:
             raise InvalidArgument("the entrypoint has no file in the rootfs")
-        with src.open("rb") as f:
-            head = f.read(_HEAD)
-        kind = detect(head)
-        if kind is None:
-            raise InvalidArgument(f"the file is {describe(head)}")
+        kind = self._kind
+        if kind is None:  # run without can_handle (direct use of the sandbox)
+            with src.open("rb") as f:
+                head = f.read(_HEAD)
+            kind = detect(head)
+            if kind is None:
+                raise InvalidArgument(f"the file is {describe(head)}")
         if kind is BinaryKind.PRECOMPILED:
             check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
             # Not through the slot's module cache: that holds trusted cache entries only.
-            return _deserialize(slot, src, None, cached=False)
+            return _deserialize(slot, src, None, cached=None)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
             try:
-                # Checked on every run, before the slot's cache: a hit proves nothing.
-                check_cache_entry(ctx.precompiled)
-                return _deserialize(slot, ctx.precompiled, expected, cached=True)
+                # Checked on every run, before the slot's cache: a hit proves nothing. The
+                # check's lstat (a regular file, no symlink) is the cache's key as well.
+                st = check_cache_entry(ctx.precompiled)
+                return _deserialize(slot, ctx.precompiled, expected, cached=st)
             except Exception as exc:  # stale, or not provably ours: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
         # No artifact from the framework's compile cache (or a stale one): compile here.
@@ -460,11 +469,12 @@ def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program
 
 
 def _deserialize(
-    slot: EngineSlot, path: Path, expected: BinaryKind | None, *, cached: bool
+    slot: EngineSlot, path: Path, expected: BinaryKind | None, *, cached: os.stat_result | None
 ) -> _Program:
     """Load an artifact file as ``expected`` (None: a module, else a component).
 
-    ``cached``: a trusted compile-cache entry, which may come from the slot's module cache.
+    ``cached``: the trust-checked ``lstat`` of a compile-cache entry, which may then come
+    from the slot's module cache; None for anything else.
     """
     import wasmtime
     import wasmtime.component as wc
@@ -473,8 +483,8 @@ def _deserialize(
     if expected is BinaryKind.COMPONENT:
         return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
     try:
-        if cached:
-            return _Program(BinaryKind.MODULE, slot.module(path))
+        if cached is not None:
+            return _Program(BinaryKind.MODULE, slot.module(path, cached))
         return _Program(BinaryKind.MODULE, wasmtime.Module.deserialize_file(engine, str(path)))
     except wasmtime.WasmtimeError:
         if expected is not None:
