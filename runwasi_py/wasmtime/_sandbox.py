@@ -32,9 +32,11 @@ imports it only inside methods; importing the shim class stays cheap.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -142,13 +144,9 @@ class WasmtimeSandbox(Sandbox):
     async def can_handle(self, ctx: RuntimeContext) -> None:
         """Accept wasm modules and components, this engine's artifacts, and WAT text."""
         src = ctx.entrypoint.source
-        if src is None or not src.is_file():
+        head = _read_head(src, ctx.entrypoint.path) if src is not None else None
+        if head is None:
             raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r} not found in the rootfs")
-        try:
-            with src.open("rb") as f:
-                head = f.read(_HEAD)
-        except OSError as exc:
-            raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r}: {exc.strerror}") from None
         kind = detect(head)
         if kind is BinaryKind.PRECOMPILED:
             check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
@@ -519,6 +517,28 @@ def _component_entry(
         f"{ctx.entrypoint.path!r} is a component without a wasi:cli/run export "
         f"(exports: {exports}); only command components can run"
     )
+
+
+def _read_head(path: Path, guest_path: str) -> bytes | None:
+    """The first ``_HEAD`` bytes of the regular file ``path``; None if it is not one.
+
+    One open, fstat and read: this runs on the control loop at every Create. Raises
+    InvalidArgument for a regular file that cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise InvalidArgument(f"entrypoint {guest_path!r}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, _HEAD)
+    except OSError as exc:
+        raise InvalidArgument(f"entrypoint {guest_path!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _renice(nice: int) -> int | None:

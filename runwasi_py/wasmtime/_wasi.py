@@ -43,14 +43,27 @@ def _is_dir_bind(kind: str, options: tuple[str, ...], source: str) -> bool:
     return is_bind and os.path.isabs(source) and os.path.isdir(source)
 
 
-def _inside(root: Path, guest_path: str) -> Path | None:
-    """The host directory for ``guest_path`` inside ``root``, or None if it escapes/is absent."""
+def _inside(base: Path, guest_path: str) -> Path | None:
+    """The host directory for ``guest_path`` inside ``base`` (resolved), or None if it
+    escapes or is absent."""
     try:
-        base = root.resolve()
         p = (base / guest_path.lstrip("/")).resolve()
     except (OSError, RuntimeError):
         return None
     return p if p.is_relative_to(base) and p.is_dir() else None
+
+
+def _cwd_preopen(root: Path, cwd: str) -> Path | None:
+    """The host directory to offer as ``.`` for the guest's ``cwd``; None for the root
+    itself (already ``/``) or a cwd outside it."""
+    if not cwd.strip("/"):
+        return None  # "/": nothing to resolve (each resolve is an lstat per component)
+    try:
+        base = root.resolve()
+    except (OSError, RuntimeError):
+        return None
+    found = _inside(base, cwd)
+    return found if found is not None and found != base else None
 
 
 def wasi_config(
@@ -84,8 +97,8 @@ def wasi_config(
         wasi.preopen_dir(m.source, m.destination, fs_mutable="ro" not in m.options)
     # wasmtime-py cannot set the guest's working directory. Newer wasi-libc resolves
     # relative paths from "/", older toolchains from a "." preopen: give them cwd.
-    cwd = _inside(root, ctx.cwd)
-    if cwd is not None and cwd != root.resolve():
+    cwd = _cwd_preopen(root, ctx.cwd)
+    if cwd is not None:
         wasi.preopen_dir(str(cwd), ".", fs_mutable=not readonly)
 
     stdio = ctx.stdio

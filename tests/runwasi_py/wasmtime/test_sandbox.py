@@ -277,6 +277,43 @@ def test_can_handle_missing_file(tmp_path: Path) -> None:
         asyncio.run(WasmtimeSandbox().can_handle(ctx))
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_can_handle_refuses_what_is_not_a_file_without_blocking(tmp_path: Path, kind: str) -> None:
+    """A FIFO as the entrypoint: opening it to read its head must not wait for a writer."""
+    ctx = make_ctx(tmp_path, "hello")
+    assert ctx.entrypoint.source is not None
+    ctx.entrypoint.source.unlink()
+    if kind == "fifo":
+        os.mkfifo(ctx.entrypoint.source)
+    else:
+        ctx.entrypoint.source.mkdir()
+    result: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            asyncio.run(WasmtimeSandbox().can_handle(ctx))
+            result.append(None)
+        except BaseException as exc:  # handed to the test
+            result.append(exc)
+
+    t = threading.Thread(target=check, daemon=True)
+    t.start()
+    t.join(10)
+    assert result, "can_handle blocked"
+    assert isinstance(result[0], InvalidArgument)
+    assert "not found" in str(result[0])
+
+
+def test_can_handle_reports_an_unreadable_file(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "hello")
+    assert ctx.entrypoint.source is not None
+    ctx.entrypoint.source.chmod(0)
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    with pytest.raises(InvalidArgument, match="Permission denied"):
+        asyncio.run(WasmtimeSandbox().can_handle(ctx))
+
+
 def test_invalid_wasm_body_fails_cleanly(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, b"\0asm\x01\x00\x00\x00\xff\xff\xff")
     assert run(WasmtimeSandbox(), ctx) == 1
