@@ -121,7 +121,7 @@ def wasi_config(
     ):
         if not path:
             continue
-        if _is_regular_or_missing(path):
+        if not stdio.is_fifo(path) and _is_regular_or_missing(path):
             if pipe_paths_work():
                 # wasmtime writes the file itself, appending (its fd swapped for ours)
                 if hand_appending_file(path, functools.partial(setattr, wasi, native)):
