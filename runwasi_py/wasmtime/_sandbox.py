@@ -38,6 +38,7 @@ import logging
 import os
 import stat
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -324,7 +325,7 @@ class WasmtimeSandbox(Sandbox):
             return _cannot_run(
                 ctx, f"{ctx.entrypoint.path!r} exports no function {func_name!r} (has: {names})"
             )
-        if func.type(store).params:
+        if _takes_params(module, func, store, func_name):
             return _cannot_run(ctx, f"function {func_name!r} takes parameters; it cannot be run")
         try:
             init = exports.get("_initialize")
@@ -488,6 +489,25 @@ def _deserialize(
         if expected is not None:
             raise
     return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
+
+
+_PARAMS: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+_params_lock = threading.Lock()
+
+
+def _takes_params(module: Any, func: Any, store: wasmtime.Store, name: str) -> bool:
+    """Whether the module's export ``name`` (the function ``func``) takes parameters.
+
+    A property of the module, remembered for the modules the engine slots keep: asking
+    ``func.type`` is four calls into wasmtime, each of which lets go of the GIL.
+    """
+    with _params_lock:
+        known = _PARAMS.get(module, {}).get(name)
+    if known is None:
+        known = bool(func.type(store).params)
+        with _params_lock:
+            _PARAMS.setdefault(module, {})[name] = known
+    return known
 
 
 def _component_entry(
