@@ -120,8 +120,10 @@ def use_open_stdin() -> None:
     STDIN["keep"] = _w
 
 
-KINDS = ("wasm", "template", "shared", "runc")
-LABELS = {"wasm": "pywasmtime", "template": "template", "shared": "shared", "runc": "runc"}
+KINDS = ("wasm", "tpl_off", "shared", "runc")
+LABELS = {"wasm": "pywasmtime", "tpl_off": "tpl off", "shared": "shared", "runc": "runc"}
+"""``wasm``: per-pod daemons, the default (forked by the pod daemon template);
+``tpl_off``: the same with ``RUNWASI_PY_TEMPLATE=0`` (every daemon spawned)."""
 
 
 def one_run(c8d: PrivateContainerd, kind: str) -> float:
@@ -347,7 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-runc-memory", action="store_true", help="skip runc's memory rows")
     p.add_argument("--no-shared", action="store_true", help="skip the namespace-shared rows")
     p.add_argument(
-        "--no-template", action="store_true", help="skip the per-pod rows forked by a template"
+        "--no-template-off",
+        action="store_true",
+        help="skip the per-pod rows with RUNWASI_PY_TEMPLATE=0 (every daemon spawned)",
     )
     p.add_argument(
         "--stdin",
@@ -370,20 +374,20 @@ def main(argv: list[str] | None = None) -> int:
                 Path(tmp) / "c8s", shim_dirs=[scripts_dir()], namespace="bench", log_level="info"
             )
         templ = None
-        if not ns.no_template:  # per-pod daemons, forked by a template (docs/template.md)
+        if not ns.no_template_off:  # per-pod daemons, all spawned (docs/template.md)
             templ = PrivateContainerd(
                 Path(tmp) / "c8t", shim_dirs=[scripts_dir()], namespace="bench", log_level="info"
             )
         with (
             c8d,
             _containerd_with(shared, "RUNWASI_PY_SHIM_GROUP", "namespace"),
-            _containerd_with(templ, "RUNWASI_PY_TEMPLATE", "1"),
+            _containerd_with(templ, "RUNWASI_PY_TEMPLATE", "0"),
         ):
             images = Path(tmp) / "images"
             images.mkdir()
             build_images(c8d, images)
             c8ds = {"wasm": c8d}
-            for kind, other in (("template", templ), ("shared", shared)):
+            for kind, other in (("tpl_off", templ), ("shared", shared)):
                 if other is not None:
                     for tar in sorted(images.glob("*.tar")):
                         other.import_image(tar)
@@ -402,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             print("memory ...", file=sys.stderr)
             mem = {"wasm": memory(c8d, "wasm", counts)}
             if templ is not None:
-                mem["template"] = memory(templ, "template", counts)
+                mem["tpl_off"] = memory(templ, "tpl_off", counts)
             if shared is not None:
                 mem["shared"] = memory(shared, "shared", counts)
             if not ns.no_runc_memory:

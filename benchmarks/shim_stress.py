@@ -24,7 +24,8 @@ Run (one command):
 
 Anchors (runwasi, reference/runwasi.md §7): 329.85 tasks/s (1000 tasks, wasmtime shim) and
 ~488 tasks/s after the per-container zygote; 22.7 MB per wasmtime container (shim + zygote).
-Results are saved as JSON under benchmarks/results/.
+Results are saved as JSON under benchmarks/results/. ``STRESS_PY_SPY=DIR`` samples the shim
+with ``py-spy`` (``pip install py-spy``) during each row's timed part, into DIR.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -186,11 +189,43 @@ async def _lifecycle(
     return time.perf_counter() - first[0]
 
 
-def _cpu(pid: int) -> float:
+def _start_profiler(pid: int, row: Row) -> subprocess.Popen[bytes] | None:
+    """``py-spy record`` on the shim for the timed part, if ``STRESS_PY_SPY`` names a dir.
+
+    The profile (collapsed stacks, one file per row) shows where the shim's CPU goes;
+    sampling costs the shim some time, so figures from a profiled run are not headline ones.
+    """
+    out_dir = os.environ.get("STRESS_PY_SPY")
+    if not out_dir:
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out = Path(out_dir) / f"{row}-{time.strftime('%H%M%S')}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # --gil: only the thread holding the GIL, i.e. where the shim's Python time goes
+    extra = os.environ.get("STRESS_PY_SPY_ARGS", "--gil").split()
+    cmd = [spy, "record", "--pid", str(pid), "--format", "raw", "--threads", "-r", "500"]
+    cmd += [*extra, "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # let it attach before the clock starts
+    return proc
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """The process's (user, system) CPU seconds so far."""
     import psutil
 
     t = psutil.Process(pid).cpu_times()
-    return float(t.user + t.system)
+    return float(t.user), float(t.system)
+
+
+def _main_thread_cpu(pid: int) -> float:
+    """CPU seconds of the shim's main thread (its control loop: ttrpc, Create, events)."""
+    import psutil
+
+    for t in psutil.Process(pid).threads():
+        if t.id == pid:
+            return float(t.user_time + t.system_time)
+    return 0.0
 
 
 def _rss(pid: int) -> int:
@@ -236,9 +271,17 @@ async def one_row(
         await d.create(anchor)
         await d.start("pause")
         await _lifecycle(d.client, bundles[:warmup], parallel, check)
-        shim_cpu = _cpu(sut.shim_pid)
+        spy = _start_profiler(sut.shim_pid, row)
+        user0, sys0 = _cpu(sut.shim_pid)
+        main0 = _main_thread_cpu(sut.shim_pid)
+        client0 = time.process_time()
         elapsed = await _lifecycle(d.client, bundles[warmup:], parallel, check)
-        shim_cpu = _cpu(sut.shim_pid) - shim_cpu
+        client = time.process_time() - client0
+        user1, sys1 = _cpu(sut.shim_pid)
+        main1 = _main_thread_cpu(sut.shim_pid)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+            await asyncio.to_thread(spy.wait)
         # every task's 4 events (+2 of the pause task) must reach "containerd"
         events = sut.events
         assert isinstance(events, CountingEventsServer)
@@ -250,7 +293,12 @@ async def one_row(
             await asyncio.wait_for(events.reached.wait(), 30)
         out: dict[str, float] = {
             "tasks_per_s": count / elapsed,
-            "shim_cpu_us_per_task": shim_cpu / count * 1e6,
+            "shim_cpu_us_per_task": (user1 - user0 + sys1 - sys0) / count * 1e6,
+            "shim_sys_us_per_task": (sys1 - sys0) / count * 1e6,
+            # the control loop's share: it holds the GIL for all of it, so it bounds the rate
+            "shim_main_thread_us_per_task": (main1 - main0) / count * 1e6,
+            # the driver shares the machine: its CPU bounds the rate as much as the shim's
+            "client_cpu_us_per_task": client / count * 1e6,
             "events_missing": float(expected - events.count),
         }
         if memory:
@@ -269,6 +317,12 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--rows", default="fifo,file,noop", help="comma list of fifo,file,noop")
     ap.add_argument("--memory", action="store_true", help="framework-only RSS, 1/10/100 tasks")
+    ap.add_argument(
+        "--workdir",
+        default="/tmp",
+        help="where the bundles (and the file row's logs) go; containerd keeps bundles and "
+        "FIFOs on /run, a tmpfs on most hosts (creating a file on this VM's ext4 costs ~0.3 ms)",
+    )
     args = ap.parse_args(argv)
     rows: list[Row] = [r for r in ROWS if r in args.rows.split(",")]  # type: ignore[misc]
 
@@ -276,7 +330,7 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     samples: dict[Row, list[dict[str, float]]] = {r: [] for r in rows}
     for i in range(args.rounds):
         for row in rows:
-            workdir = Path(tempfile.mkdtemp(prefix="rwpy-stress-", dir="/tmp"))
+            workdir = Path(tempfile.mkdtemp(prefix="rwpy-stress-", dir=args.workdir))
             try:
                 mem = args.memory and row == "noop" and i == 0
                 got = await one_row(row, workdir, args.count, args.warmup, args.parallel, wasm, mem)
@@ -292,6 +346,7 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
         "rounds": args.rounds,
         "cpus": os.cpu_count(),
         "load_avg_1m": os.getloadavg()[0],
+        "workdir": args.workdir,
         "median": med,
         "samples": samples,
     }
@@ -301,13 +356,18 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
         f"median of {args.rounds} interleaved rounds, {os.cpu_count()} CPUs, "
         f"load {os.getloadavg()[0]:.1f} (shared machine)"
     )
-    print(f"{'what':<40}{'tasks/s':>9}{'us CPU/task':>13}{'runwasi':>10}{'ratio':>8}")
+    print(
+        f"{'what':<40}{'tasks/s':>9}{'us CPU/task':>13}{'(system)':>10}{'(loop)':>8}"
+        f"{'client':>8}{'runwasi':>10}{'ratio':>8}"
+    )
     for r in rows:
         m = med[r]
         anchor = f"{lo:.0f}-{hi:.0f}" if r != "noop" else "-"
         ratio = f"{m['tasks_per_s'] / hi:.2f}x" if r != "noop" else "-"
         print(
             f"{ROWS[r]:<40}{m['tasks_per_s']:>9.0f}{m['shim_cpu_us_per_task']:>13.0f}"
+            f"{m['shim_sys_us_per_task']:>10.0f}{m['shim_main_thread_us_per_task']:>8.0f}"
+            f"{m['client_cpu_us_per_task']:>8.0f}"
             f"{anchor:>10}{ratio:>8}"
         )
         if m["events_missing"]:

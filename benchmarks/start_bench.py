@@ -10,7 +10,9 @@ sees the same machine:
 - ``python -S -c pass``: the interpreter without ``site``, the floor of a lean entry script;
 - ``start <shim>``: the shim binary executed directly, as containerd runs it (bundle with
   config.json, fresh socket, detached daemon); ``<shim>`` is ``shipped``
-  (``containerd-shim-pywasmtime-v1`` beside the interpreter) and any ``--shim NAME=PATH``;
+  (``containerd-shim-pywasmtime-v1`` beside the interpreter, its daemon forked by the pod
+  template, the default), ``shipped, tpl off`` (the same with ``RUNWASI_PY_TEMPLATE=0``:
+  the daemon is spawned) and any ``--shim NAME=PATH``;
 - ``delete <shim>``: the same binary's ``delete`` on that bundle once its daemon was stopped
   (a dead shim's leftovers: the ``address`` file, no live socket);
 - ``start python -c entry``: ``shim_main("runwasi_py.wasmtime._shim:PyWasmtimeShim")``
@@ -18,7 +20,8 @@ sees the same machine:
 
 Wall time is ``perf_counter`` around the process; CPU time is its user + system time
 (``RUSAGE_CHILDREN`` around it: the daemon ``start`` spawns is never waited for by it, so it
-is not counted). Every daemon a ``start`` spawns is stopped (SIGTERM) before ``delete``.
+is not counted). Every daemon a ``start`` leaves (found by its working directory, the
+bundle) is stopped (SIGTERM) before ``delete``; the templates are ended at the end.
 Bytecode is cached (in a temporary ``PYTHONPYCACHEPREFIX``, so the tree stays clean) as on
 any normal install; ``--no-bytecode-cache`` measures with ``PYTHONDONTWRITEBYTECODE=1``
 instead, where every run compiles every module again.
@@ -49,11 +52,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from runwasi_py._template.find import end_templates
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_MS = 60.0
 TARGET_RATIO = 1.5  # issue 10: `start` <= 1.5x a bare `python -c pass`, same run
 SHIM_REF = "runwasi_py.wasmtime._shim:PyWasmtimeShim"
 SHIPPED = "shipped"
+TEMPLATE_OFF = ", tpl off"
+"""Suffix of a shim variant run with ``RUNWASI_PY_TEMPLATE=0``: every ``start`` spawns."""
 
 
 def plain_variants(python: str) -> dict[str, list[str]]:
@@ -71,6 +78,7 @@ def shim_variants(python: str, extra: list[str]) -> dict[str, list[str]]:
     script = Path(python).parent / "containerd-shim-pywasmtime-v1"
     if script.exists():
         out[SHIPPED] = [str(script)]
+        out[SHIPPED + TEMPLATE_OFF] = [str(script)]
     for item in extra:
         name, sep, path = item.partition("=")
         if not sep or not name or not os.access(path, os.X_OK):
@@ -80,30 +88,29 @@ def shim_variants(python: str, extra: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def daemons_with(marker: str, *, prefix: bool = False) -> list[int]:
-    """Pids with ``marker`` as an argument (the unique container id of one run), or with an
-    argument starting with it (``prefix``: the benchmark's bundle folder)."""
+def daemons_in(folder: Path, *, below: bool = False) -> list[int]:
+    """Pids whose working directory is ``folder`` (the daemon of one run: its bundle), or
+    (``below``) anywhere under it. Not by ``-id`` in the argv: a daemon forked by the pod
+    template shows the template's command line."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
         except OSError:
             continue
-        args = cmdline.split(b"\0")
-        if marker.encode() in args or (prefix and any(a.startswith(marker.encode()) for a in args)):
+        if cwd == str(folder) or (below and cwd.startswith(f"{folder}/")):
             found.append(int(entry))
     return found
 
 
-def spawned_daemons(marker: str, timeout: float = 2.0) -> list[int]:
-    """The daemon a ``start`` spawned, looked for until it shows: right after ``start``
-    exits, the daemon's command line can still read empty (the kernel lets the vfork
-    parent go before it sets up the new program's arguments)."""
+def spawned_daemons(bundle: Path, timeout: float = 2.0) -> list[int]:
+    """The daemon a ``start`` left, looked for until it shows (right after ``start`` exits,
+    a freshly spawned or forked daemon may not have entered its bundle yet)."""
     deadline = time.monotonic() + timeout
     while True:
-        found = daemons_with(marker)
+        found = daemons_in(bundle)
         if found or time.monotonic() > deadline:
             return found
         time.sleep(0.002)
@@ -160,17 +167,19 @@ def timed(
 
 
 def one_shim(
-    prefix: list[str], work: Path, sockdir: Path
+    prefix: list[str], work: Path, sockdir: Path, template: bool = True
 ) -> tuple[tuple[float, float], tuple[float, float]]:
-    """((wall, CPU) of start, (wall, CPU) of delete) on a fresh bundle."""
+    """((wall, CPU) of start, (wall, CPU) of delete) on a fresh bundle. ``start``'s CPU is
+    its own (a waited-for child), not the daemon's it leaves."""
     cid = "bench-" + uuid.uuid4().hex[:12]
     bundle = work / cid
     (bundle / "rootfs").mkdir(parents=True)
     (bundle / "config.json").write_text('{"process": {"args": ["/hello.wasm"]}}')
     env = dict(ENV, RUNWASI_PY_SOCKET_DIR=str(sockdir), TTRPC_ADDRESS="/nonexistent")
+    env["RUNWASI_PY_TEMPLATE"] = "1" if template else "0"
     flags = ["-namespace", "bench", "-address", "/bench.sock", "-id", cid]
     wall, cpu, result = timed([*prefix, *flags, "start"], bundle, env)
-    stop(spawned_daemons(cid))
+    stop(spawned_daemons(bundle))
     if result.returncode != 0 or not result.stdout.startswith(b"unix://") or result.stderr:
         raise RuntimeError(f"start failed: {prefix}: {result.stdout!r} {result.stderr!r}")
     dwall, dcpu, dresult = timed([*prefix, *flags, "-bundle", str(bundle), "delete"], bundle, env)
@@ -229,12 +238,14 @@ def main() -> None:
                     if round_:
                         samples[name].append((wall, cpu))
                 for name, prefix in shims.items():
-                    start, delete = one_shim(prefix, work, sockdir)
+                    on = not name.endswith(TEMPLATE_OFF)
+                    start, delete = one_shim(prefix, work, sockdir, on)
                     if round_:
                         samples[f"start {name}"].append(start)
                         samples[f"delete {name}"].append(delete)
-        finally:  # whatever a round missed: every daemon's -bundle is under work/
-            stop(daemons_with(f"{work}/", prefix=True))
+        finally:  # whatever a round missed: every daemon's bundle is under work/
+            stop(daemons_in(work, below=True))
+            end_templates(sockdir)  # one per shim binary (a different key each)
 
     results = {name: summarize(s) for name, s in samples.items()}
     anchor = results["python -c pass"]

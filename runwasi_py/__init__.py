@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     )
     from runwasi_py._events.publisher import EventSink
     from runwasi_py._launch.main import shim_main
-    from runwasi_py._output_pump import AppendingPipe, pipe_paths_work
+    from runwasi_py._output_pump import AppendingPipe, hand_appending_file, pipe_paths_work
     from runwasi_py._sandbox import Sandbox
     from runwasi_py._shim import Config, Shim, version
     from runwasi_py._stdio import (
@@ -64,6 +64,7 @@ _EXPORTS = {
     "AppendingOutput": "runwasi_py._stdio",
     "AppendingPipe": "runwasi_py._output_pump",
     "pipe_paths_work": "runwasi_py._output_pump",
+    "hand_appending_file": "runwasi_py._output_pump",
     "FifoUnblocker": "runwasi_py._stdio",
     "OutputHold": "runwasi_py._stdio",
     "stdin_opens_at_once": "runwasi_py._stdio",
@@ -94,6 +95,7 @@ __all__ = [
     "Stdio",
     "Unimplemented",
     "errors",
+    "hand_appending_file",
     "pipe_paths_work",
     "shim_main",
     "stdin_opens_at_once",

@@ -121,6 +121,19 @@ class CompileCache:
             self._memo[key] = (path, ident)
         return path
 
+    def known(self, key: str) -> Path | None:
+        """The entry for ``key`` if this process verified it and it is unchanged since, else
+        None. One ``stat``: no read, no checksum (what :meth:`get` does the first time)."""
+        with self._lock:
+            memo = self._memo.get(key)
+        if memo is None:
+            return None
+        path, ident = memo
+        try:
+            return path if _identity(path) == ident else None
+        except OSError:
+            return None
+
     def read(self, key: str) -> bytes | None:
         """The artifact bytes for ``key`` (without the trailer), or None."""
         path = self.get(key)

@@ -15,6 +15,14 @@ pipe is full.
 the pipe itself (so the file is complete before the exit is reported), bounded: a writer
 that stays open (a leaked fd) ends in a warning, not a hang. stdout and stderr
 sharing one file keep each stream's order; their interleaving is the pump's, as with runc.
+
+Cheaper still, and the default where ``/proc`` is mounted: :func:`hand_appending_file`. The
+pipe is only the target of the engine's open (O_TRUNC means nothing to a pipe and its inode
+is ours alone); as soon as the engine holds its fd, that fd is replaced (``dup2``) by one on
+the log file opened ``O_APPEND``. The guest then writes straight into the file, as a runc
+container does: no pump, no thread, no copy, and nothing to finish at the end: a hello run
+with file stdio took 1.0 instead of 1.45 ms of CPU on one thread, before counting the pump
+thread's wake-ups, which each take the GIL from the shim's loop.
 """
 
 from __future__ import annotations
@@ -24,14 +32,73 @@ import errno
 import logging
 import os
 import select
+import stat
 import threading
 import time
+from collections.abc import Callable
 
-__all__ = ["AppendingPipe", "pipe_paths_work"]
+__all__ = ["AppendingPipe", "hand_appending_file", "pipe_paths_work"]
 
 log = logging.getLogger("runwasi_py")
 
 _CLOSE_TIMEOUT = 5.0
+
+
+def hand_appending_file(path: str, hand_over: Callable[[str], None]) -> bool:
+    """Let an engine that can only be given a path write ``path`` appending, with no copy.
+
+    ``hand_over(p)`` must make the engine open ``p`` for writing at once (wasmtime-py: the
+    ``WasiConfig.stdout_file`` setter) and keep that fd for the run. The fd it opened is
+    then swapped for one on ``path`` (``O_APPEND | O_CREAT``, mode 0600, as runc's shim
+    opens logs), so the file is never truncated and stdout and stderr may share it.
+
+    Returns False, with the engine left holding a pipe nobody reads, if the engine's fd
+    cannot be found (it did not open ``p`` during ``hand_over``); the caller then hands
+    over something else. Raises OSError if ``path`` cannot be opened (nothing handed over).
+    """
+    log_fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        r, w = os.pipe2(os.O_CLOEXEC)
+    except OSError:
+        os.close(log_fd)
+        raise
+    try:
+        pipe_ino = os.fstat(w).st_ino
+        # The kernel gives an open the lowest free fd: most likely the engine's will be
+        # the one this dup frees again (another thread may take it first: then look).
+        guess = os.dup(w)
+        os.close(guess)
+        hand_over(f"/proc/self/fd/{w}")
+        theirs = _engine_fd(guess, pipe_ino, (r, w))
+        if theirs is None:
+            return False
+        # Atomic: the engine's fd number now means the log file; nothing was written yet.
+        os.dup2(log_fd, theirs, inheritable=False)
+        return True
+    finally:
+        for fd in (r, w, log_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _engine_fd(guess: int, pipe_ino: int, ours: tuple[int, int]) -> int | None:
+    """The fd, other than ``ours``, open on the pipe with inode ``pipe_ino``."""
+
+    def on_pipe(fd: int) -> bool:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            return False
+        return stat.S_ISFIFO(st.st_mode) and st.st_ino == pipe_ino
+
+    if guess not in ours and on_pipe(guess):
+        return guess
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    found = [fd for fd in map(int, names) if fd not in ours and on_pipe(fd)]
+    return found[0] if len(found) == 1 else None
 
 
 class AppendingPipe:

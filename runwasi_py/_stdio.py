@@ -55,7 +55,7 @@ import termios
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO
 
 from runwasi_py._errors import InvalidArgument
@@ -90,6 +90,24 @@ class Stdio:
     stdin: str = ""
     stdout: str = ""
     stderr: str = ""
+    _fifos: dict[str, bool] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
+    """Which of the paths are FIFOs, looked up once per task: a run's stdio set-up, kill
+    path and drain all ask, and each ``stat`` from Python is a GIL hand-over on a busy shim."""
+
+    def is_fifo(self, path: str) -> bool:
+        """Whether ``path`` (one of these paths) is a FIFO; remembered for this Stdio.
+
+        containerd makes its FIFOs before Create and they stay for the task's life; a path
+        that is not one (a log file, or none yet) never becomes one.
+        """
+        if not path:
+            return False
+        known = self._fifos.get(path)
+        if known is None:
+            known = self._fifos[path] = _is_fifo(path)
+        return known
 
     @classmethod
     def from_request(cls, stdin: str, stdout: str, stderr: str) -> Stdio:
@@ -108,11 +126,11 @@ class Stdio:
 
     def unblocker(self) -> FifoUnblocker:
         """A :class:`FifoUnblocker` for these FIFOs, for the engine's kill callback."""
-        return FifoUnblocker(self.stdin, [self.stdout, self.stderr])
+        return FifoUnblocker(self.stdin, [self.stdout, self.stderr], is_fifo=self.is_fifo)
 
     def output_hold(self) -> OutputHold:
         """An :class:`OutputHold` on the stdout/stderr FIFOs, for the length of a run."""
-        return OutputHold([self.stdout, self.stderr])
+        return OutputHold([self.stdout, self.stderr], is_fifo=self.is_fifo)
 
     def open_stdin(self) -> BinaryIO | None:
         """stdin for reading, unbuffered; None when not connected."""
@@ -151,9 +169,12 @@ def _uri_path(value: str, which: str) -> str:
 class FifoUnblocker:
     """The stdio FIFOs of one instance, and the means to unblock anything waiting on them."""
 
-    def __init__(self, stdin: str, outputs: list[str]) -> None:
-        self._stdin = stdin if _is_fifo(stdin) else ""
-        self._outputs = [p for p in outputs if _is_fifo(p)]
+    def __init__(
+        self, stdin: str, outputs: list[str], *, is_fifo: Callable[[str], bool] | None = None
+    ) -> None:
+        is_fifo = is_fifo or _is_fifo
+        self._stdin = stdin if is_fifo(stdin) else ""
+        self._outputs = [p for p in outputs if is_fifo(p)]
         self._lock = threading.Lock()
         self._fds: list[int] = []
         self._released = False
@@ -194,10 +215,11 @@ class OutputHold:
     closed and before the output drain.
     """
 
-    def __init__(self, paths: list[str]) -> None:
+    def __init__(self, paths: list[str], *, is_fifo: Callable[[str], bool] | None = None) -> None:
+        is_fifo = is_fifo or _is_fifo
         self._fds: list[int] = []
         for path in paths:
-            if not _is_fifo(path):
+            if not is_fifo(path):
                 continue
             try:
                 self._fds.append(os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC))
@@ -318,9 +340,11 @@ class OutputDrain:
     def __init__(self) -> None:
         self._fds: list[int] = []
 
-    def watch(self, path: str) -> None:
-        """Hold a write fd on the FIFO ``path``; nothing if it is none or has no reader."""
-        if not _is_fifo(path):
+    def watch(self, path: str, *, is_fifo: Callable[[str], bool] | None = None) -> None:
+        """Hold a write fd on the FIFO ``path``; nothing if it is none or has no reader.
+
+        ``is_fifo``: how to tell (default: a ``stat``; :meth:`Stdio.is_fifo` remembers)."""
+        if not (is_fifo or _is_fifo)(path):
             return
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -385,7 +409,7 @@ def drain_outputs(ctx: RuntimeContext, timeout: float) -> None:
     drain = OutputDrain()
     try:
         for path in (ctx.stdio.stdout, ctx.stdio.stderr):
-            drain.watch(path)
+            drain.watch(path, is_fifo=ctx.stdio.is_fifo)
         if not drain.wait(timeout, stop=lambda: ctx.kill_signal is not None):
             if ctx.kill_signal is not None:
                 return  # killed while waiting: the exit must not wait for the reader

@@ -37,9 +37,9 @@ from dataclasses import dataclass
 from ttrpc._envelope import (
     EnvelopeError,
     Request,
+    RequestDecoder,
     Response,
     _varint,
-    decode_request,
     decode_response,
     encode_request,
     encode_response,
@@ -163,6 +163,7 @@ class Connection:
         self._last_id = 0  # server: highest accepted Request id
         self._next_id = 1  # client: next id to allocate
         self._outbox: list[bytes] = []
+        self._decode_request = RequestDecoder().decode  # remembers the last call's method
 
     # --- state queries ----------------------------------------------------------------
 
@@ -224,6 +225,34 @@ class Connection:
                     self._buf = bytearray(view[pos:])
         return events
 
+    def receive_request(self, view: memoryview, n: int) -> tuple[int, int, Request] | None:
+        """Server fast path: when ``view[:n]`` is exactly one whole, valid new Request and
+        nothing is buffered, accept it and return ``(stream_id, flags, request)`` (what
+        :class:`RequestReceived` would carry); else return None having changed nothing,
+        and the caller feeds the same bytes to :meth:`receive_data`.
+
+        One read holding one request is what a client with one call in flight sends; the
+        answer is the same as :meth:`receive_data`'s, without its list, loop and event.
+        """
+        if self._buf or self._discard or n < HEADER_SIZE or self.role is not Role.SERVER:
+            return None
+        length, sid, mtype, flags = _unpack(view, 0)
+        if (
+            length + HEADER_SIZE != n
+            or mtype != _REQUEST
+            or not sid & 1
+            or sid <= self._last_id
+            or length > MAX_MESSAGE
+        ):
+            return None
+        try:
+            request = self._decode_request(bytes(view[HEADER_SIZE:n]))
+        except EnvelopeError:
+            return None  # receive_data answers it with the error status
+        self._last_id = sid
+        self._streams[sid] = _Stream(False, False) if flags & FLAG_REMOTE_OPEN else _PEER_CLOSED
+        return sid, flags, request
+
     def _parse(self, view: memoryview, pos: int, end: int, events: list[Event]) -> int:
         server = self.role is Role.SERVER
         while end - pos >= HEADER_SIZE:
@@ -245,7 +274,7 @@ class Connection:
                     # A new Request, the common case, inlined from _server_frame.
                     self._last_id = sid
                     try:
-                        request = decode_request(payload)
+                        request = self._decode_request(payload)
                     except EnvelopeError as exc:
                         message = f"unmarshal request error: {exc}"
                         self._reply_status(sid, Code.INVALID_ARGUMENT, message, events)
@@ -283,7 +312,7 @@ class Connection:
                 return
             self._last_id = sid
             try:
-                request = decode_request(payload)
+                request = self._decode_request(payload)
             except EnvelopeError as exc:
                 self._reply_status(
                     sid, Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}", events

@@ -27,11 +27,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import types
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine, Generator
 from typing import Any
 
-__all__ = ["NOT_STARTED", "EagerHandle", "Resume", "step"]
+__all__ = ["NOT_STARTED", "EagerHandle", "Resume", "Stepper", "step"]
 
 NOT_STARTED: Any = object()
 """What :func:`step` returns as ``awaited`` when it could not run the coroutine inline."""
@@ -157,3 +158,114 @@ class Resume(Coroutine[Any, Any, Any]):
 
     def __next__(self) -> Any:
         return self.send(None)
+
+
+_DONE: Any = object()  # what the driver yields when the coroutine it runs has returned
+
+
+@types.coroutine
+def _drive(box: list[Any]) -> Generator[Any, Any, None]:
+    # Runs each coroutine sent in to its end, one after another. ``yield from`` takes a
+    # coroutine's return value without a StopIteration (an exception per call, which
+    # ``coro.send`` raises, costs more than the rest of a small handler's first step).
+    coro = yield
+    while True:
+        box[0] = yield from coro
+        coro = yield _DONE
+
+
+class _Driven(Coroutine[Any, Any, Any]):
+    """A driver that took over a suspended coroutine, as that coroutine: its result is the
+    coroutine's (the driver's _DONE becomes a StopIteration with it)."""
+
+    __slots__ = ("_box", "_driver")
+
+    def __init__(self, driver: Generator[Any, Any, None], box: list[Any]) -> None:
+        self._driver = driver
+        self._box = box
+
+    def send(self, value: Any) -> Any:
+        out = self._driver.send(value)
+        if out is _DONE:
+            raise StopIteration(self._box[0])
+        return out
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            out = self._driver.throw(typ)
+        else:  # pragma: no cover - the old three-arg form
+            out = self._driver.throw(typ, val, tb)
+        if out is _DONE:
+            raise StopIteration(self._box[0])
+        return out
+
+    def close(self) -> None:
+        self._driver.close()
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self
+
+    def __iter__(self) -> _Driven:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+
+class Stepper:
+    """:func:`step` for one loop, cheaper per call: a coroutine that finishes in its first
+    step is run by a reused driver generator, so finishing raises nothing.
+
+    :meth:`step` returns ``(True, result, handle)``, or ``(False, rest, handle)`` where
+    ``rest`` is an awaitable that continues the call in a Task (a :class:`Resume`).
+
+    Example:
+        >>> import asyncio
+        >>> async def main() -> str:
+        ...     async def handler() -> str:
+        ...         return "done"
+        ...     done, value, handle = Stepper(asyncio.get_running_loop()).step(handler())
+        ...     return value if done else "suspended"
+        >>> asyncio.run(main())
+        'done'
+    """
+
+    __slots__ = ("_box", "_driver", "_loop", "_send")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._fresh()
+
+    def _fresh(self) -> None:
+        box: list[Any] = [None]
+        driver = _drive(box)
+        driver.send(None)
+        self._box = box
+        self._driver = driver
+        self._send = driver.send
+
+    def step(self, coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any, EagerHandle]:
+        """Run ``coro`` up to its first suspension (see :func:`step`; its exception
+        propagates). Call it from a loop callback; inside a task nothing runs inline."""
+        loop = self._loop
+        handle = EagerHandle(loop)
+        try:
+            _enter_task(loop, handle)  # type: ignore[arg-type]
+        except RuntimeError:
+            return False, Resume(coro, NOT_STARTED), handle
+        try:
+            out = self._send(coro)
+        except BaseException:
+            self._fresh()  # the driver ended with the coroutine's exception
+            raise
+        finally:
+            _leave_task(loop, handle)  # type: ignore[arg-type]
+        if out is _DONE:
+            box = self._box
+            value = box[0]
+            box[0] = None
+            return True, value, handle
+        # The coroutine suspended inside the driver: the driver goes with it to its Task.
+        rest = Resume(_Driven(self._driver, self._box), out)
+        self._fresh()
+        return False, rest, handle

@@ -18,6 +18,7 @@ from __future__ import annotations
 __all__ = [
     "EnvelopeError",
     "Request",
+    "RequestDecoder",
     "Response",
     "decode_request",
     "decode_response",
@@ -326,6 +327,57 @@ def decode_request(data: bytes) -> Request:
     except (IndexError, UnicodeDecodeError, EnvelopeError):
         return _decode_request_general(data)
     return Request(service, method, payload, timeout, metadata)
+
+
+class RequestDecoder:
+    """:func:`decode_request` for one connection, with a memo of its last call's head.
+
+    A client mostly calls the same method again: when the envelope starts with the bytes
+    of the last service and method fields and the payload field runs to its end, it is
+    read with one ``startswith`` and no name decoding (the payload field runs to the end:
+    nothing follows it); anything else goes to
+    :func:`decode_request` (same result, same errors) and becomes the memo.
+
+    Example:
+        >>> d = RequestDecoder()
+        >>> d.decode(encode_request(Request("svc", "M", b"x"))).payload
+        b'x'
+    """
+
+    __slots__ = ("_head", "_method", "_service")
+
+    def __init__(self) -> None:
+        self._head = b"\xff"  # no envelope starts with it until a first call sets it
+        self._service = self._method = ""
+
+    def decode(self, data: bytes) -> Request:
+        """Parse one ``ttrpc.Request`` (see :func:`decode_request`)."""
+        head = self._head  # the service and method fields and the payload's tag
+        if data.startswith(head):
+            q = len(head)
+            end = len(data)
+            if q < end:
+                n = data[q]
+                start = q + 1
+                if n >= 0x80:
+                    if start < end and data[start] < 0x80:  # two bytes: up to 16 KiB
+                        n = (n & 0x7F) | (data[start] << 7)
+                        start += 1
+                    else:
+                        try:
+                            n, start = _read_varint(data, q, end)
+                        except EnvelopeError:
+                            n = -1
+                if start + n == end:
+                    return Request(self._service, self._method, data[start:])
+        request = decode_request(data)
+        service = request.service.encode()
+        method = request.method.encode()
+        if len(service) < 0x80 and len(method) < 0x80:
+            self._head = b"\x0a%c%s\x12%c%s\x1a" % (len(service), service, len(method), method)
+            self._service = request.service
+            self._method = request.method
+        return request
 
 
 _NAMES: dict[bytes, str] = {}

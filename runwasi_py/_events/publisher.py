@@ -39,6 +39,7 @@ import contextlib
 import datetime
 import logging
 import threading
+import time
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import betterproto2
@@ -131,7 +132,8 @@ class EventPublisher(EventSink):
         self._call_timeout = call_timeout
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
-        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
+        # the default clock is time.time_ns: the timestamp's encoding needs no datetime
+        self._clock: Callable[[], datetime.datetime | int] = clock or time.time_ns
         self._queue: collections.deque[_Item] = collections.deque()
         self._lock = threading.Lock()  # publish may run on instance threads
         self._loop = asyncio.get_running_loop()

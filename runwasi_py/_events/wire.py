@@ -46,7 +46,10 @@ def _string_field(tag: int, text: str) -> bytes:
     return length_delimited(tag, text.encode()) if text else b""
 
 
-def _timestamp(when: datetime.datetime) -> bytes:
+def _timestamp(when: datetime.datetime | int) -> bytes:
+    if isinstance(when, int):  # ns since the epoch (time.time_ns()): no datetime arithmetic
+        seconds, nanos = divmod(when, 1_000_000_000)
+        return encode_timestamp(seconds, nanos)
     if when.tzinfo is None:
         raise ValueError(f"event timestamp must be timezone aware, got {when!r}")
     offset = when - UNIX_EPOCH
@@ -56,9 +59,11 @@ def _timestamp(when: datetime.datetime) -> bytes:
 
 
 def encode_forward(
-    timestamp: datetime.datetime, namespace: str, topic: str, type_url: str, value: bytes
+    timestamp: datetime.datetime | int, namespace: str, topic: str, type_url: str, value: bytes
 ) -> bytes:
     """The bytes of ``ForwardRequest{Envelope{timestamp, namespace, topic, Any{type_url, value}}}``.
+
+    ``timestamp``: an aware datetime, or nanoseconds since the Unix epoch.
 
     Empty strings and zero numbers are omitted (proto3); the timestamp and the Any are
     always present, as betterproto2 writes a set message field even when it is empty.

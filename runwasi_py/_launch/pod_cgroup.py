@@ -17,6 +17,10 @@ import sys
 from runwasi_py._lightjson import loads
 from runwasi_py._proto.wire import field_map
 
+TYPE_CHECKING = False  # not typing's: start imports this module
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 RECORD_FILES = ("runwasi-py-cgroups.json", "runwasi-py-daemon-cgroups.json")
 """= ``_cgroups.RECORD_NAME``, ``DAEMON_RECORD_NAME`` (not imported: delete stays light)."""
 SYSTEMD_ENV = "RUNWASI_PY_SYSTEMD_CGROUP"  # = _task.placement.SYSTEMD_ENV
@@ -55,28 +59,69 @@ def systemd_in_options(type_url: str, value: bytes) -> bool:
         return False
 
 
-def join_before_spawn(bundle: str, group: str, env: dict[str, str] | None) -> dict[str, str] | None:
-    """Join the daemon's cgroup (this ``start`` process); returns the daemon's environment.
+def wants_pod_cgroup(bundle: str) -> bool:
+    """True when the bundle's spec has a ``linux.cgroupsPath`` (a pod's daemon joins a cgroup)."""
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = loads(f.read())
+    except (OSError, ValueError):
+        return False
+    linux = spec.get("linux") if isinstance(spec, dict) else None
+    return isinstance(linux, dict) and bool(linux.get("cgroupsPath"))
 
-    A spec the join cannot use is not fatal here: Create reports it to containerd.
+
+def join_pod_cgroup(bundle: str, group: str, env: Mapping[str, str], pid: int | None = None) -> str:
+    """Move ``pid`` (default: this ``start`` process) into the pod's daemon cgroup.
+
+    Returns the note for the daemon's log: ``daemon cgroup <path>``, or why it stays where
+    it is (a spec the join cannot use is not fatal here: Create reports it to containerd),
+    or "" when there is nothing to join. ``pid`` is a daemon the template forked: ``start``
+    moves it while it waits for its ``go``, before it has allocated anything of its own.
     """
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             spec = loads(f.read())
         linux = spec.get("linux") if isinstance(spec, dict) else None
         if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
-            return env
+            return ""
         from runwasi_py._cgroups._daemon import join_daemon_cgroup
 
-        base = env if env is not None else os.environ
-        systemd = base.get(SYSTEMD_ENV, "") in ("1", "true")
-        pod = join_daemon_cgroup(spec, bundle, group, systemd=systemd)
-        note = f"daemon cgroup {pod.path}" if pod is not None else ""
+        systemd = env.get(SYSTEMD_ENV, "") in ("1", "true")
+        pod = join_daemon_cgroup(spec, bundle, group, systemd=systemd, pid=pid)
+        return f"daemon cgroup {pod.path}" if pod is not None else ""
     except Exception as e:
-        note = f"the daemon stays in containerd's cgroup: {e}"
+        if pid is not None:
+            raise  # a forked daemon that could not join is not used: start spawns instead
+        return f"the daemon stays in containerd's cgroup: {e}"
+
+
+def join_before_spawn(bundle: str, group: str, env: dict[str, str] | None) -> dict[str, str] | None:
+    """Join the daemon's cgroup (this ``start`` process); returns the daemon's environment."""
+    note = join_pod_cgroup(bundle, group, env if env is not None else os.environ)
     if not note:
         return env
     return dict(env if env is not None else os.environ, **{NOTE_ENV: note})
+
+
+def unplace(bundle: str, pid: int) -> None:
+    """Undo :func:`join_pod_cgroup` for a forked daemon that was never used (it exits)."""
+    try:
+        from runwasi_py._cgroups._daemon import leave_daemon_cgroup
+
+        leave_daemon_cgroup(bundle, pid)
+    except Exception:
+        # It died in there: what delete does for a dead daemon removes the directories.
+        # (try/except, not contextlib: start's light path does not import it.)
+        try:
+            from runwasi_py._cgroups._daemon import cleanup_bundle
+
+            cleanup_bundle(bundle)
+        except Exception:
+            pass
+    try:  # noqa: SIM105 (contextlib loads collections and functools: start stays light)
+        os.unlink(os.path.join(bundle, RECORD_FILES[1]))
+    except OSError:
+        pass
 
 
 def leave_at_exit(bundle: str) -> None:

@@ -31,11 +31,13 @@ from runwasi_py._bundle.group import GROUP_ENV, group_mode, grouping_id_from_bun
 from runwasi_py._launch.address import is_listening, socket_address, socket_path
 from runwasi_py._launch.bootstrap import bootstrap, read_stdin, start_answer, task_api_version
 from runwasi_py._launch.pod_cgroup import (
-    RECORD_FILES,
     SYSTEMD_ENV,
     join_before_spawn,
+    join_pod_cgroup,
     systemd_cgroup,
     systemd_in_options,
+    unplace,
+    wants_pod_cgroup,
 )
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -97,13 +99,12 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
             os.dup2(listener.fileno(), LISTENER_FD)  # start is exiting: fd 3 is free to take
         else:
             os.set_inheritable(LISTENER_FD, True)
-        in_pod_cgroup = False
-        if mode == "sandbox":  # a per-pod daemon is born in the pod's cgroup
-            env = join_before_spawn(flags.bundle, group, env)
-            in_pod_cgroup = os.path.exists(os.path.join(flags.bundle, RECORD_FILES[1]))
-        # A daemon forked by the template would be the template's child, in its cgroup, its
-        # pages charged there: a daemon that must live in the pod's cgroup is spawned.
-        pid = _start_daemon(command, flags, address, env, template=not in_pod_cgroup)
+        # A per-pod daemon is born in (spawned) or moved into (forked, before its "go") the
+        # pod's daemon cgroup: <cgroup_parent>/runwasi-py-shim-<group>.
+        pod = group if mode == "sandbox" and wants_pod_cgroup(flags.bundle) else None
+        # The namespace-shared daemon starts once per namespace: a template would only linger.
+        template = mode == "sandbox"
+        pid = _start_daemon(command, flags, address, env, pod_group=pod, template=template)
     except BaseException:
         os.unlink(socket_path(address))
         listener.close()
@@ -172,36 +173,60 @@ def _listen(address: str, container_id: str = "") -> socket.socket | None:
     raise OSError(f"cannot bind {path}: address in use and nobody answers")
 
 
+TEMPLATE_OFF = ("0", "false", "no", "off")
+"""``$RUNWASI_PY_TEMPLATE`` values (in containerd's environment) that turn the template off."""
+
+
 def _start_daemon(
     command: list[str],
     flags: Flags,
     address: str,
     env: dict[str, str] | None,
     *,
+    pod_group: str | None = None,
     template: bool = True,
 ) -> int:
     """Fork the daemon from this program's template when there is one, else spawn it.
 
-    ``template`` False: spawn, and launch no template either (this process has joined a
-    pod's daemon cgroup, which a template born here would then live in).
+    ``pod_group``: the daemon belongs in ``<cgroup_parent>/runwasi-py-shim-<pod_group>``. A
+    forked daemon is moved there before its ``go``; if that fails it is not used and the
+    daemon is spawned from this process, which joins that cgroup first. The template is
+    always launched before that join: it must never live in a pod's cgroup. ``template``
+    False, or ``$RUNWASI_PY_TEMPLATE`` off: spawn, and launch no template.
     """
     environ = os.environ if env is None else env
-    if not template or environ.get("RUNWASI_PY_TEMPLATE", "") in ("", "0", "false", "no", "off"):
-        return _spawn_daemon(command, flags.bundle, env)  # off (the default: docs/template.md)
+    if not template or environ.get("RUNWASI_PY_TEMPLATE", "").strip().lower() in TEMPLATE_OFF:
+        if pod_group is not None:
+            env = join_before_spawn(flags.bundle, pod_group, env)
+        return _spawn_daemon(command, flags.bundle, env)
     from runwasi_py._template import client
 
     prefix = command[: len(command) - len(_daemon_flags(flags))]
     key = client.template_key(prefix, flags.address, flags.namespace)
     path = client.template_path(os.path.dirname(socket_path(address)), key)
     argv, cwd = command[len(prefix) :], flags.bundle
-    pid = client.fork_daemon(path, key, argv, dict(environ), cwd, LISTENER_FD)
+
+    placed: list[int] = []
+
+    def place(pid: int) -> str:
+        # Raises when the forked daemon cannot join its pod's cgroup: it is then not used.
+        if pod_group is None:
+            return ""
+        note = join_pod_cgroup(flags.bundle, pod_group, environ, pid)
+        placed.append(pid)
+        return note
+
+    pid = client.fork_daemon(path, key, argv, dict(environ), cwd, LISTENER_FD, place)
     if pid is not None:
         return pid
-    pid = _spawn_daemon(command, flags.bundle, env)
+    if placed:  # moved into the pod's cgroup, then no "go" reached it: undo before spawning
+        unplace(flags.bundle, placed[0])
     client.launch_template(
         prefix, ["-namespace", flags.namespace, "-address", flags.address], path, key
     )
-    return pid
+    if pod_group is not None:
+        env = join_before_spawn(flags.bundle, pod_group, env)
+    return _spawn_daemon(command, flags.bundle, env)
 
 
 def _daemon_flags(flags: Flags) -> list[str]:

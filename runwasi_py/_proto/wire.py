@@ -20,10 +20,14 @@ __all__ = [
 ]
 
 _U64 = (1 << 64) - 1
+_ONE_BYTE = tuple(bytes((i,)) for i in range(0x80))
+"""Varints below 128 (field keys, short lengths): most of what the codecs write."""
 
 
 def encode_varint(value: int) -> bytes:
     """A varint; a negative int64 goes out as its 64-bit two's complement (10 bytes)."""
+    if 0 <= value < 0x80:
+        return _ONE_BYTE[value]
     if value < -(1 << 63) or value > _U64:
         raise ValueError(f"{value} is not representable as a 64-bit integer")
     value &= _U64
@@ -39,7 +43,10 @@ def encode_varint(value: int) -> bytes:
 
 def length_delimited(number: int, payload: bytes) -> bytes:
     """Field ``number`` with wire type 2 (bytes, string, or an embedded message)."""
-    return encode_varint(number << 3 | 2) + encode_varint(len(payload)) + payload
+    key, size = number << 3 | 2, len(payload)
+    if key < 0x80 and size < 0x80:  # the usual case: two one-byte varints
+        return _ONE_BYTE[key] + _ONE_BYTE[size] + payload
+    return encode_varint(key) + encode_varint(size) + payload
 
 
 def read_varint(data: bytes, pos: int) -> tuple[int, int]:

@@ -6,17 +6,18 @@ socket), a template that dies mid-fork or does not answer within :data:`TIMEOUT`
 forked daemon waits for our ``go`` on a pipe before it serves, so a fork whose answer never
 reached us exits on its own instead of serving beside the daemon we spawn instead.
 
-Standard library only, imported lazily: this runs inside ``start``.
+Standard library only (``_socket``, ``_sha256``): this runs inside every ``start``.
 """
 
 from __future__ import annotations
 
-import hashlib
+import _socket as socket  # not socket.py (enum, selectors): start's imports stay light
 import json
 import os
-import socket
 import struct
 import sys
+
+from runwasi_py._launch.address import sha256  # _sha256: hashlib would load OpenSSL
 
 __all__ = [
     "ENABLE_ENV",
@@ -28,13 +29,19 @@ __all__ = [
 ]
 
 ENABLE_ENV = "RUNWASI_PY_TEMPLATE"
-"""In containerd's environment: ``1`` lets ``start`` use a template; unset or ``0``: never
-(``_launch/start.py`` reads it without importing this module)."""
+"""In containerd's environment: ``0`` (or ``false``, ``no``, ``off``) turns the template off;
+unset or anything else, ``start`` uses one (``_launch/start.py`` reads it)."""
 SERVE_ENV = "RUNWASI_PY_TEMPLATE_SERVE"
 """Set (to ``<socket path>\\n<key>``) in the environment of a process that is to be the template."""
 TIMEOUT = 0.5
 """Seconds for connect + request + answer; past it ``start`` spawns."""
 MAX_ANSWER = 4096
+MAX_NOTE = 512
+"""Bytes of the note after ``go`` (below PIPE_BUF: one write, never blocks)."""
+
+TYPE_CHECKING = False  # not typing's: start imports this module
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def template_key(prefix: list[str], address: str, namespace: str) -> str:
@@ -54,7 +61,7 @@ def template_key(prefix: list[str], address: str, namespace: str) -> str:
             marks.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
         except OSError:
             marks.append([path, None])
-    return hashlib.sha256(json.dumps(marks).encode()).hexdigest()[:32]
+    return str(sha256(json.dumps(marks).encode()).hexdigest()[:32])
 
 
 def template_path(socket_dir: str, key: str) -> str:
@@ -63,9 +70,21 @@ def template_path(socket_dir: str, key: str) -> str:
 
 
 def fork_daemon(
-    path: str, key: str, argv: list[str], env: dict[str, str], cwd: str, listener_fd: int
+    path: str,
+    key: str,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    listener_fd: int,
+    place: Callable[[int], str] | None = None,
 ) -> int | None:
-    """The pid of a daemon the template at ``path`` forked for us; None: spawn instead."""
+    """The pid of a daemon the template at ``path`` forked for us; None: spawn instead.
+
+    ``place(pid)`` runs between the template's answer and our ``go``, while the forked
+    daemon waits: it moves the daemon into its pod's cgroup and returns a note for the
+    daemon's log (sent after ``go`` on the commit pipe). If it raises, no ``go`` is sent:
+    the daemon exits at the pipe's EOF and None tells ``start`` to spawn.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(TIMEOUT)
     commit_r = commit_w = -1
@@ -87,9 +106,10 @@ def fork_daemon(
         pid = answer.get("pid")
         if not isinstance(pid, int) or pid <= 0:
             return None
-        os.write(commit_w, b"go")
+        note = place(pid) if place is not None else ""
+        os.write(commit_w, b"go" + note.encode()[:MAX_NOTE])
         return pid
-    except (OSError, ValueError):
+    except Exception:  # whatever went wrong, the pod is not lost: start spawns its daemon
         return None
     finally:
         sock.close()

@@ -27,6 +27,7 @@ import struct
 import sys
 import threading
 
+from runwasi_py._launch.pod_cgroup import NOTE_ENV
 from runwasi_py._template.client import SERVE_ENV, template_key
 
 TYPE_CHECKING = False
@@ -50,11 +51,15 @@ def serve_template(shim: type[Shim] | str, flags: Flags) -> int:
     prefix = _prefix(flags)
     if not path or not key or template_key(prefix, flags.address, flags.namespace) != key:
         return 2  # not what start asked for (another build already): nothing to serve
+    if _in_pod_cgroup():
+        return 2  # our pages would be charged to that pod, and our children born in it
     lock = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         return 0  # another template has this key
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())  # for tooling: _template/find.py
     os.chdir("/")  # not the first pod's bundle: that one goes away
     _warm(shim)
     with contextlib.suppress(FileNotFoundError):
@@ -85,6 +90,16 @@ def serve_template(shim: type[Shim] | str, flags: Flags) -> int:
             if os.stat(path).st_ino == bound:
                 os.unlink(path)
         server.close()
+
+
+def _in_pod_cgroup() -> bool:
+    """True when this process is in a pod daemon's cgroup (``start`` launches templates
+    before it joins one; this guards against a launcher that did not)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            return "/runwasi-py-shim-" in f.read()  # = _cgroups._daemon.DAEMON_CGROUP_PREFIX
+    except OSError:
+        return False
 
 
 def _prefix(flags: Flags) -> list[str]:
@@ -202,6 +217,23 @@ def _reply(conn: socket.socket, answer: dict[str, object]) -> None:
     conn.sendall(json.dumps(answer).encode() + b"\n")
 
 
+def _read_commit(commit: int) -> str | None:
+    """Wait for ``go`` (and the note after it, up to the pipe's EOF); None: no ``go``."""
+    import time
+
+    deadline = time.monotonic() + COMMIT_TIMEOUT
+    data = b""
+    while True:
+        left = deadline - time.monotonic()
+        ready, _, _ = select.select([commit], [], [], max(0.0, left))
+        chunk = os.read(commit, 1024) if ready else b""
+        if not chunk:  # EOF, or the time is up
+            return data[2:].decode("utf-8", "replace") if data.startswith(b"go") else None
+        data += chunk
+        if len(data) > 4096:
+            return None
+
+
 def _child(
     shim: type[Shim] | str,
     request: dict[str, object],
@@ -217,8 +249,8 @@ def _child(
         for fd in template_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)  # the lock above all: it must die with the template
-        ready, _, _ = select.select([commit], [], [], COMMIT_TIMEOUT)
-        if not ready or os.read(commit, 2) != b"go":
+        committed = _read_commit(commit)
+        if committed is None:
             os._exit(0)  # the start that asked gave up: it spawns the daemon itself
         os.close(commit)
         os.dup2(listener, LISTENER_FD)
@@ -234,6 +266,8 @@ def _child(
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
+        if committed:  # where start placed us (its pod's cgroup), for the daemon's log
+            os.environ[NOTE_ENV] = committed
         sys.argv = [sys.argv[0], *[str(a) for a in argv]]
         from runwasi_py._launch.main import shim_main
 

@@ -177,6 +177,31 @@ class PrivateContainerd:
         """The bundle directory containerd makes for a task (``address``, ``log``, ...)."""
         return self.paths.bundles() / (namespace or self.namespace) / container_id
 
+    def shim_daemons(self) -> dict[int, str]:
+        """Live shim daemons of this containerd: {pid: the container id they were started for}.
+
+        Found by working directory (a daemon's cwd is the bundle of the container whose
+        ``start`` made it), not by ``-id`` in the argv: a daemon forked by the pod daemon
+        template (docs/template.md) shows the template's command line. ``start``/``delete``
+        invocations (argv ending in the action) and templates (cwd ``/``) are not daemons.
+        """
+        root = self.paths.bundles()
+        found: dict[int, str] = {}
+        for entry in os.scandir("/proc"):
+            if not entry.name.isdigit():
+                continue
+            pid = int(entry.name)
+            try:
+                cwd = Path(os.readlink(f"/proc/{pid}/cwd").removesuffix(" (deleted)"))
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if cwd.parent.parent != root or argv[-2:-1] in ([b"start"], [b"delete"]):
+                continue
+            if b"-address" in argv and process_alive(pid):
+                found[pid] = cwd.name
+        return found
+
     # -- lifecycle -------------------------------------------------------------------------
 
     @property

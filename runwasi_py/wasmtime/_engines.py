@@ -51,15 +51,16 @@ class EngineSlot:
         self._wake = threading.Event()  # the running task's; replaced per run
         self._mono_base = time.monotonic_ns()
 
-    def module(self, path: os.PathLike[str] | str) -> Any:
+    def module(self, path: os.PathLike[str] | str, st: os.stat_result | None = None) -> Any:
         """The artifact at ``path`` deserialised as a core module (cached); WasmtimeError.
 
         The caller has checked that ``path`` may run (a trusted compile-cache entry) on this
-        call: a cache hit is no proof of trust.
+        call: a cache hit is no proof of trust. ``st``: the file's stat from that check.
         """
         import wasmtime
 
-        st = os.stat(path)
+        if st is None:
+            st = os.stat(path)
         key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
         module = self._modules.get(key)
         if module is not None:

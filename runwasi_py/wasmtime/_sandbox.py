@@ -32,10 +32,13 @@ imports it only inside methods; importing the shim class stays cheap.
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import os
+import stat
 import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -131,19 +134,20 @@ class WasmtimeSandbox(Sandbox):
         # Set by a kill: ends this task's poll_oneoff wait. One per task (a sandbox serves
         # one instance), handed to the thread's shared linker for this run only.
         self._wake = threading.Event()
+        # What can_handle found at Create (a sandbox serves one container), so Start does
+        # not read the file's head again. A file changed in between is still safe: an
+        # artifact only runs from the trusted cache or past check_image_artifact, and
+        # wasmtime validates what it compiles as the kind remembered here.
+        self._kind: BinaryKind | None = None
 
     # -- Sandbox hooks --------------------------------------------------------------
 
     async def can_handle(self, ctx: RuntimeContext) -> None:
         """Accept wasm modules and components, this engine's artifacts, and WAT text."""
         src = ctx.entrypoint.source
-        if src is None or not src.is_file():
+        head = _read_head(src, ctx.entrypoint.path) if src is not None else None
+        if head is None:
             raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r} not found in the rootfs")
-        try:
-            with src.open("rb") as f:
-                head = f.read(_HEAD)
-        except OSError as exc:
-            raise InvalidArgument(f"entrypoint {ctx.entrypoint.path!r}: {exc.strerror}") from None
         kind = detect(head)
         if kind is BinaryKind.PRECOMPILED:
             check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
@@ -153,6 +157,7 @@ class WasmtimeSandbox(Sandbox):
                 "runs wasm modules, wasm components, wasmtime precompiled artifacts and "
                 "WebAssembly text"
             )
+        self._kind = kind
 
     def interrupt(self, signal: int) -> None:
         """Stop this container's guest: bump its engine's epoch and unblock its stdio.
@@ -261,21 +266,24 @@ class WasmtimeSandbox(Sandbox):
         src = ctx.entrypoint.source
         if src is None:
             raise InvalidArgument("the entrypoint has no file in the rootfs")
-        with src.open("rb") as f:
-            head = f.read(_HEAD)
-        kind = detect(head)
-        if kind is None:
-            raise InvalidArgument(f"the file is {describe(head)}")
+        kind = self._kind
+        if kind is None:  # run without can_handle (direct use of the sandbox)
+            with src.open("rb") as f:
+                head = f.read(_HEAD)
+            kind = detect(head)
+            if kind is None:
+                raise InvalidArgument(f"the file is {describe(head)}")
         if kind is BinaryKind.PRECOMPILED:
             check_image_artifact(ctx.entrypoint.path, self.accept_precompiled)
             # Not through the slot's module cache: that holds trusted cache entries only.
-            return _deserialize(slot, src, None, cached=False)
+            return _deserialize(slot, src, None, cached=None)
         expected = None if kind is BinaryKind.WAT else kind
         if ctx.precompiled is not None:
             try:
-                # Checked on every run, before the slot's cache: a hit proves nothing.
-                check_cache_entry(ctx.precompiled)
-                return _deserialize(slot, ctx.precompiled, expected, cached=True)
+                # Checked on every run, before the slot's cache: a hit proves nothing. The
+                # check's lstat (a regular file, no symlink) is the cache's key as well.
+                st = check_cache_entry(ctx.precompiled)
+                return _deserialize(slot, ctx.precompiled, expected, cached=st)
             except Exception as exc:  # stale, or not provably ours: compile instead
                 log.warning("precompiled %s unusable, compiling: %s", ctx.precompiled, exc)
         # No artifact from the framework's compile cache (or a stale one): compile here.
@@ -317,7 +325,7 @@ class WasmtimeSandbox(Sandbox):
             return _cannot_run(
                 ctx, f"{ctx.entrypoint.path!r} exports no function {func_name!r} (has: {names})"
             )
-        if func.type(store).params:
+        if _takes_params(module, func, store, func_name):
             return _cannot_run(ctx, f"function {func_name!r} takes parameters; it cannot be run")
         try:
             init = exports.get("_initialize")
@@ -460,11 +468,12 @@ def _compile(engine: wasmtime.Engine, kind: BinaryKind, wasm: bytes) -> _Program
 
 
 def _deserialize(
-    slot: EngineSlot, path: Path, expected: BinaryKind | None, *, cached: bool
+    slot: EngineSlot, path: Path, expected: BinaryKind | None, *, cached: os.stat_result | None
 ) -> _Program:
     """Load an artifact file as ``expected`` (None: a module, else a component).
 
-    ``cached``: a trusted compile-cache entry, which may come from the slot's module cache.
+    ``cached``: the trust-checked ``lstat`` of a compile-cache entry, which may then come
+    from the slot's module cache; None for anything else.
     """
     import wasmtime
     import wasmtime.component as wc
@@ -473,13 +482,32 @@ def _deserialize(
     if expected is BinaryKind.COMPONENT:
         return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
     try:
-        if cached:
-            return _Program(BinaryKind.MODULE, slot.module(path))
+        if cached is not None:
+            return _Program(BinaryKind.MODULE, slot.module(path, cached))
         return _Program(BinaryKind.MODULE, wasmtime.Module.deserialize_file(engine, str(path)))
     except wasmtime.WasmtimeError:
         if expected is not None:
             raise
     return _Program(BinaryKind.COMPONENT, wc.Component.deserialize_file(engine, str(path)))
+
+
+_PARAMS: weakref.WeakKeyDictionary[Any, dict[str, bool]] = weakref.WeakKeyDictionary()
+_params_lock = threading.Lock()
+
+
+def _takes_params(module: Any, func: Any, store: wasmtime.Store, name: str) -> bool:
+    """Whether the module's export ``name`` (the function ``func``) takes parameters.
+
+    A property of the module, remembered for the modules the engine slots keep: asking
+    ``func.type`` is four calls into wasmtime, each of which lets go of the GIL.
+    """
+    with _params_lock:
+        known = _PARAMS.get(module, {}).get(name)
+    if known is None:
+        known = bool(func.type(store).params)
+        with _params_lock:
+            _PARAMS.setdefault(module, {})[name] = known
+    return known
 
 
 def _component_entry(
@@ -509,6 +537,28 @@ def _component_entry(
         f"{ctx.entrypoint.path!r} is a component without a wasi:cli/run export "
         f"(exports: {exports}); only command components can run"
     )
+
+
+def _read_head(path: Path, guest_path: str) -> bytes | None:
+    """The first ``_HEAD`` bytes of the regular file ``path``; None if it is not one.
+
+    One open, fstat and read: this runs on the control loop at every Create. Raises
+    InvalidArgument for a regular file that cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise InvalidArgument(f"entrypoint {guest_path!r}: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return os.read(fd, _HEAD)
+    except OSError as exc:
+        raise InvalidArgument(f"entrypoint {guest_path!r}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
 
 
 def _renice(nice: int) -> int | None:

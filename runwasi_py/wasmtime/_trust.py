@@ -63,9 +63,11 @@ def check_image_artifact(
     )
 
 
-def check_cache_entry(path: Path) -> None:
+def check_cache_entry(path: Path) -> os.stat_result:
     """Raise :class:`UntrustedArtifact` unless ``path`` is a compile-cache file that only the
-    shim's user could have written (the checksum is the cache's own check, on ``get``)."""
+    shim's user could have written (the checksum is the cache's own check, on ``get``).
+
+    Returns the file's ``lstat`` (a regular file: the same as its ``stat``)."""
     euid = os.geteuid()
     try:
         st = os.lstat(path)
@@ -74,6 +76,7 @@ def check_cache_entry(path: Path) -> None:
         raise UntrustedArtifact(f"compiled artifact {path}: {exc.strerror}") from None
     _owned_and_private(path, st, euid, stat.S_ISREG, "a regular file")
     _owned_and_private(path.parent, parent, euid, stat.S_ISDIR, "a directory")
+    return st
 
 
 def _owned_and_private(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from runwasi_py import (
     AppendingPipe,
     FifoUnblocker,
     OutputHold,
+    hand_appending_file,
     pipe_paths_work,
     stdin_opens_at_once,
 )
@@ -41,14 +43,27 @@ def _is_dir_bind(kind: str, options: tuple[str, ...], source: str) -> bool:
     return is_bind and os.path.isabs(source) and os.path.isdir(source)
 
 
-def _inside(root: Path, guest_path: str) -> Path | None:
-    """The host directory for ``guest_path`` inside ``root``, or None if it escapes/is absent."""
+def _inside(base: Path, guest_path: str) -> Path | None:
+    """The host directory for ``guest_path`` inside ``base`` (resolved), or None if it
+    escapes or is absent."""
     try:
-        base = root.resolve()
         p = (base / guest_path.lstrip("/")).resolve()
     except (OSError, RuntimeError):
         return None
     return p if p.is_relative_to(base) and p.is_dir() else None
+
+
+def _cwd_preopen(root: Path, cwd: str) -> Path | None:
+    """The host directory to offer as ``.`` for the guest's ``cwd``; None for the root
+    itself (already ``/``) or a cwd outside it."""
+    if not cwd.strip("/"):
+        return None  # "/": nothing to resolve (each resolve is an lstat per component)
+    try:
+        base = root.resolve()
+    except (OSError, RuntimeError):
+        return None
+    found = _inside(base, cwd)
+    return found if found is not None and found != base else None
 
 
 def wasi_config(
@@ -62,8 +77,9 @@ def wasi_config(
     ``publish`` gets the FIFO unblocker before any stdio open can block (the kill side
     releases it), ``publish_hold`` the read-write hold on the output FIFOs (the caller
     closes it after the Store, before the output drain); regular-file outputs are appended
-    through :class:`AppendingPipe`s (or, without ``/proc``, :class:`AppendingOutput`
-    callbacks) added to ``appenders``, which the caller closes after the Store is gone: the
+    by wasmtime itself (:func:`~runwasi_py.hand_appending_file`), else through
+    :class:`AppendingPipe`s (or, without ``/proc``, :class:`AppendingOutput` callbacks)
+    added to ``appenders``, which the caller closes after the Store is gone: the
     two cover different outputs (FIFOs vs files). Worker thread only.
     """
     import wasmtime
@@ -81,8 +97,8 @@ def wasi_config(
         wasi.preopen_dir(m.source, m.destination, fs_mutable="ro" not in m.options)
     # wasmtime-py cannot set the guest's working directory. Newer wasi-libc resolves
     # relative paths from "/", older toolchains from a "." preopen: give them cwd.
-    cwd = _inside(root, ctx.cwd)
-    if cwd is not None and cwd != root.resolve():
+    cwd = _cwd_preopen(root, ctx.cwd)
+    if cwd is not None:
         wasi.preopen_dir(str(cwd), ".", fs_mutable=not readonly)
 
     stdio = ctx.stdio
@@ -105,9 +121,12 @@ def wasi_config(
     ):
         if not path:
             continue
-        if _is_regular_or_missing(path):
+        if not stdio.is_fifo(path) and _is_regular_or_missing(path):
             if pipe_paths_work():
-                # wasmtime writes a pipe natively; the pump appends it (no Python per write)
+                # wasmtime writes the file itself, appending (its fd swapped for ours)
+                if hand_appending_file(path, functools.partial(setattr, wasi, native)):
+                    continue
+                # its fd was not found: a pipe the pump appends (no Python per write)
                 pipe = AppendingPipe(path)
                 appenders.append(pipe)
                 setattr(wasi, native, pipe.path)

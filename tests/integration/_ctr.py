@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 from runwasi_py.containerd import PrivateContainerd
-from runwasi_py.containerd._cleanup import mounts_under, process_alive
+from runwasi_py.containerd._cleanup import mounts_under
 
 RUNTIME = "io.containerd.pywasmtime.v1"
 
@@ -48,21 +46,9 @@ def status(c8d: PrivateContainerd, cid: str) -> str | None:
 
 
 def shim_pids(c8d: PrivateContainerd, cid: str) -> list[int]:
-    """Live processes whose argv carries ``-id <cid>`` (the shim daemon)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        for i, a in enumerate(argv[:-1]):
-            if a == b"-id" and argv[i + 1] == cid.encode() and c8d.address.encode() in argv:
-                if process_alive(int(entry.name)):
-                    found.append(int(entry.name))
-                break
-    return found
+    """Live shim daemons started for ``cid`` (by their cwd, the bundle: a daemon forked by
+    the template shows the template's argv, without ``-id``)."""
+    return [pid for pid, started_for in c8d.shim_daemons().items() if started_for == cid]
 
 
 def mounts_of(c8d: PrivateContainerd, cid: str) -> list[str]:

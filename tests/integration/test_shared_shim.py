@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from runwasi_py.containerd import ContainerdBuild, PrivateContainerd
-from runwasi_py.containerd._cleanup import process_alive
 from runwasi_py.examples._demo import scripts_dir
 from tests.integration._ctr import (
     RUNTIME,
@@ -77,21 +76,7 @@ def shared(
 
 def daemons(c8d: PrivateContainerd) -> list[int]:
     """Live shim daemons of this containerd (not ``start``/``delete`` invocations)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not any(a.endswith(SHIM) for a in argv[:2]) or c8d.address.encode() not in argv:
-            continue
-        if b"start" in argv or b"delete" in argv:
-            continue
-        if process_alive(int(entry.name)):
-            found.append(int(entry.name))
-    return found
+    return sorted(c8d.shim_daemons())
 
 
 def test_two_containers_share_one_daemon(shared: PrivateContainerd) -> None:

@@ -1,4 +1,4 @@
-"""AppendingPipe: a path any writer opens (even O_TRUNC) that ends up appended to a file."""
+"""AppendingPipe and hand_appending_file: file stdio appended, whatever the engine opens."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runwasi_py import AppendingPipe
+from runwasi_py import AppendingPipe, hand_appending_file
 
 
 def write_through(pipe: AppendingPipe, data: bytes) -> None:
@@ -88,3 +88,81 @@ def test_the_path_is_gone_once_opened(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="closed"):
         _ = pipe.path
     pipe.close()
+
+
+# -- hand_appending_file: the engine's own fd becomes an O_APPEND fd on the file ----------
+
+
+class Engine:
+    """Opens what it is handed as wasmtime's ``stdout_file`` does (O_TRUNC), writes later."""
+
+    def __init__(self) -> None:
+        self.fds: list[int] = []
+
+    def open(self, path: str) -> None:
+        self.fds.append(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC))
+
+    def write(self, i: int, data: bytes) -> None:
+        os.write(self.fds[i], data)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+
+
+def test_the_engines_fd_appends_to_what_the_file_held(tmp_path: Path) -> None:
+    log = tmp_path / "c1.log"
+    log.write_bytes(b"earlier line\n")
+    engine = Engine()
+    assert hand_appending_file(str(log), engine.open)
+    assert log.read_bytes() == b"earlier line\n"  # the engine's O_TRUNC reached a pipe
+    engine.write(0, b"hello\n")
+    engine.close()
+    assert log.read_bytes() == b"earlier line\nhello\n"
+
+
+def test_stdout_and_stderr_sharing_a_file_do_not_overwrite_each_other(tmp_path: Path) -> None:
+    log = tmp_path / "c1.log"
+    engine = Engine()
+    assert hand_appending_file(str(log), engine.open)
+    assert hand_appending_file(str(log), engine.open)
+    engine.write(0, b"out 1\n")
+    engine.write(1, b"err 1\n")
+    engine.write(0, b"out 2\n")
+    engine.close()
+    assert log.read_bytes() == b"out 1\nerr 1\nout 2\n"
+    assert os.stat(log).st_mode & 0o777 == 0o600
+
+
+def test_the_engines_fd_is_found_when_another_open_took_the_expected_number(
+    tmp_path: Path,
+) -> None:
+    """Another thread may open a file between the guess and the engine's open."""
+    log = tmp_path / "c1.log"
+    engine = Engine()
+    other: list[int] = []
+
+    def open_after_another(path: str) -> None:
+        other.append(os.open(os.devnull, os.O_RDONLY))  # takes the lowest free fd
+        engine.open(path)
+
+    try:
+        assert hand_appending_file(str(log), open_after_another)
+        engine.write(0, b"hello\n")
+    finally:
+        engine.close()
+        os.close(other[0])
+    assert log.read_bytes() == b"hello\n"
+
+
+def test_an_engine_that_did_not_open_the_path_is_reported(tmp_path: Path) -> None:
+    before = set(os.listdir("/proc/self/fd"))
+    assert not hand_appending_file(str(tmp_path / "c1.log"), lambda path: None)
+    assert set(os.listdir("/proc/self/fd")) == before  # nothing of ours left open
+
+
+def test_an_unopenable_file_raises_before_anything_is_handed_over(tmp_path: Path) -> None:
+    handed: list[str] = []
+    with pytest.raises(FileNotFoundError):
+        hand_appending_file(str(tmp_path / "no-such-dir" / "c1.log"), handed.append)
+    assert handed == []

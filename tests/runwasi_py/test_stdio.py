@@ -99,3 +99,33 @@ def test_nothing_to_watch_without_a_reader_or_a_fifo(fifo: str, tmp_path: Path) 
     assert drain.wait(30.0) is True
     drain.close()
     drain.close()  # idempotent
+
+
+def test_a_tasks_stdio_is_classified_once_per_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's set-up, kill side and drain all ask which paths are FIFOs: one stat each."""
+    import runwasi_py._stdio as stdio_mod
+    from runwasi_py import Stdio
+
+    out, err = tmp_path / "out", tmp_path / "err.log"
+    os.mkfifo(out)
+    calls: list[str] = []
+    real = stdio_mod._is_fifo
+
+    def counting(path: str) -> bool:
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(stdio_mod, "_is_fifo", counting)
+    stdio = Stdio(stdout=str(out), stderr=str(err))
+    stdio.unblocker().close()
+    stdio.output_hold().close()
+    drain = OutputDrain()
+    for path in (stdio.stdout, stdio.stderr):
+        drain.watch(path, is_fifo=stdio.is_fifo)
+    drain.close()
+    assert sorted(calls) == sorted([str(out), str(err)])
+    assert stdio.is_fifo(str(out))
+    assert not stdio.is_fifo(str(err))
+    assert stdio == Stdio(stdout=str(out), stderr=str(err))  # the memo is no part of it

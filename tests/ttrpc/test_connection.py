@@ -412,3 +412,62 @@ def test_request_fast_decode_matches_general(payload: bytes, timeout: int) -> No
     req = Request("ttrpc.example.v1.Example", "Echo", payload, timeout, [("k", "v")])
     data = encode_request(req)
     assert decode_request(data) == _decode_request_general(data) == req
+
+
+# --- the server's one-request-per-read fast path ------------------------------------------
+
+
+def _state(conn: Connection) -> tuple[object, ...]:
+    streams = {sid: (s.local_closed, s.remote_closed) for sid, s in conn._streams.items()}
+    return (conn._last_id, streams, bytes(conn._buf), conn._discard, list(conn._outbox))
+
+
+_reads = st.one_of(
+    st.binary(max_size=80),
+    st.builds(req_frame, st.integers(0, 9), st.sampled_from(["svc", "s"]), st.just("M")),
+    st.builds(
+        lambda sid, flags, cut: req_frame(sid, flags=flags)[:cut],
+        st.integers(1, 9),
+        st.sampled_from([0, 1, 2, 4]),
+        st.integers(0, 40),
+    ),
+    st.builds(lambda a, b: a + b, st.builds(req_frame, st.integers(1, 9)), st.binary(max_size=30)),
+    st.builds(lambda sid: pack_header(3, sid, 1, 0) + b"\xff\xff\xff", st.integers(1, 9)),
+    st.builds(lambda sid: pack_header(MAX_MESSAGE + 1, sid, 1, 0), st.integers(1, 9)),
+)
+
+
+@given(st.lists(_reads, max_size=6))
+@settings(max_examples=300)
+def test_receive_request_is_receive_data_for_one_whole_request(reads: list[bytes]) -> None:
+    # Two cores fed the same reads, one trying the fast path first: same events, same state.
+    fast, slow = Connection(Role.SERVER), Connection(Role.SERVER)
+    for data in reads:
+        view = memoryview(bytearray(data))
+        before = _state(fast)
+        accepted = fast.receive_request(view, len(data))
+        if accepted is None:
+            assert _state(fast) == before  # nothing changed: the caller falls back
+            fast_events = fast.receive_data(view)
+        else:
+            sid, flags, request = accepted
+            fast_events = [RequestReceived(sid, flags, request)]
+        assert fast_events == slow.receive_data(data)
+        assert fast.data_to_send() == slow.data_to_send()
+        assert _state(fast) == _state(slow)
+
+
+def test_receive_request_leaves_everything_else_to_receive_data() -> None:
+    conn = Connection(Role.SERVER)
+    one = req_frame(3)
+    assert conn.receive_request(memoryview(one), len(one)) is not None
+    for data in (
+        req_frame(3),  # a reused id
+        req_frame(4),  # an even id
+        req_frame(5) + req_frame(7),  # two requests in one read
+        req_frame(5)[:10],  # a partial frame
+        data_frame(3, b"x"),  # not a request
+    ):
+        assert conn.receive_request(memoryview(data), len(data)) is None
+    client = Connection(Role.CLIENT)
+    assert client.receive_request(memoryview(one), len(one)) is None

@@ -11,7 +11,7 @@ import pytest
 from tests.ttrpc.harness import serving
 from tests.ttrpc.messages import EchoRequest, EchoResponse
 from ttrpc import CallContext, Client, Code, Service, TtrpcError, rpc
-from ttrpc._eager import NOT_STARTED, EagerHandle, Resume, step
+from ttrpc._eager import NOT_STARTED, EagerHandle, Resume, Stepper, step
 
 pytestmark = pytest.mark.anyio
 
@@ -59,6 +59,10 @@ class Eager(Service):
     @rpc
     async def raises_cancelled(self, request: EchoRequest, context: CallContext) -> EchoResponse:
         raise asyncio.CancelledError
+
+    @rpc
+    async def plain(self, request: EchoRequest, context: CallContext) -> EchoResponse:
+        return EchoResponse(payload=request.payload, seq=request.seq + 1)
 
     @rpc
     async def bad_result(self, request: EchoRequest, context: CallContext) -> EchoResponse:
@@ -233,3 +237,139 @@ async def test_handle_before_suspension() -> None:
     assert handle.uncancel() == 0
     with pytest.raises(AttributeError, match="before the ttrpc call suspends"):
         handle.get_name()
+
+
+class _Transport:
+    """Enough of a transport for a ServerConnection fed by hand."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+
+async def test_request_fed_from_inside_a_task_is_answered() -> None:
+    # A shell that feeds bytes from inside a task (not a loop callback) gets no inline
+    # step; a handler that then finishes without suspending must still be answered, and
+    # the connection must stay up (it once raised StopIteration and aborted it).
+    from ttrpc import Server
+    from ttrpc._connection import Connection, Role
+    from ttrpc._envelope import Request
+    from ttrpc._server import ServerConnection
+
+    server = Server()
+    server.register(Eager())
+    conn = ServerConnection(server)
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    client = Connection(Role.CLIENT)
+    for seq in (1, 2):
+        payload = bytes(EchoRequest(b"x", seq))
+        _, wire = client.send_request(Request("test.v1.Eager", "Plain", payload))
+        conn._view[: len(wire)] = wire
+        conn.buffer_updated(len(wire))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert not transport.closed
+        (event,) = client.receive_data(transport.written.pop())
+        assert EchoResponse.FromString(event.response.payload).seq == seq + 1  # type: ignore[union-attr]
+    assert not conn.tasks
+
+
+# --- Stepper: the server's reusable-driver step -----------------------------------------
+
+
+class _Boom(Exception):
+    pass
+
+
+async def _raises() -> int:
+    raise _Boom
+
+
+async def _catches_cancel(fut: asyncio.Future[int]) -> int:
+    try:
+        return await fut
+    except asyncio.CancelledError:
+        return -1
+
+
+async def _two_waits(a: asyncio.Future[int], b: asyncio.Future[int]) -> int:
+    return await a + await b
+
+
+def _in_callback(fn: Any, *args: Any) -> Any:
+    loop = asyncio.get_running_loop()
+    out: asyncio.Future[Any] = loop.create_future()
+
+    def run() -> None:
+        try:
+            out.set_result(fn(*args))
+        except BaseException as exc:  # handed to the test as is
+            out.set_exception(exc)
+
+    loop.call_soon(run)
+    return out
+
+
+async def test_stepper_runs_many_calls_on_one_driver() -> None:
+    # Finished, raised, suspended-then-finished and cancelled calls, interleaved on one
+    # Stepper: each gets its own result, as with step(), and the driver survives them all.
+    loop = asyncio.get_running_loop()
+    stepper = Stepper(loop)
+    assert (await _in_callback(stepper.step, _value(1)))[:2] == (True, 1)
+    with pytest.raises(_Boom):
+        await _in_callback(stepper.step, _raises())
+    a, b = loop.create_future(), loop.create_future()
+    done, rest, handle = await _in_callback(stepper.step, _two_waits(a, b))
+    assert not done
+    task: asyncio.Task[int] = loop.create_task(rest)
+    handle.adopt(task)
+    # While that call waits in its Task, more calls run inline on a fresh driver.
+    for v in (2, 3):
+        done, value, _ = await _in_callback(stepper.step, _value(v))
+        assert (done, value) == (True, v)
+    a.set_result(10)
+    await asyncio.sleep(0)
+    b.set_result(5)
+    assert await task == 15
+    fut: asyncio.Future[int] = loop.create_future()
+    done, rest, handle = await _in_callback(stepper.step, _catches_cancel(fut))
+    task = loop.create_task(rest)
+    handle.adopt(task)
+    await asyncio.sleep(0)
+    task.cancel()
+    assert await task == -1  # the handler caught the cancel and returned
+    assert (await _in_callback(stepper.step, _value(4)))[:2] == (True, 4)
+
+
+async def test_stepper_cancel_before_the_task_starts_cancels_the_awaited_future() -> None:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[int] = loop.create_future()
+    done, rest, handle = await _in_callback(Stepper(loop).step, _wait(fut))
+    assert not done
+    task: asyncio.Task[int] = loop.create_task(rest)
+    handle.adopt(task)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert fut.cancelled()
+
+
+async def test_stepper_inside_a_task_does_not_run_inline() -> None:
+    done, rest, _ = Stepper(asyncio.get_running_loop()).step(_value(5))
+    assert not done
+    assert await _await(rest) == 5

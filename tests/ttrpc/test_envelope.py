@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ttrpc._envelope import (
     EnvelopeError,
     Request,
+    RequestDecoder,
     Response,
     _decode_request_general,
     _decode_response_general,
@@ -165,6 +166,44 @@ def _outcome(decode: Any, data: bytes) -> object:
 )
 def test_fast_request_path_agrees_with_general_decoder(data: bytes) -> None:
     assert _outcome(decode_request, data) == _outcome(_decode_request_general, data)
+
+
+_envelopes = st.one_of(
+    st.binary(max_size=200),
+    st.builds(
+        lambda r: encode_request(r),
+        st.builds(
+            Request,
+            st.sampled_from(["svc", "", "é" * 70, "s" * 127]),
+            st.sampled_from(["M", "", "N"]),
+            st.binary(max_size=20000),
+            st.sampled_from([0, 0, 5]),
+            st.lists(st.tuples(_text, _text), max_size=1),
+        ),
+    ),
+)
+
+
+@given(st.lists(_envelopes, min_size=1, max_size=8), st.data())
+def test_connection_decoder_agrees_with_decode_request(
+    envelopes: list[bytes], data: st.DataObject
+) -> None:
+    # The memo is state: each envelope is decoded after the ones before it, and also after
+    # an edit (a truncation, a byte appended) of an envelope that matched the memo.
+    decoder = RequestDecoder()
+    for wire in envelopes:
+        cut = data.draw(st.integers(0, len(wire)))
+        for candidate in (wire, wire[:cut], wire + b"\x00", wire):
+            assert _outcome(decoder.decode, candidate) == _outcome(decode_request, candidate)
+
+
+def test_connection_decoder_memo_follows_the_method() -> None:
+    decoder = RequestDecoder()
+    a = encode_request(Request("svc", "A", b"1"))
+    b = encode_request(Request("svc", "B", b"2"))
+    assert [decoder.decode(w).method for w in (a, a, b, a, b, b)] == ["A", "A", "B", "A", "B", "B"]
+    long = encode_request(Request("svc", "B", b"x" * 300))
+    assert decoder.decode(long).payload == b"x" * 300
 
 
 @given(

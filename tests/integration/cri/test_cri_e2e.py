@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from runwasi_py._cgroups._hierarchy import read_proc_cgroup
+from runwasi_py._template.find import template_pids
 from runwasi_py.containerd import PrivateContainerd
-from runwasi_py.containerd._cleanup import mounts_under, process_alive
+from runwasi_py.containerd._cleanup import mounts_under
 from runwasi_py.containerd._network import bridge_name
 from runwasi_py.containerd._podcgroup import cgroup_mounts, processes_in
 from runwasi_py.containerd.cri import CriClient, CriError, pb, wait_exited
@@ -45,20 +46,8 @@ def cni_pod(pods: Pods) -> Pod:
 
 
 def shim_daemons(c8d: PrivateContainerd) -> dict[int, str]:
-    """Live pywasmtime shim processes of this containerd, as {pid: their -id}."""
-    found = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if not any(SHIM in a for a in argv[:2]) or c8d.address.encode() not in argv:
-            continue
-        if b"-id" in argv and process_alive(int(entry.name)):
-            found[int(entry.name)] = argv[argv.index(b"-id") + 1].decode()
-    return found
+    """Live shim daemons of this containerd, as {pid: the id they were started for}."""
+    return c8d.shim_daemons()
 
 
 # -- the harness -----------------------------------------------------------------------------
@@ -164,6 +153,30 @@ def test_one_shim_process_serves_the_whole_pod(pods: Pods, cri_c8d: PrivateConta
     assert len(daemons) == 1
     # No daemon was started under a container's id: every container went to the pod's shim.
     assert not set(shim_daemons(cri_c8d).values()) & set(pod.containers.values())
+
+
+def test_a_pod_daemon_forked_by_the_template_is_in_its_pod_cgroup(
+    pods: Pods, cri_c8d: PrivateContainerd
+) -> None:
+    """The template (on by default) forks a pod's daemon; start moves it into
+    ``<cgroup_parent>/runwasi-py-shim-<pod id>`` before it runs, the template stays out."""
+    first = pods.run("tplfirst")  # the first start of a template key spawns and launches one
+    assert first.run("hello", PROBE).exit_code == 0
+    address = cri_c8d.bundle(first.id).joinpath("address").read_text()
+    sockets = Path(address.removeprefix("unix://")).parent
+    wait_for(lambda: bool(template_pids(sockets)), "a template")
+    pod = pods.run("tplforked")
+    pod.start("spin", PROBE, args=["spin"])
+    (daemon,) = [pid for pid, ident in shim_daemons(cri_c8d).items() if ident == pod.id]
+    templates = template_pids(sockets)
+    parent = int(Path(f"/proc/{daemon}/stat").read_text().rpartition(")")[2].split()[1])
+    assert parent in templates  # forked, not spawned
+    want = f"{pod.cgroup.path.rstrip('/')}/runwasi-py-shim-{pod.id}"
+    mine, its = read_proc_cgroup(daemon), read_proc_cgroup(parent)
+    key = "memory" if "memory" in mine else ""  # v1: the memory hierarchy; v2: unified
+    assert mine[key] == want
+    assert "runwasi-py-shim-" not in its[key]
+    pod.cri.stop_container(pod.containers["spin"], timeout=1)
 
 
 def test_stop_ends_a_running_wasm_container_with_sigterm(host_pod: Pod) -> None:

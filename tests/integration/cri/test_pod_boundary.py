@@ -162,17 +162,7 @@ def test_one_shim_serves_wasm_and_native_containers_of_a_pod(
     pod = pods.run("oneshim-mixed")
     pod.start("native", NATIVE_C, args=["sleep"])
     pod.start("wasm", PROBE, args=["spin"])
-    shims = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if any(b"containerd-shim-pywasmtime-v1" in a for a in argv[:2]) and (
-                pod.id.encode() in argv and cri_c8d.address.encode() in argv
-            ):
-                shims.append(int(entry.name))
+    shims = [pid for pid, started_for in cri_c8d.shim_daemons().items() if started_for == pod.id]
     assert len(shims) == 1
     info = json.loads(pod.cri.container_status_info(pod.containers["native"])["info"])
     assert Path(f"/proc/{info['pid']}/cmdline").read_bytes().startswith(b"/native")

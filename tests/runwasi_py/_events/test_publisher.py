@@ -407,3 +407,19 @@ async def test_fake_answers_malformed_request_with_invalid_argument(
         with pytest.raises(ttrpc.TtrpcError, match="envelope and event required"):
             await client.call(EVENTS_SERVICE, "Forward", ttrpc.RawMessage(b""), ttrpc.RawMessage)
     assert events.events == []
+
+
+@pytest.mark.parametrize("ns", [0, 1, 999_999_999, 1_764_880_000_123_456_789])
+def test_a_nanosecond_timestamp_encodes_as_the_same_instant(ns: int) -> None:
+    """The default clock is time.time_ns: its envelope says what a datetime would."""
+    args = ("default", "/tasks/start", "containerd.events.TaskStart", b"\x0a\x02c1")
+    decoded = decode_forward(encode_forward(ns, *args))
+    assert decoded.timestamp is not None
+    epoch = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    assert decoded.timestamp == epoch + datetime.timedelta(
+        seconds=seconds, microseconds=nanos // 1000
+    )
+    if nanos % 1000 == 0:  # a datetime holds microseconds: then the bytes are the same
+        when = epoch + datetime.timedelta(seconds=seconds, microseconds=nanos // 1000)
+        assert encode_forward(ns, *args) == encode_forward(when, *args)

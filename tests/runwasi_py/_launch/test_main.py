@@ -192,6 +192,9 @@ def make_bundle(root: Path, name: str, annotations: dict[str, str] | None = None
 def shim_env(sockdir: Path, **extra: str) -> dict[str, str]:
     env = dict(os.environ, RUNWASI_PY_SOCKET_DIR=str(sockdir), TTRPC_ADDRESS="/nonexistent.ttrpc")
     env.pop("NAMESPACE", None)
+    # start's own protocol, with the daemon spawned: the template (on by default) has its
+    # tests in tests/runwasi_py/_template
+    env["RUNWASI_PY_TEMPLATE"] = "0"
     env.update(extra)
     return env
 

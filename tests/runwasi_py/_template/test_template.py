@@ -8,120 +8,19 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import psutil
 import pytest
-import wasmtime
 
-import ttrpc
 from runwasi_py._template import client
-from runwasi_py.examples import example_path
-from runwasi_py.testing import Bundle, TaskDriver, make_bundle
-from runwasi_py.testing.serve import write_shim_program
-
-SHIM = "runwasi_py.wasmtime._shim:PyWasmtimeShim"
-HELLO = bytes(wasmtime.wat2wasm(example_path("hello").read_text()))
-
-
-@dataclass
-class Host:
-    """One fake containerd: a shim program, an address, a socket dir, an environment."""
-
-    work: Path
-    program: Path
-    env: dict[str, str]
-    address: str
-
-    def start(self, cid: str, *, env: dict[str, str] | None = None) -> tuple[str, Path]:
-        """``start`` for a new pod ``cid``; its (address, bundle)."""
-        bundle = make_bundle(self.work, args=["/hello.wasm"], container_id=cid, stdio="file",
-                             files={"hello.wasm": HELLO})  # fmt: skip
-        flags = ["-namespace", "tpl", "-address", self.address, "-id", cid]
-        proc = subprocess.run(
-            [str(self.program), *flags, "start"],
-            cwd=bundle.path,
-            env=env or self.env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        assert proc.stdout.startswith(b"unix://")
-        assert not proc.stderr
-        return proc.stdout.decode(), bundle.path
-
-    def template_pids(self) -> list[int]:
-        """Live templates of this host (their environment names our socket dir)."""
-        found = []
-        for p in psutil.process_iter(["pid", "environ"]):
-            env = p.info.get("environ") or {}
-            if client.SERVE_ENV in env and env[client.SERVE_ENV].startswith(self.env["sock"]):
-                found.append(p.info["pid"])
-        return found
-
-
-@pytest.fixture
-def host() -> Iterator[Host]:
-    work = Path(tempfile.mkdtemp(prefix="rwtpl-", dir="/tmp"))  # short: sun_path is 108
-    program = write_shim_program(SHIM, work)
-    env = dict(os.environ)
-    sock = str(work / "s")
-    env.update(
-        RUNWASI_PY_SOCKET_DIR=sock,
-        RUNWASI_PY_TEMPLATE="1",
-        RUNWASI_PY_TEMPLATE_IDLE="3",
-        TTRPC_ADDRESS="/nonexistent",
-        sock=sock,  # only to find this test's templates
-    )
-    env.pop("RUNWASI_PY_SHIM_GROUP", None)
-    h = Host(work, program, env, str(work / "containerd.sock"))
-    yield h
-    for p in psutil.process_iter(["pid", "cwd", "environ"]):
-        with_us = (p.info.get("cwd") or "").startswith(str(work)) or (
-            (p.info.get("environ") or {}).get("sock") == sock
-        )
-        if with_us and p.info["pid"] != os.getpid():
-            p.kill()
-
-
-async def run_hello(address: str, bundle: Path, cid: str) -> tuple[int, int]:
-    """Create+start+wait the pod's hello over ``address``; (exit status, shim pid)."""
-    c = await ttrpc.Client.connect(address)
-    try:
-        d = TaskDriver(c)
-        shim_pid = (await d.connect(cid)).shim_pid
-        b = Bundle(path=bundle, id=cid, rootfs=bundle / "rootfs")
-        b.stdout, b.stderr = str(bundle / "io" / "stdout"), str(bundle / "io" / "stderr")
-        code, out, _ = await d.run(b)
-        assert "Hello from WebAssembly" in out
-        await d.shutdown(cid)
-        return code, shim_pid
-    finally:
-        await c.close()
-
-
-def wait_until(cond: object, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():  # type: ignore[operator]
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
-def template_sockets(host: Host) -> list[str]:
-    d = host.env["sock"]
-    return [os.path.join(d, n) for n in os.listdir(d) if n.startswith("t-") and n.endswith(".sock")]
-
-
-def wait_template(host: Host) -> list[int]:
-    """The pids of the host's templates, once one listens."""
-    wait_until(lambda: host.template_pids() and template_sockets(host), "no template came up")
-    return host.template_pids()
+from tests.runwasi_py._template.conftest import (
+    Host,
+    run_hello,
+    template_sockets,
+    wait_template,
+    wait_until,
+)
 
 
 def test_second_pod_is_forked_by_the_template_with_its_own_env(host: Host) -> None:
@@ -194,7 +93,7 @@ def test_many_concurrent_starts_each_get_their_own_daemon(host: Host) -> None:
     wait_template(host)
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(16) as pool:  # all 16 at once
         pods = list(pool.map(host.start, [f"c{i}" for i in range(16)]))
     results = [asyncio.run(run_hello(a, b, f"c{i}")) for i, (a, b) in enumerate(pods)]
     assert [code for code, _ in results] == [0] * 16
@@ -234,16 +133,25 @@ def test_the_client_imports_nothing_heavy() -> None:
     assert json.loads(out.stdout) == []
 
 
-@pytest.mark.parametrize("setting", ["0", None])
-def test_off_means_no_template_at_all(host: Host, setting: str | None) -> None:
-    env = dict(host.env)
-    if setting is None:
-        env.pop(client.ENABLE_ENV)
-    else:
-        env[client.ENABLE_ENV] = setting
+@pytest.mark.parametrize("setting", ["0", "false", "no", "OFF"])
+def test_off_means_no_template_at_all(host: Host, setting: str) -> None:
+    env = dict(host.env, **{client.ENABLE_ENV: setting})
     address, bundle = host.start("p1", env=env)
     code, _ = asyncio.run(run_hello(address, bundle, "p1"))
     assert code == 0
     time.sleep(0.5)  # not a timing assertion: room for a wrongly spawned template to appear
     assert host.template_pids() == []
     assert template_sockets(host) == []
+
+
+@pytest.mark.parametrize("setting", [None, "1", ""])
+def test_on_by_default(host: Host, setting: str | None) -> None:
+    env = dict(host.env)
+    if setting is not None:
+        env[client.ENABLE_ENV] = setting
+    host.start("p1", env=env)  # no template yet: spawned, and it launches one
+    wait_until(lambda: template_sockets(host), "a template")
+    address, bundle = host.start("p2", env=env)
+    code, shim_pid = asyncio.run(run_hello(address, bundle, "p2"))
+    assert code == 0
+    assert psutil.Process(shim_pid).ppid() in host.template_pids()  # forked by it

@@ -209,3 +209,18 @@ def test_an_image_artifact_never_enters_the_slots_module_cache(
     assert fut.result(20) == 0
     assert out(tmp_path / "i") == "hello world\n"
     assert served == []  # deserialised afresh, outside the cache of trusted entries
+
+
+def test_two_modules_with_the_same_entry_name_are_checked_each_on_its_own(
+    tmp_path: Path, worker: concurrent.futures.ThreadPoolExecutor
+) -> None:
+    """What a cached module's entry takes is remembered per module, never per name."""
+    with_params = bytes(wasmtime.wat2wasm('(module (func (export "_start") (param i32)))'))
+    for round_ in range(2):  # the second round is served from the thread's module cache
+        plain_dir, odd_dir = tmp_path / f"plain{round_}", tmp_path / f"odd{round_}"
+        plain_dir.mkdir()
+        odd_dir.mkdir()
+        assert submit(worker, WasmtimeSandbox(), make_ctx(plain_dir, "hello")).result(30) == 0
+        assert submit(worker, WasmtimeSandbox(), make_ctx(odd_dir, with_params)).result(30) == 1
+        assert "takes parameters" in (odd_dir / "stderr").read_text()
+        assert out(plain_dir) == "hello world\n"

@@ -56,6 +56,34 @@ def test_the_containers_own_environment_cannot_opt_in(tmp_path: Path) -> None:
     assert run(WasmtimeSandbox(), ctx) == 1
 
 
+def test_a_module_swapped_for_an_artifact_after_create_is_not_run(tmp_path: Path) -> None:
+    """Start trusts the kind Create found, never the bytes: an artifact planted in between
+    is handed to wasmtime as a module to compile, which refuses it (no native code runs)."""
+    ctx = make_ctx(tmp_path, "hello")
+    sandbox = WasmtimeSandbox()
+    asyncio.run(sandbox.can_handle(ctx))  # a module: remembered for the run
+    assert ctx.entrypoint.source is not None
+    ctx.entrypoint.source.write_bytes(artifact("stderr"))  # would print to stderr
+    assert run(sandbox, ctx) == 1
+    assert out(tmp_path) == ""
+    assert "cannot load" in (tmp_path / "stderr").read_text()
+
+
+def test_a_sandbox_remembers_its_own_containers_kind_only(tmp_path: Path) -> None:
+    """One sandbox per container: a module and a WAT text side by side each run as such."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "t").mkdir()
+    module_ctx = make_ctx(tmp_path / "m", "hello")
+    text_ctx = make_ctx(tmp_path / "t", "stderr", as_text=True)
+    module_box, text_box = WasmtimeSandbox(), WasmtimeSandbox()
+    asyncio.run(module_box.can_handle(module_ctx))
+    asyncio.run(text_box.can_handle(text_ctx))
+    assert run(text_box, text_ctx) == 0
+    assert run(module_box, module_ctx) == 0
+    assert out(tmp_path / "m") == "hello world\n"
+    assert out(tmp_path / "t") == "to stdout\n"
+
+
 def test_compile_does_not_launder_an_artifact_into_the_cache() -> None:
     with pytest.raises(InvalidArgument, match="precompiled"):
         WasmtimeSandbox().compile(artifact())

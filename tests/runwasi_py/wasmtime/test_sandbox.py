@@ -277,6 +277,43 @@ def test_can_handle_missing_file(tmp_path: Path) -> None:
         asyncio.run(WasmtimeSandbox().can_handle(ctx))
 
 
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_can_handle_refuses_what_is_not_a_file_without_blocking(tmp_path: Path, kind: str) -> None:
+    """A FIFO as the entrypoint: opening it to read its head must not wait for a writer."""
+    ctx = make_ctx(tmp_path, "hello")
+    assert ctx.entrypoint.source is not None
+    ctx.entrypoint.source.unlink()
+    if kind == "fifo":
+        os.mkfifo(ctx.entrypoint.source)
+    else:
+        ctx.entrypoint.source.mkdir()
+    result: list[BaseException | None] = []
+
+    def check() -> None:
+        try:
+            asyncio.run(WasmtimeSandbox().can_handle(ctx))
+            result.append(None)
+        except BaseException as exc:  # handed to the test
+            result.append(exc)
+
+    t = threading.Thread(target=check, daemon=True)
+    t.start()
+    t.join(10)
+    assert result, "can_handle blocked"
+    assert isinstance(result[0], InvalidArgument)
+    assert "not found" in str(result[0])
+
+
+def test_can_handle_reports_an_unreadable_file(tmp_path: Path) -> None:
+    ctx = make_ctx(tmp_path, "hello")
+    assert ctx.entrypoint.source is not None
+    ctx.entrypoint.source.chmod(0)
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    with pytest.raises(InvalidArgument, match="Permission denied"):
+        asyncio.run(WasmtimeSandbox().can_handle(ctx))
+
+
 def test_invalid_wasm_body_fails_cleanly(tmp_path: Path) -> None:
     ctx = make_ctx(tmp_path, b"\0asm\x01\x00\x00\x00\xff\xff\xff")
     assert run(WasmtimeSandbox(), ctx) == 1
@@ -616,6 +653,24 @@ def test_killed_during_a_host_call_is_still_killed(tmp_path: Path) -> None:
 
 def test_a_shared_log_file_is_appended_not_truncated(tmp_path: Path) -> None:
     """``ctr run --log-uri file://…``: stdout and stderr are one file that already has lines."""
+    log_file = tmp_path / "container.log"
+    log_file.write_text("earlier line\n")
+    stdio = Stdio(stdout=str(log_file), stderr=str(log_file))
+    assert run(WasmtimeSandbox(), make_ctx(tmp_path, "stderr", stdio=stdio)) == 0
+    assert log_file.read_text() == "earlier line\nto stdout\nto stderr\n"
+
+
+def test_a_log_file_is_written_by_wasmtime_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No pumped pipe (nor a callback) is needed for file stdio: wasmtime's fd is the file's."""
+    import runwasi_py.wasmtime._wasi as wasi_mod
+
+    def refuse(path: str) -> None:
+        raise AssertionError("file stdio went through a pump")
+
+    monkeypatch.setattr(wasi_mod, "AppendingPipe", refuse)
+    monkeypatch.setattr(wasi_mod, "AppendingOutput", refuse)
     log_file = tmp_path / "container.log"
     log_file.write_text("earlier line\n")
     stdio = Stdio(stdout=str(log_file), stderr=str(log_file))

@@ -82,7 +82,10 @@ def _value(kind: str, cls: Any, unwrap: Any, depth: int, nan: bool) -> st.Search
     if kind == betterproto2.TYPE_STRING:
         return st.text(max_size=40)
     if kind == betterproto2.TYPE_BYTES:
-        return st.binary(max_size=300)
+        # Lengths of one, two (128 B..16 KiB) and three varint bytes: each is its own path.
+        return st.one_of(
+            st.binary(max_size=300), st.integers(16380, 16390).map(lambda n: b"\xa5" * n)
+        )
     if kind == betterproto2.TYPE_ENUM:
         return st.one_of(st.sampled_from(list(cls)), st.integers(-5, 300).map(cls))
     if kind == betterproto2.TYPE_MESSAGE:

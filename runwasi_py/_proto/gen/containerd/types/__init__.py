@@ -113,6 +113,9 @@ def _tc_parse_Mount(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -125,6 +128,9 @@ def _tc_parse_Mount(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -137,6 +143,9 @@ def _tc_parse_Mount(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -149,6 +158,9 @@ def _tc_parse_Mount(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -163,13 +175,11 @@ def _tc_parse_Mount(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Mount)
-            msg.__dict__ = {
-                "type": f_type,
-                "source": f_source,
-                "target": f_target,
-                "options": f_options,
-                "_unknown_fields": unknown,
-            }
+            msg.type = f_type
+            msg.source = f_source
+            msg.target = f_target
+            msg.options = f_options
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -184,23 +194,23 @@ def _tc_bytes_Mount(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.source
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.target
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.options
     if v:
         for x in v:
             b = x.encode("utf-8")
             n = len(b)
-            out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -222,6 +232,9 @@ def _tc_entry_RuntimeInfo_annotations(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -234,6 +247,9 @@ def _tc_entry_RuntimeInfo_annotations(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -273,6 +289,9 @@ def _tc_parse_RuntimeInfo(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -285,6 +304,9 @@ def _tc_parse_RuntimeInfo(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -297,6 +319,9 @@ def _tc_parse_RuntimeInfo(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -309,6 +334,9 @@ def _tc_parse_RuntimeInfo(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -321,6 +349,9 @@ def _tc_parse_RuntimeInfo(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -335,14 +366,12 @@ def _tc_parse_RuntimeInfo(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RuntimeInfo)
-            msg.__dict__ = {
-                "name": f_name,
-                "version": f_version,
-                "options": f_options,
-                "features": f_features,
-                "annotations": f_annotations,
-                "_unknown_fields": unknown,
-            }
+            msg.name = f_name
+            msg.version = f_version
+            msg.options = f_options
+            msg.features = f_features
+            msg.annotations = f_annotations
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -357,22 +386,22 @@ def _tc_bytes_RuntimeInfo(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.version
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.options
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.features
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.annotations
     if v:
         for mk, mv in v.items():
@@ -380,14 +409,14 @@ def _tc_bytes_RuntimeInfo(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -415,6 +444,9 @@ def _tc_parse_RuntimeVersion(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -427,6 +459,9 @@ def _tc_parse_RuntimeVersion(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -441,11 +476,9 @@ def _tc_parse_RuntimeVersion(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RuntimeVersion)
-            msg.__dict__ = {
-                "version": f_version,
-                "revision": f_revision,
-                "_unknown_fields": unknown,
-            }
+            msg.version = f_version
+            msg.revision = f_revision
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -460,12 +493,12 @@ def _tc_bytes_RuntimeVersion(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.revision
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

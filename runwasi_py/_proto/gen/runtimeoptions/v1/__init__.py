@@ -63,6 +63,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -75,6 +78,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -87,6 +93,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -101,12 +110,10 @@ def _tc_parse_Options(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Options)
-            msg.__dict__ = {
-                "type_url": f_type_url,
-                "config_path": f_config_path,
-                "config_body": f_config_body,
-                "_unknown_fields": unknown,
-            }
+            msg.type_url = f_type_url
+            msg.config_path = f_config_path
+            msg.config_body = f_config_body
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -121,17 +128,17 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.config_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.config_body
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

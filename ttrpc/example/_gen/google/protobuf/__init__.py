@@ -63,9 +63,7 @@ def _tc_parse_Empty(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Empty)
-            msg.__dict__ = {
-                "_unknown_fields": unknown,
-            }
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -166,6 +166,9 @@ def _tc_parse_CheckpointOptions(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -178,6 +181,9 @@ def _tc_parse_CheckpointOptions(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -190,6 +196,9 @@ def _tc_parse_CheckpointOptions(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -202,6 +211,9 @@ def _tc_parse_CheckpointOptions(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -214,6 +226,9 @@ def _tc_parse_CheckpointOptions(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -228,19 +243,17 @@ def _tc_parse_CheckpointOptions(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CheckpointOptions)
-            msg.__dict__ = {
-                "exit": f_exit,
-                "open_tcp": f_open_tcp,
-                "external_unix_sockets": f_external_unix_sockets,
-                "terminal": f_terminal,
-                "file_locks": f_file_locks,
-                "empty_namespaces": f_empty_namespaces,
-                "cgroups_mode": f_cgroups_mode,
-                "image_path": f_image_path,
-                "work_path": f_work_path,
-                "parent_path": f_parent_path,
-                "_unknown_fields": unknown,
-            }
+            msg.exit = f_exit
+            msg.open_tcp = f_open_tcp
+            msg.external_unix_sockets = f_external_unix_sockets
+            msg.terminal = f_terminal
+            msg.file_locks = f_file_locks
+            msg.empty_namespaces = f_empty_namespaces
+            msg.cgroups_mode = f_cgroups_mode
+            msg.image_path = f_image_path
+            msg.work_path = f_work_path
+            msg.parent_path = f_parent_path
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -271,27 +284,27 @@ def _tc_bytes_CheckpointOptions(self):
         for x in v:
             b = x.encode("utf-8")
             n = len(b)
-            out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cgroups_mode
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.image_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.work_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.parent_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -345,6 +358,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -373,6 +389,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -385,6 +404,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -405,6 +427,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -417,6 +442,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -429,6 +457,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -441,6 +472,9 @@ def _tc_parse_Options(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -455,21 +489,19 @@ def _tc_parse_Options(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Options)
-            msg.__dict__ = {
-                "no_pivot_root": f_no_pivot_root,
-                "no_new_keyring": f_no_new_keyring,
-                "shim_cgroup": f_shim_cgroup,
-                "io_uid": f_io_uid,
-                "io_gid": f_io_gid,
-                "binary_name": f_binary_name,
-                "root": f_root,
-                "systemd_cgroup": f_systemd_cgroup,
-                "criu_image_path": f_criu_image_path,
-                "criu_work_path": f_criu_work_path,
-                "task_api_address": f_task_api_address,
-                "task_api_version": f_task_api_version,
-                "_unknown_fields": unknown,
-            }
+            msg.no_pivot_root = f_no_pivot_root
+            msg.no_new_keyring = f_no_new_keyring
+            msg.shim_cgroup = f_shim_cgroup
+            msg.io_uid = f_io_uid
+            msg.io_gid = f_io_gid
+            msg.binary_name = f_binary_name
+            msg.root = f_root
+            msg.systemd_cgroup = f_systemd_cgroup
+            msg.criu_image_path = f_criu_image_path
+            msg.criu_work_path = f_criu_work_path
+            msg.task_api_address = f_task_api_address
+            msg.task_api_version = f_task_api_version
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -490,7 +522,7 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_uid
     if v:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -501,12 +533,12 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.root
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.systemd_cgroup
     if v:
         out += (b'H', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -514,22 +546,22 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.criu_work_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'Z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.task_api_address
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'b', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'b', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.task_api_version
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'j', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'j', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -556,6 +588,9 @@ def _tc_parse_ProcessDetails(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -570,10 +605,8 @@ def _tc_parse_ProcessDetails(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ProcessDetails)
-            msg.__dict__ = {
-                "exec_id": f_exec_id,
-                "_unknown_fields": unknown,
-            }
+            msg.exec_id = f_exec_id
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -588,7 +621,7 @@ def _tc_bytes_ProcessDetails(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

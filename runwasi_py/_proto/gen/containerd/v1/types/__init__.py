@@ -118,6 +118,9 @@ def _tc_parse_Process(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -130,6 +133,9 @@ def _tc_parse_Process(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -161,6 +167,9 @@ def _tc_parse_Process(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -173,6 +182,9 @@ def _tc_parse_Process(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -185,6 +197,9 @@ def _tc_parse_Process(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -213,6 +228,9 @@ def _tc_parse_Process(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -227,19 +245,17 @@ def _tc_parse_Process(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Process)
-            msg.__dict__ = {
-                "container_id": f_container_id,
-                "id": f_id,
-                "pid": f_pid,
-                "status": f_status,
-                "stdin": f_stdin,
-                "stdout": f_stdout,
-                "stderr": f_stderr,
-                "terminal": f_terminal,
-                "exit_status": f_exit_status,
-                "exited_at": f_exited_at,
-                "_unknown_fields": unknown,
-            }
+            msg.container_id = f_container_id
+            msg.id = f_id
+            msg.pid = f_pid
+            msg.status = f_status
+            msg.stdin = f_stdin
+            msg.stdout = f_stdout
+            msg.stderr = f_stderr
+            msg.terminal = f_terminal
+            msg.exit_status = f_exit_status
+            msg.exited_at = f_exited_at
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -254,12 +270,12 @@ def _tc_bytes_Process(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.id
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.pid
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -270,17 +286,17 @@ def _tc_bytes_Process(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.stdout
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.stderr
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.terminal
     if v:
         out += (b'@', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -291,7 +307,7 @@ def _tc_bytes_Process(self):
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -327,6 +343,9 @@ def _tc_parse_ProcessInfo(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -341,11 +360,9 @@ def _tc_parse_ProcessInfo(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ProcessInfo)
-            msg.__dict__ = {
-                "pid": f_pid,
-                "info": f_info,
-                "_unknown_fields": unknown,
-            }
+            msg.pid = f_pid
+            msg.info = f_info
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -363,7 +380,7 @@ def _tc_bytes_ProcessInfo(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

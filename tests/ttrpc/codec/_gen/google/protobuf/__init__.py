@@ -1177,6 +1177,9 @@ def _tc_parse_Any(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1189,6 +1192,9 @@ def _tc_parse_Any(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1203,11 +1209,9 @@ def _tc_parse_Any(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Any)
-            msg.__dict__ = {
-                "type_url": f_type_url,
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.type_url = f_type_url
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1222,12 +1226,12 @@ def _tc_bytes_Any(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.value
     if v:
         b = v
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1264,10 +1268,8 @@ def _tc_parse_BoolValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BoolValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1307,6 +1309,9 @@ def _tc_parse_BytesValue(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1321,10 +1326,8 @@ def _tc_parse_BytesValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BytesValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1339,7 +1342,7 @@ def _tc_bytes_BytesValue(self):
     if v:
         b = v
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1372,10 +1375,8 @@ def _tc_parse_DoubleValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(DoubleValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1438,11 +1439,9 @@ def _tc_parse_Duration(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Duration)
-            msg.__dict__ = {
-                "seconds": f_seconds,
-                "nanos": f_nanos,
-                "_unknown_fields": unknown,
-            }
+            msg.seconds = f_seconds
+            msg.nanos = f_nanos
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1484,9 +1483,7 @@ def _tc_parse_Empty(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Empty)
-            msg.__dict__ = {
-                "_unknown_fields": unknown,
-            }
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1529,10 +1526,8 @@ def _tc_parse_FloatValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(FloatValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1584,10 +1579,8 @@ def _tc_parse_Int32Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Int32Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1639,10 +1632,8 @@ def _tc_parse_Int64Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Int64Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1682,6 +1673,9 @@ def _tc_parse_ListValue(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1696,10 +1690,8 @@ def _tc_parse_ListValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(ListValue)
-            msg.__dict__ = {
-                "values": f_values,
-                "_unknown_fields": unknown,
-            }
+            msg.values = f_values
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1715,7 +1707,7 @@ def _tc_bytes_ListValue(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1742,6 +1734,9 @@ def _tc_parse_StringValue(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1756,10 +1751,8 @@ def _tc_parse_StringValue(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(StringValue)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1774,7 +1767,7 @@ def _tc_bytes_StringValue(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1796,6 +1789,9 @@ def _tc_entry_Struct_fields(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -1808,6 +1804,9 @@ def _tc_entry_Struct_fields(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -1843,6 +1842,9 @@ def _tc_parse_Struct(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1857,10 +1859,8 @@ def _tc_parse_Struct(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Struct)
-            msg.__dict__ = {
-                "fields": f_fields,
-                "_unknown_fields": unknown,
-            }
+            msg.fields = f_fields
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1878,14 +1878,14 @@ def _tc_bytes_Struct(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = bytes(mv)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1935,11 +1935,9 @@ def _tc_parse_Timestamp(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Timestamp)
-            msg.__dict__ = {
-                "seconds": f_seconds,
-                "nanos": f_nanos,
-                "_unknown_fields": unknown,
-            }
+            msg.seconds = f_seconds
+            msg.nanos = f_nanos
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1992,10 +1990,8 @@ def _tc_parse_UInt32Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(UInt32Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2045,10 +2041,8 @@ def _tc_parse_UInt64Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(UInt64Value)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2108,6 +2102,9 @@ def _tc_parse_Value(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2128,6 +2125,9 @@ def _tc_parse_Value(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2140,6 +2140,9 @@ def _tc_parse_Value(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2154,15 +2157,13 @@ def _tc_parse_Value(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Value)
-            msg.__dict__ = {
-                "null_value": f_null_value,
-                "number_value": f_number_value,
-                "string_value": f_string_value,
-                "bool_value": f_bool_value,
-                "struct_value": f_struct_value,
-                "list_value": f_list_value,
-                "_unknown_fields": unknown,
-            }
+            msg.null_value = f_null_value
+            msg.number_value = f_number_value
+            msg.string_value = f_string_value
+            msg.bool_value = f_bool_value
+            msg.struct_value = f_struct_value
+            msg.list_value = f_list_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2183,7 +2184,7 @@ def _tc_bytes_Value(self):
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.bool_value
     if v is not None:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2191,12 +2192,12 @@ def _tc_bytes_Value(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.list_value
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -97,6 +97,9 @@ def _tc_parse_EchoRequest(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -119,11 +122,9 @@ def _tc_parse_EchoRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(EchoRequest)
-            msg.__dict__ = {
-                "payload": f_payload,
-                "seq": f_seq,
-                "_unknown_fields": unknown,
-            }
+            msg.payload = f_payload
+            msg.seq = f_seq
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -138,7 +139,7 @@ def _tc_bytes_EchoRequest(self):
     if v:
         b = v
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.seq
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -170,6 +171,9 @@ def _tc_parse_EchoResponse(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -190,6 +194,9 @@ def _tc_parse_EchoResponse(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -204,12 +211,10 @@ def _tc_parse_EchoResponse(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(EchoResponse)
-            msg.__dict__ = {
-                "payload": f_payload,
-                "seq": f_seq,
-                "metadata": f_metadata,
-                "_unknown_fields": unknown,
-            }
+            msg.payload = f_payload
+            msg.seq = f_seq
+            msg.metadata = f_metadata
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -224,7 +229,7 @@ def _tc_bytes_EchoResponse(self):
     if v:
         b = v
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.seq
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -233,7 +238,7 @@ def _tc_bytes_EchoResponse(self):
         for x in v:
             b = x.encode("utf-8")
             n = len(b)
-            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -271,6 +276,9 @@ def _tc_parse_FailRequest(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -285,11 +293,9 @@ def _tc_parse_FailRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(FailRequest)
-            msg.__dict__ = {
-                "code": f_code,
-                "message": f_message,
-                "_unknown_fields": unknown,
-            }
+            msg.code = f_code
+            msg.message = f_message
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -307,7 +313,7 @@ def _tc_bytes_FailRequest(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -344,10 +350,8 @@ def _tc_parse_SleepRequest(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(SleepRequest)
-            msg.__dict__ = {
-                "millis": f_millis,
-                "_unknown_fields": unknown,
-            }
+            msg.millis = f_millis
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

@@ -158,6 +158,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -170,6 +173,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -193,6 +199,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -205,6 +214,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -217,6 +229,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -229,6 +244,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -241,6 +259,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -253,6 +274,9 @@ def _tc_parse_BootstrapParams(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -267,18 +291,16 @@ def _tc_parse_BootstrapParams(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BootstrapParams)
-            msg.__dict__ = {
-                "instance_id": f_instance_id,
-                "namespace": f_namespace,
-                "log_level": f_log_level,
-                "containerd_version": f_containerd_version,
-                "containerd_ttrpc_address": f_containerd_ttrpc_address,
-                "containerd_grpc_address": f_containerd_grpc_address,
-                "containerd_binary": f_containerd_binary,
-                "extensions": f_extensions,
-                "socket_dir": f_socket_dir,
-                "_unknown_fields": unknown,
-            }
+            msg.instance_id = f_instance_id
+            msg.namespace = f_namespace
+            msg.log_level = f_log_level
+            msg.containerd_version = f_containerd_version
+            msg.containerd_ttrpc_address = f_containerd_ttrpc_address
+            msg.containerd_grpc_address = f_containerd_grpc_address
+            msg.containerd_binary = f_containerd_binary
+            msg.extensions = f_extensions
+            msg.socket_dir = f_socket_dir
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -293,12 +315,12 @@ def _tc_bytes_BootstrapParams(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.namespace
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.log_level
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -306,33 +328,33 @@ def _tc_bytes_BootstrapParams(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.containerd_ttrpc_address
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.containerd_grpc_address
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.containerd_binary
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.extensions
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.socket_dir
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -354,6 +376,9 @@ def _tc_entry_BootstrapResult_metadata(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -366,6 +391,9 @@ def _tc_entry_BootstrapResult_metadata(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -414,6 +442,9 @@ def _tc_parse_BootstrapResult(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -426,6 +457,9 @@ def _tc_parse_BootstrapResult(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -438,6 +472,9 @@ def _tc_parse_BootstrapResult(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -452,13 +489,11 @@ def _tc_parse_BootstrapResult(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BootstrapResult)
-            msg.__dict__ = {
-                "version": f_version,
-                "address": f_address,
-                "protocol": f_protocol,
-                "metadata": f_metadata,
-                "_unknown_fields": unknown,
-            }
+            msg.version = f_version
+            msg.address = f_address
+            msg.protocol = f_protocol
+            msg.metadata = f_metadata
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -476,12 +511,12 @@ def _tc_bytes_BootstrapResult(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.protocol
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.metadata
     if v:
         for mk, mv in v.items():
@@ -489,14 +524,14 @@ def _tc_bytes_BootstrapResult(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -523,6 +558,9 @@ def _tc_parse_Extension(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -537,10 +575,8 @@ def _tc_parse_Extension(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Extension)
-            msg.__dict__ = {
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -555,7 +591,7 @@ def _tc_bytes_Extension(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

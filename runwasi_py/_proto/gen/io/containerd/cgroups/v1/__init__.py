@@ -384,6 +384,9 @@ def _tc_parse_BlkIoEntry(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -396,6 +399,9 @@ def _tc_parse_BlkIoEntry(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -434,14 +440,12 @@ def _tc_parse_BlkIoEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BlkIoEntry)
-            msg.__dict__ = {
-                "op": f_op,
-                "device": f_device,
-                "major": f_major,
-                "minor": f_minor,
-                "value": f_value,
-                "_unknown_fields": unknown,
-            }
+            msg.op = f_op
+            msg.device = f_device
+            msg.major = f_major
+            msg.minor = f_minor
+            msg.value = f_value
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -456,12 +460,12 @@ def _tc_bytes_BlkIoEntry(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.device
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.major
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -504,6 +508,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -516,6 +523,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -528,6 +538,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -540,6 +553,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -552,6 +568,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -564,6 +583,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -576,6 +598,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -588,6 +613,9 @@ def _tc_parse_BlkIoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -602,17 +630,15 @@ def _tc_parse_BlkIoStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(BlkIoStat)
-            msg.__dict__ = {
-                "io_service_bytes_recursive": f_io_service_bytes_recursive,
-                "io_serviced_recursive": f_io_serviced_recursive,
-                "io_queued_recursive": f_io_queued_recursive,
-                "io_service_time_recursive": f_io_service_time_recursive,
-                "io_wait_time_recursive": f_io_wait_time_recursive,
-                "io_merged_recursive": f_io_merged_recursive,
-                "io_time_recursive": f_io_time_recursive,
-                "sectors_recursive": f_sectors_recursive,
-                "_unknown_fields": unknown,
-            }
+            msg.io_service_bytes_recursive = f_io_service_bytes_recursive
+            msg.io_serviced_recursive = f_io_serviced_recursive
+            msg.io_queued_recursive = f_io_queued_recursive
+            msg.io_service_time_recursive = f_io_service_time_recursive
+            msg.io_wait_time_recursive = f_io_wait_time_recursive
+            msg.io_merged_recursive = f_io_merged_recursive
+            msg.io_time_recursive = f_io_time_recursive
+            msg.sectors_recursive = f_sectors_recursive
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -628,49 +654,49 @@ def _tc_bytes_BlkIoStat(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_serviced_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_queued_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_service_time_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_wait_time_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_merged_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_time_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.sectors_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -743,14 +769,12 @@ def _tc_parse_CgroupStats(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CgroupStats)
-            msg.__dict__ = {
-                "nr_sleeping": f_nr_sleeping,
-                "nr_running": f_nr_running,
-                "nr_stopped": f_nr_stopped,
-                "nr_uninterruptible": f_nr_uninterruptible,
-                "nr_io_wait": f_nr_io_wait,
-                "_unknown_fields": unknown,
-            }
+            msg.nr_sleeping = f_nr_sleeping
+            msg.nr_running = f_nr_running
+            msg.nr_stopped = f_nr_stopped
+            msg.nr_uninterruptible = f_nr_uninterruptible
+            msg.nr_io_wait = f_nr_io_wait
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -803,6 +827,9 @@ def _tc_parse_CpuStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -815,6 +842,9 @@ def _tc_parse_CpuStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -829,11 +859,9 @@ def _tc_parse_CpuStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CpuStat)
-            msg.__dict__ = {
-                "usage": f_usage,
-                "throttling": f_throttling,
-                "_unknown_fields": unknown,
-            }
+            msg.usage = f_usage
+            msg.throttling = f_throttling
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -848,12 +876,12 @@ def _tc_bytes_CpuStat(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.throttling
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -907,6 +935,9 @@ def _tc_parse_CpuUsage(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -937,13 +968,11 @@ def _tc_parse_CpuUsage(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CpuUsage)
-            msg.__dict__ = {
-                "total": f_total,
-                "kernel": f_kernel,
-                "user": f_user,
-                "per_cpu": f_per_cpu,
-                "_unknown_fields": unknown,
-            }
+            msg.total = f_total
+            msg.kernel = f_kernel
+            msg.user = f_user
+            msg.per_cpu = f_per_cpu
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -967,7 +996,7 @@ def _tc_bytes_CpuUsage(self):
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1021,6 +1050,9 @@ def _tc_parse_HugetlbStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1035,13 +1067,11 @@ def _tc_parse_HugetlbStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(HugetlbStat)
-            msg.__dict__ = {
-                "usage": f_usage,
-                "max": f_max,
-                "failcnt": f_failcnt,
-                "pagesize": f_pagesize,
-                "_unknown_fields": unknown,
-            }
+            msg.usage = f_usage
+            msg.max = f_max
+            msg.failcnt = f_failcnt
+            msg.pagesize = f_pagesize
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1065,7 +1095,7 @@ def _tc_bytes_HugetlbStat(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1129,13 +1159,11 @@ def _tc_parse_MemoryEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryEntry)
-            msg.__dict__ = {
-                "limit": f_limit,
-                "usage": f_usage,
-                "max": f_max,
-                "failcnt": f_failcnt,
-                "_unknown_fields": unknown,
-            }
+            msg.limit = f_limit
+            msg.usage = f_usage
+            msg.max = f_max
+            msg.failcnt = f_failcnt
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1212,12 +1240,10 @@ def _tc_parse_MemoryOomControl(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryOomControl)
-            msg.__dict__ = {
-                "oom_kill_disable": f_oom_kill_disable,
-                "under_oom": f_under_oom,
-                "oom_kill": f_oom_kill,
-                "_unknown_fields": unknown,
-            }
+            msg.oom_kill_disable = f_oom_kill_disable
+            msg.under_oom = f_under_oom
+            msg.oom_kill = f_oom_kill
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1554,6 +1580,9 @@ def _tc_parse_MemoryStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1566,6 +1595,9 @@ def _tc_parse_MemoryStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1578,6 +1610,9 @@ def _tc_parse_MemoryStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1590,6 +1625,9 @@ def _tc_parse_MemoryStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1604,45 +1642,43 @@ def _tc_parse_MemoryStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryStat)
-            msg.__dict__ = {
-                "cache": f_cache,
-                "rss": f_rss,
-                "rss_huge": f_rss_huge,
-                "mapped_file": f_mapped_file,
-                "dirty": f_dirty,
-                "writeback": f_writeback,
-                "pg_pg_in": f_pg_pg_in,
-                "pg_pg_out": f_pg_pg_out,
-                "pg_fault": f_pg_fault,
-                "pg_maj_fault": f_pg_maj_fault,
-                "inactive_anon": f_inactive_anon,
-                "active_anon": f_active_anon,
-                "inactive_file": f_inactive_file,
-                "active_file": f_active_file,
-                "unevictable": f_unevictable,
-                "hierarchical_memory_limit": f_hierarchical_memory_limit,
-                "hierarchical_swap_limit": f_hierarchical_swap_limit,
-                "total_cache": f_total_cache,
-                "total_rss": f_total_rss,
-                "total_rss_huge": f_total_rss_huge,
-                "total_mapped_file": f_total_mapped_file,
-                "total_dirty": f_total_dirty,
-                "total_writeback": f_total_writeback,
-                "total_pg_pg_in": f_total_pg_pg_in,
-                "total_pg_pg_out": f_total_pg_pg_out,
-                "total_pg_fault": f_total_pg_fault,
-                "total_pg_maj_fault": f_total_pg_maj_fault,
-                "total_inactive_anon": f_total_inactive_anon,
-                "total_active_anon": f_total_active_anon,
-                "total_inactive_file": f_total_inactive_file,
-                "total_active_file": f_total_active_file,
-                "total_unevictable": f_total_unevictable,
-                "usage": f_usage,
-                "swap": f_swap,
-                "kernel": f_kernel,
-                "kernel_tcp": f_kernel_tcp,
-                "_unknown_fields": unknown,
-            }
+            msg.cache = f_cache
+            msg.rss = f_rss
+            msg.rss_huge = f_rss_huge
+            msg.mapped_file = f_mapped_file
+            msg.dirty = f_dirty
+            msg.writeback = f_writeback
+            msg.pg_pg_in = f_pg_pg_in
+            msg.pg_pg_out = f_pg_pg_out
+            msg.pg_fault = f_pg_fault
+            msg.pg_maj_fault = f_pg_maj_fault
+            msg.inactive_anon = f_inactive_anon
+            msg.active_anon = f_active_anon
+            msg.inactive_file = f_inactive_file
+            msg.active_file = f_active_file
+            msg.unevictable = f_unevictable
+            msg.hierarchical_memory_limit = f_hierarchical_memory_limit
+            msg.hierarchical_swap_limit = f_hierarchical_swap_limit
+            msg.total_cache = f_total_cache
+            msg.total_rss = f_total_rss
+            msg.total_rss_huge = f_total_rss_huge
+            msg.total_mapped_file = f_total_mapped_file
+            msg.total_dirty = f_total_dirty
+            msg.total_writeback = f_total_writeback
+            msg.total_pg_pg_in = f_total_pg_pg_in
+            msg.total_pg_pg_out = f_total_pg_pg_out
+            msg.total_pg_fault = f_total_pg_fault
+            msg.total_pg_maj_fault = f_total_pg_maj_fault
+            msg.total_inactive_anon = f_total_inactive_anon
+            msg.total_active_anon = f_total_active_anon
+            msg.total_inactive_file = f_total_inactive_file
+            msg.total_active_file = f_total_active_file
+            msg.total_unevictable = f_total_unevictable
+            msg.usage = f_usage
+            msg.swap = f_swap
+            msg.kernel = f_kernel
+            msg.kernel_tcp = f_kernel_tcp
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1753,22 +1789,22 @@ def _tc_bytes_MemoryStat(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x8a\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x8a\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.swap
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x92\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x92\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.kernel
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x9a\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x9a\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.kernel_tcp
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\xa2\x02', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\xa2\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1803,6 +1839,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1815,6 +1854,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1827,6 +1869,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1839,6 +1884,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1851,6 +1899,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1863,6 +1914,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1875,6 +1929,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1887,6 +1944,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1899,6 +1959,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1913,18 +1976,16 @@ def _tc_parse_Metrics(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Metrics)
-            msg.__dict__ = {
-                "hugetlb": f_hugetlb,
-                "pids": f_pids,
-                "cpu": f_cpu,
-                "memory": f_memory,
-                "blkio": f_blkio,
-                "rdma": f_rdma,
-                "network": f_network,
-                "cgroup_stats": f_cgroup_stats,
-                "memory_oom_control": f_memory_oom_control,
-                "_unknown_fields": unknown,
-            }
+            msg.hugetlb = f_hugetlb
+            msg.pids = f_pids
+            msg.cpu = f_cpu
+            msg.memory = f_memory
+            msg.blkio = f_blkio
+            msg.rdma = f_rdma
+            msg.network = f_network
+            msg.cgroup_stats = f_cgroup_stats
+            msg.memory_oom_control = f_memory_oom_control
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1940,48 +2001,48 @@ def _tc_bytes_Metrics(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.pids
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cpu
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.memory
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.blkio
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.rdma
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.network
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cgroup_stats
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.memory_oom_control
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2016,6 +2077,9 @@ def _tc_parse_NetworkStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2094,18 +2158,16 @@ def _tc_parse_NetworkStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(NetworkStat)
-            msg.__dict__ = {
-                "name": f_name,
-                "rx_bytes": f_rx_bytes,
-                "rx_packets": f_rx_packets,
-                "rx_errors": f_rx_errors,
-                "rx_dropped": f_rx_dropped,
-                "tx_bytes": f_tx_bytes,
-                "tx_packets": f_tx_packets,
-                "tx_errors": f_tx_errors,
-                "tx_dropped": f_tx_dropped,
-                "_unknown_fields": unknown,
-            }
+            msg.name = f_name
+            msg.rx_bytes = f_rx_bytes
+            msg.rx_packets = f_rx_packets
+            msg.rx_errors = f_rx_errors
+            msg.rx_dropped = f_rx_dropped
+            msg.tx_bytes = f_tx_bytes
+            msg.tx_packets = f_tx_packets
+            msg.tx_errors = f_tx_errors
+            msg.tx_dropped = f_tx_dropped
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2120,7 +2182,7 @@ def _tc_bytes_NetworkStat(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.rx_bytes
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2190,11 +2252,9 @@ def _tc_parse_PidsStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(PidsStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "limit": f_limit,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.limit = f_limit
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2239,6 +2299,9 @@ def _tc_parse_RdmaEntry(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2269,12 +2332,10 @@ def _tc_parse_RdmaEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RdmaEntry)
-            msg.__dict__ = {
-                "device": f_device,
-                "hca_handles": f_hca_handles,
-                "hca_objects": f_hca_objects,
-                "_unknown_fields": unknown,
-            }
+            msg.device = f_device
+            msg.hca_handles = f_hca_handles
+            msg.hca_objects = f_hca_objects
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2289,7 +2350,7 @@ def _tc_bytes_RdmaEntry(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.hca_handles
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2323,6 +2384,9 @@ def _tc_parse_RdmaStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2335,6 +2399,9 @@ def _tc_parse_RdmaStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2349,11 +2416,9 @@ def _tc_parse_RdmaStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RdmaStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "limit": f_limit,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.limit = f_limit
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2369,13 +2434,13 @@ def _tc_bytes_RdmaStat(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.limit
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2430,12 +2495,10 @@ def _tc_parse_Throttle(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Throttle)
-            msg.__dict__ = {
-                "periods": f_periods,
-                "throttled_periods": f_throttled_periods,
-                "throttled_time": f_throttled_time,
-                "_unknown_fields": unknown,
-            }
+            msg.periods = f_periods
+            msg.throttled_periods = f_throttled_periods
+            msg.throttled_time = f_throttled_time
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass

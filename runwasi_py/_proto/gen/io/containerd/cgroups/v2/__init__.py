@@ -321,15 +321,13 @@ def _tc_parse_CpuStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(CpuStat)
-            msg.__dict__ = {
-                "usage_usec": f_usage_usec,
-                "user_usec": f_user_usec,
-                "system_usec": f_system_usec,
-                "nr_periods": f_nr_periods,
-                "nr_throttled": f_nr_throttled,
-                "throttled_usec": f_throttled_usec,
-                "_unknown_fields": unknown,
-            }
+            msg.usage_usec = f_usage_usec
+            msg.user_usec = f_user_usec
+            msg.system_usec = f_system_usec
+            msg.nr_periods = f_nr_periods
+            msg.nr_throttled = f_nr_throttled
+            msg.throttled_usec = f_throttled_usec
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -402,6 +400,9 @@ def _tc_parse_HugeTlbStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -416,12 +417,10 @@ def _tc_parse_HugeTlbStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(HugeTlbStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "max": f_max,
-                "pagesize": f_pagesize,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.max = f_max
+            msg.pagesize = f_pagesize
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -442,7 +441,7 @@ def _tc_bytes_HugeTlbStat(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -524,15 +523,13 @@ def _tc_parse_IoEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(IoEntry)
-            msg.__dict__ = {
-                "major": f_major,
-                "minor": f_minor,
-                "rbytes": f_rbytes,
-                "wbytes": f_wbytes,
-                "rios": f_rios,
-                "wios": f_wios,
-                "_unknown_fields": unknown,
-            }
+            msg.major = f_major
+            msg.minor = f_minor
+            msg.rbytes = f_rbytes
+            msg.wbytes = f_wbytes
+            msg.rios = f_rios
+            msg.wios = f_wios
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -587,6 +584,9 @@ def _tc_parse_IoStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -601,10 +601,8 @@ def _tc_parse_IoStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(IoStat)
-            msg.__dict__ = {
-                "usage": f_usage,
-                "_unknown_fields": unknown,
-            }
+            msg.usage = f_usage
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -620,7 +618,7 @@ def _tc_bytes_IoStat(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -693,14 +691,12 @@ def _tc_parse_MemoryEvents(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryEvents)
-            msg.__dict__ = {
-                "low": f_low,
-                "high": f_high,
-                "max": f_max,
-                "oom": f_oom,
-                "oom_kill": f_oom_kill,
-                "_unknown_fields": unknown,
-            }
+            msg.low = f_low
+            msg.high = f_high
+            msg.max = f_max
+            msg.oom = f_oom
+            msg.oom_kill = f_oom_kill
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1086,46 +1082,44 @@ def _tc_parse_MemoryStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(MemoryStat)
-            msg.__dict__ = {
-                "anon": f_anon,
-                "file": f_file,
-                "kernel_stack": f_kernel_stack,
-                "slab": f_slab,
-                "sock": f_sock,
-                "shmem": f_shmem,
-                "file_mapped": f_file_mapped,
-                "file_dirty": f_file_dirty,
-                "file_writeback": f_file_writeback,
-                "anon_thp": f_anon_thp,
-                "inactive_anon": f_inactive_anon,
-                "active_anon": f_active_anon,
-                "inactive_file": f_inactive_file,
-                "active_file": f_active_file,
-                "unevictable": f_unevictable,
-                "slab_reclaimable": f_slab_reclaimable,
-                "slab_unreclaimable": f_slab_unreclaimable,
-                "pgfault": f_pgfault,
-                "pgmajfault": f_pgmajfault,
-                "workingset_refault": f_workingset_refault,
-                "workingset_activate": f_workingset_activate,
-                "workingset_nodereclaim": f_workingset_nodereclaim,
-                "pgrefill": f_pgrefill,
-                "pgscan": f_pgscan,
-                "pgsteal": f_pgsteal,
-                "pgactivate": f_pgactivate,
-                "pgdeactivate": f_pgdeactivate,
-                "pglazyfree": f_pglazyfree,
-                "pglazyfreed": f_pglazyfreed,
-                "thp_fault_alloc": f_thp_fault_alloc,
-                "thp_collapse_alloc": f_thp_collapse_alloc,
-                "usage": f_usage,
-                "usage_limit": f_usage_limit,
-                "swap_usage": f_swap_usage,
-                "swap_limit": f_swap_limit,
-                "max_usage": f_max_usage,
-                "swap_max_usage": f_swap_max_usage,
-                "_unknown_fields": unknown,
-            }
+            msg.anon = f_anon
+            msg.file = f_file
+            msg.kernel_stack = f_kernel_stack
+            msg.slab = f_slab
+            msg.sock = f_sock
+            msg.shmem = f_shmem
+            msg.file_mapped = f_file_mapped
+            msg.file_dirty = f_file_dirty
+            msg.file_writeback = f_file_writeback
+            msg.anon_thp = f_anon_thp
+            msg.inactive_anon = f_inactive_anon
+            msg.active_anon = f_active_anon
+            msg.inactive_file = f_inactive_file
+            msg.active_file = f_active_file
+            msg.unevictable = f_unevictable
+            msg.slab_reclaimable = f_slab_reclaimable
+            msg.slab_unreclaimable = f_slab_unreclaimable
+            msg.pgfault = f_pgfault
+            msg.pgmajfault = f_pgmajfault
+            msg.workingset_refault = f_workingset_refault
+            msg.workingset_activate = f_workingset_activate
+            msg.workingset_nodereclaim = f_workingset_nodereclaim
+            msg.pgrefill = f_pgrefill
+            msg.pgscan = f_pgscan
+            msg.pgsteal = f_pgsteal
+            msg.pgactivate = f_pgactivate
+            msg.pgdeactivate = f_pgdeactivate
+            msg.pglazyfree = f_pglazyfree
+            msg.pglazyfreed = f_pglazyfreed
+            msg.thp_fault_alloc = f_thp_fault_alloc
+            msg.thp_collapse_alloc = f_thp_collapse_alloc
+            msg.usage = f_usage
+            msg.usage_limit = f_usage_limit
+            msg.swap_usage = f_swap_usage
+            msg.swap_limit = f_swap_limit
+            msg.max_usage = f_max_usage
+            msg.swap_max_usage = f_swap_max_usage
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1279,6 +1273,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1291,6 +1288,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1303,6 +1303,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1315,6 +1318,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1327,6 +1333,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1339,6 +1348,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1351,6 +1363,9 @@ def _tc_parse_Metrics(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1365,16 +1380,14 @@ def _tc_parse_Metrics(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Metrics)
-            msg.__dict__ = {
-                "pids": f_pids,
-                "cpu": f_cpu,
-                "memory": f_memory,
-                "rdma": f_rdma,
-                "io": f_io,
-                "hugetlb": f_hugetlb,
-                "memory_events": f_memory_events,
-                "_unknown_fields": unknown,
-            }
+            msg.pids = f_pids
+            msg.cpu = f_cpu
+            msg.memory = f_memory
+            msg.rdma = f_rdma
+            msg.io = f_io
+            msg.hugetlb = f_hugetlb
+            msg.memory_events = f_memory_events
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1389,38 +1402,38 @@ def _tc_bytes_Metrics(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cpu
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.memory
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.rdma
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.hugetlb
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.memory_events
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1466,11 +1479,9 @@ def _tc_parse_PidsStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(PidsStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "limit": f_limit,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.limit = f_limit
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1515,6 +1526,9 @@ def _tc_parse_RdmaEntry(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1545,12 +1559,10 @@ def _tc_parse_RdmaEntry(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RdmaEntry)
-            msg.__dict__ = {
-                "device": f_device,
-                "hca_handles": f_hca_handles,
-                "hca_objects": f_hca_objects,
-                "_unknown_fields": unknown,
-            }
+            msg.device = f_device
+            msg.hca_handles = f_hca_handles
+            msg.hca_objects = f_hca_objects
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1565,7 +1577,7 @@ def _tc_bytes_RdmaEntry(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.hca_handles
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1599,6 +1611,9 @@ def _tc_parse_RdmaStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1611,6 +1626,9 @@ def _tc_parse_RdmaStat(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1625,11 +1643,9 @@ def _tc_parse_RdmaStat(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(RdmaStat)
-            msg.__dict__ = {
-                "current": f_current,
-                "limit": f_limit,
-                "_unknown_fields": unknown,
-            }
+            msg.current = f_current
+            msg.limit = f_limit
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1645,13 +1661,13 @@ def _tc_bytes_RdmaStat(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.limit
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -566,6 +566,9 @@ def _tc_parse_FieldNumbers(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -588,6 +591,9 @@ def _tc_parse_FieldNumbers(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -627,6 +633,9 @@ def _tc_parse_FieldNumbers(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -641,17 +650,15 @@ def _tc_parse_FieldNumbers(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(FieldNumbers)
-            msg.__dict__ = {
-                "n1": f_n1,
-                "n15": f_n15,
-                "n16": f_n16,
-                "n2047": f_n2047,
-                "n2048": f_n2048,
-                "n262143": f_n262143,
-                "n262144": f_n262144,
-                "n_max": f_n_max,
-                "_unknown_fields": unknown,
-            }
+            msg.n1 = f_n1
+            msg.n15 = f_n15
+            msg.n16 = f_n16
+            msg.n2047 = f_n2047
+            msg.n2048 = f_n2048
+            msg.n262143 = f_n262143
+            msg.n262144 = f_n262144
+            msg.n_max = f_n_max
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -669,7 +676,7 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.n16
     if v:
         out += (b'\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -677,7 +684,7 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         b = v
         n = len(b)
-        out += (b'\xfa\x7f', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\xfa\x7f', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.n2048
     if v:
         out += (b'\x80\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -692,7 +699,7 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\xfa\xff\xff\xff\x0f', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\xfa\xff\xff\xff\x0f', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -714,6 +721,9 @@ def _tc_entry_Maps_m_string(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -726,6 +736,9 @@ def _tc_entry_Maps_m_string(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -766,6 +779,9 @@ def _tc_entry_Maps_m_message(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -804,6 +820,9 @@ def _tc_entry_Maps_m_bytes(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -906,6 +925,9 @@ def _tc_entry_Maps_m_timestamp(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -936,6 +958,9 @@ def _tc_entry_Maps_m_wrapper(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -948,6 +973,9 @@ def _tc_entry_Maps_m_wrapper(data):
             n = data[pos]
             if n < 0x80:
                 pos += 1
+            elif data[pos + 1] < 0x80:
+                n = (n & 0x7F) | (data[pos + 1] << 7)
+                pos += 2
             else:
                 n, pos = _tc.decode_varint(data, pos)
             stop = pos + n
@@ -1054,6 +1082,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1066,6 +1097,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1078,6 +1112,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1090,6 +1127,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1102,6 +1142,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1114,6 +1157,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1126,6 +1172,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1138,6 +1187,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1150,6 +1202,9 @@ def _tc_parse_Maps(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1164,18 +1219,16 @@ def _tc_parse_Maps(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Maps)
-            msg.__dict__ = {
-                "m_string": f_m_string,
-                "m_message": f_m_message,
-                "m_bytes": f_m_bytes,
-                "m_enum": f_m_enum,
-                "m_double": f_m_double,
-                "m_timestamp": f_m_timestamp,
-                "m_wrapper": f_m_wrapper,
-                "m_sint": f_m_sint,
-                "m_float": f_m_float,
-                "_unknown_fields": unknown,
-            }
+            msg.m_string = f_m_string
+            msg.m_message = f_m_message
+            msg.m_bytes = f_m_bytes
+            msg.m_enum = f_m_enum
+            msg.m_double = f_m_double
+            msg.m_timestamp = f_m_timestamp
+            msg.m_wrapper = f_m_wrapper
+            msg.m_sint = f_m_sint
+            msg.m_float = f_m_float
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1193,14 +1246,14 @@ def _tc_bytes_Maps(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_message
     if v:
         for mk, mv in v.items():
@@ -1209,11 +1262,11 @@ def _tc_bytes_Maps(self):
             out += (b'\x08', (_tc_V1[mk] if 0 <= mk < 128 else _tc_enc(mk)))
             b = bytes(mv)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_bytes
     if v:
         for mk, mv in v.items():
@@ -1222,11 +1275,11 @@ def _tc_bytes_Maps(self):
             out += (b'\x08', (_tc_V1[mk] if 0 <= mk < 128 else _tc_enc(mk)))
             b = mv
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_enum
     if v:
         for mk, mv in v.items():
@@ -1238,7 +1291,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_double
     if v:
         for mk, mv in v.items():
@@ -1249,7 +1302,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_timestamp
     if v:
         for mk, mv in v.items():
@@ -1258,11 +1311,11 @@ def _tc_bytes_Maps(self):
             out += (b'\r', _tc.U32.pack(mk))
             b = bytes(___google__protobuf__.Timestamp.from_wrapped(mv))
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_wrapper
     if v:
         for mk, mv in v.items():
@@ -1270,14 +1323,14 @@ def _tc_bytes_Maps(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = bytes(___google__protobuf__.Int32Value.from_wrapped(mv))
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_sint
     if v:
         for mk, mv in v.items():
@@ -1289,7 +1342,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_float
     if v:
         for mk, mv in v.items():
@@ -1300,7 +1353,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), e)
+            out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1329,6 +1382,9 @@ def _tc_parse_Nested(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1341,6 +1397,9 @@ def _tc_parse_Nested(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1353,6 +1412,9 @@ def _tc_parse_Nested(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1367,12 +1429,10 @@ def _tc_parse_Nested(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Nested)
-            msg.__dict__ = {
-                "inner": f_inner,
-                "inners": f_inners,
-                "next": f_next,
-                "_unknown_fields": unknown,
-            }
+            msg.inner = f_inner
+            msg.inners = f_inners
+            msg.next = f_next
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1387,18 +1447,18 @@ def _tc_bytes_Nested(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.inners
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.next
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1436,6 +1496,9 @@ def _tc_parse_NestedInner(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1450,11 +1513,9 @@ def _tc_parse_NestedInner(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(NestedInner)
-            msg.__dict__ = {
-                "a": f_a,
-                "child": f_child,
-                "_unknown_fields": unknown,
-            }
+            msg.a = f_a
+            msg.child = f_child
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1472,7 +1533,7 @@ def _tc_bytes_NestedInner(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1507,6 +1568,9 @@ def _tc_parse_Oneofs(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1529,6 +1593,9 @@ def _tc_parse_Oneofs(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1541,6 +1608,9 @@ def _tc_parse_Oneofs(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1564,6 +1634,9 @@ def _tc_parse_Oneofs(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1580,6 +1653,9 @@ def _tc_parse_Oneofs(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1604,18 +1680,16 @@ def _tc_parse_Oneofs(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Oneofs)
-            msg.__dict__ = {
-                "c_string": f_c_string,
-                "c_int32": f_c_int32,
-                "c_message": f_c_message,
-                "c_timestamp": f_c_timestamp,
-                "c_color": f_c_color,
-                "c_bytes": f_c_bytes,
-                "o_double": f_o_double,
-                "o_empty": f_o_empty,
-                "plain": f_plain,
-                "_unknown_fields": unknown,
-            }
+            msg.c_string = f_c_string
+            msg.c_int32 = f_c_int32
+            msg.c_message = f_c_message
+            msg.c_timestamp = f_c_timestamp
+            msg.c_color = f_c_color
+            msg.c_bytes = f_c_bytes
+            msg.o_double = f_o_double
+            msg.o_empty = f_o_empty
+            msg.plain = f_plain
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1630,7 +1704,7 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.c_int32
     if v is not None:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1638,12 +1712,12 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.c_timestamp
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.c_color
     if v is not None:
         out += (b'(', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1651,7 +1725,7 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = v
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.o_double
     if v is not None:
         out += (b'9', _tc.F64.pack(v))
@@ -1659,7 +1733,7 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.plain
     if v:
         out += (b'H', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1707,6 +1781,9 @@ def _tc_parse_Optionals(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1719,6 +1796,9 @@ def _tc_parse_Optionals(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1767,6 +1847,9 @@ def _tc_parse_Optionals(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1781,18 +1864,16 @@ def _tc_parse_Optionals(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Optionals)
-            msg.__dict__ = {
-                "o_int32": f_o_int32,
-                "o_string": f_o_string,
-                "o_bytes": f_o_bytes,
-                "o_bool": f_o_bool,
-                "o_double": f_o_double,
-                "o_color": f_o_color,
-                "o_sint64": f_o_sint64,
-                "o_fixed32": f_o_fixed32,
-                "o_message": f_o_message,
-                "_unknown_fields": unknown,
-            }
+            msg.o_int32 = f_o_int32
+            msg.o_string = f_o_string
+            msg.o_bytes = f_o_bytes
+            msg.o_bool = f_o_bool
+            msg.o_double = f_o_double
+            msg.o_color = f_o_color
+            msg.o_sint64 = f_o_sint64
+            msg.o_fixed32 = f_o_fixed32
+            msg.o_message = f_o_message
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -1810,12 +1891,12 @@ def _tc_bytes_Optionals(self):
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.o_bytes
     if v is not None:
         b = v
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.o_bool
     if v is not None:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1836,7 +1917,7 @@ def _tc_bytes_Optionals(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1880,6 +1961,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1895,6 +1979,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1910,6 +1997,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1942,6 +2032,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -1974,6 +2067,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2002,6 +2098,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2030,6 +2129,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2060,6 +2162,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2090,6 +2195,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2105,6 +2213,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2120,6 +2231,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2135,6 +2249,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2150,6 +2267,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2178,6 +2298,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2190,6 +2313,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2202,6 +2328,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2236,6 +2365,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2248,6 +2380,9 @@ def _tc_parse_Repeated(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2282,27 +2417,25 @@ def _tc_parse_Repeated(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Repeated)
-            msg.__dict__ = {
-                "f_double": f_f_double,
-                "f_float": f_f_float,
-                "f_int32": f_f_int32,
-                "f_int64": f_f_int64,
-                "f_uint32": f_f_uint32,
-                "f_uint64": f_f_uint64,
-                "f_sint32": f_f_sint32,
-                "f_sint64": f_f_sint64,
-                "f_fixed32": f_f_fixed32,
-                "f_fixed64": f_f_fixed64,
-                "f_sfixed32": f_f_sfixed32,
-                "f_sfixed64": f_f_sfixed64,
-                "f_bool": f_f_bool,
-                "f_string": f_f_string,
-                "f_bytes": f_f_bytes,
-                "f_color": f_f_color,
-                "f_message": f_f_message,
-                "f_unpacked": f_f_unpacked,
-                "_unknown_fields": unknown,
-            }
+            msg.f_double = f_f_double
+            msg.f_float = f_f_float
+            msg.f_int32 = f_f_int32
+            msg.f_int64 = f_f_int64
+            msg.f_uint32 = f_f_uint32
+            msg.f_uint64 = f_f_uint64
+            msg.f_sint32 = f_f_sint32
+            msg.f_sint64 = f_f_sint64
+            msg.f_fixed32 = f_f_fixed32
+            msg.f_fixed64 = f_f_fixed64
+            msg.f_sfixed32 = f_f_sfixed32
+            msg.f_sfixed64 = f_f_sfixed64
+            msg.f_bool = f_f_bool
+            msg.f_string = f_f_string
+            msg.f_bytes = f_f_bytes
+            msg.f_color = f_f_color
+            msg.f_message = f_f_message
+            msg.f_unpacked = f_f_unpacked
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2317,32 +2450,32 @@ def _tc_bytes_Repeated(self):
     if v is not None and v != []:
         buf = b"".join([_tc.F64.pack(x) for x in v])
         n = len(buf)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_float
     if v is not None and v != []:
         buf = b"".join([_tc.F32.pack(x) for x in v])
         n = len(buf)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_int32
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_int64
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_uint32
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_uint64
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sint32
     if v is not None and v != []:
         buf = []
@@ -2351,7 +2484,7 @@ def _tc_bytes_Repeated(self):
             buf.append((_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
         buf = b"".join(buf)
         n = len(buf)
-        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sint64
     if v is not None and v != []:
         buf = []
@@ -2360,60 +2493,60 @@ def _tc_bytes_Repeated(self):
             buf.append((_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
         buf = b"".join(buf)
         n = len(buf)
-        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_fixed32
     if v is not None and v != []:
         buf = b"".join([_tc.U32.pack(x) for x in v])
         n = len(buf)
-        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_fixed64
     if v is not None and v != []:
         buf = b"".join([_tc.U64.pack(x) for x in v])
         n = len(buf)
-        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sfixed32
     if v is not None and v != []:
         buf = b"".join([_tc.I32.pack(x) for x in v])
         n = len(buf)
-        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'Z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sfixed64
     if v is not None and v != []:
         buf = b"".join([_tc.I64.pack(x) for x in v])
         n = len(buf)
-        out += (b'b', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'b', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_bool
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'j', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'j', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_string
     if v:
         for x in v:
             b = x.encode("utf-8")
             n = len(b)
-            out += (b'r', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'r', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_bytes
     if v:
         for x in v:
             b = x
             n = len(b)
-            out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_color
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_message
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_unpacked
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), buf)
+        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2541,6 +2674,9 @@ def _tc_parse_Scalars(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2553,6 +2689,9 @@ def _tc_parse_Scalars(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2578,25 +2717,23 @@ def _tc_parse_Scalars(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(Scalars)
-            msg.__dict__ = {
-                "f_double": f_f_double,
-                "f_float": f_f_float,
-                "f_int32": f_f_int32,
-                "f_int64": f_f_int64,
-                "f_uint32": f_f_uint32,
-                "f_uint64": f_f_uint64,
-                "f_sint32": f_f_sint32,
-                "f_sint64": f_f_sint64,
-                "f_fixed32": f_f_fixed32,
-                "f_fixed64": f_f_fixed64,
-                "f_sfixed32": f_f_sfixed32,
-                "f_sfixed64": f_f_sfixed64,
-                "f_bool": f_f_bool,
-                "f_string": f_f_string,
-                "f_bytes": f_f_bytes,
-                "f_color": f_f_color,
-                "_unknown_fields": unknown,
-            }
+            msg.f_double = f_f_double
+            msg.f_float = f_f_float
+            msg.f_int32 = f_f_int32
+            msg.f_int64 = f_f_int64
+            msg.f_uint32 = f_f_uint32
+            msg.f_uint64 = f_f_uint64
+            msg.f_sint32 = f_f_sint32
+            msg.f_sint64 = f_f_sint64
+            msg.f_fixed32 = f_f_fixed32
+            msg.f_fixed64 = f_f_fixed64
+            msg.f_sfixed32 = f_f_sfixed32
+            msg.f_sfixed64 = f_f_sfixed64
+            msg.f_bool = f_f_bool
+            msg.f_string = f_f_string
+            msg.f_bytes = f_f_bytes
+            msg.f_color = f_f_color
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2652,12 +2789,12 @@ def _tc_bytes_Scalars(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'r', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'r', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_bytes
     if v:
         b = v
         n = len(b)
-        out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_color
     if v:
         out += (b'\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2704,6 +2841,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2716,6 +2856,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2728,6 +2871,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2740,6 +2886,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2752,6 +2901,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2764,6 +2916,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2776,6 +2931,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2788,6 +2946,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2800,6 +2961,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2812,6 +2976,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2824,6 +2991,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2836,6 +3006,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2848,6 +3021,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2860,6 +3036,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2872,6 +3051,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2884,6 +3066,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2896,6 +3081,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2908,6 +3096,9 @@ def _tc_parse_WellKnown(cls, data):
                     n = data[pos]
                     if n < 0x80:
                         pos += 1
+                    elif data[pos + 1] < 0x80:
+                        n = (n & 0x7F) | (data[pos + 1] << 7)
+                        pos += 2
                     else:
                         n, pos = _tc.decode_varint(data, pos)
                     stop = pos + n
@@ -2922,27 +3113,25 @@ def _tc_parse_WellKnown(cls, data):
                     pos = _tc.skip_field(data, pos, key)
                     unknown += data[start:pos]
             msg = _tc_new(WellKnown)
-            msg.__dict__ = {
-                "ts": f_ts,
-                "dur": f_dur,
-                "any": f_any,
-                "w_int32": f_w_int32,
-                "w_int64": f_w_int64,
-                "w_uint32": f_w_uint32,
-                "w_uint64": f_w_uint64,
-                "w_bool": f_w_bool,
-                "w_string": f_w_string,
-                "w_bytes": f_w_bytes,
-                "w_double": f_w_double,
-                "w_float": f_w_float,
-                "empty": f_empty,
-                "tss": f_tss,
-                "durs": f_durs,
-                "st": f_st,
-                "val": f_val,
-                "lst": f_lst,
-                "_unknown_fields": unknown,
-            }
+            msg.ts = f_ts
+            msg.dur = f_dur
+            msg.any = f_any
+            msg.w_int32 = f_w_int32
+            msg.w_int64 = f_w_int64
+            msg.w_uint32 = f_w_uint32
+            msg.w_uint64 = f_w_uint64
+            msg.w_bool = f_w_bool
+            msg.w_string = f_w_string
+            msg.w_bytes = f_w_bytes
+            msg.w_double = f_w_double
+            msg.w_float = f_w_float
+            msg.empty = f_empty
+            msg.tss = f_tss
+            msg.durs = f_durs
+            msg.st = f_st
+            msg.val = f_val
+            msg.lst = f_lst
+            msg._unknown_fields = unknown
             return msg
         except Exception:  # betterproto2 decides: its result or its exception
             pass
@@ -2957,94 +3146,94 @@ def _tc_bytes_WellKnown(self):
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.dur
     if v is not None:
         b = bytes(___google__protobuf__.Duration.from_wrapped(v))
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.any
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_int32
     if v is not None:
         b = bytes(___google__protobuf__.Int32Value.from_wrapped(v))
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_int64
     if v is not None:
         b = bytes(___google__protobuf__.Int64Value.from_wrapped(v))
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_uint32
     if v is not None:
         b = bytes(___google__protobuf__.UInt32Value.from_wrapped(v))
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_uint64
     if v is not None:
         b = bytes(___google__protobuf__.UInt64Value.from_wrapped(v))
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_bool
     if v is not None:
         b = bytes(___google__protobuf__.BoolValue.from_wrapped(v))
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_string
     if v is not None:
         b = bytes(___google__protobuf__.StringValue.from_wrapped(v))
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_bytes
     if v is not None:
         b = bytes(___google__protobuf__.BytesValue.from_wrapped(v))
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_double
     if v is not None:
         b = bytes(___google__protobuf__.DoubleValue.from_wrapped(v))
         n = len(b)
-        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'Z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_float
     if v is not None:
         b = bytes(___google__protobuf__.FloatValue.from_wrapped(v))
         n = len(b)
-        out += (b'b', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'b', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.empty
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'j', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'j', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.tss
     if v:
         for x in v:
             b = bytes(___google__protobuf__.Timestamp.from_wrapped(x))
             n = len(b)
-            out += (b'r', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'r', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.durs
     if v:
         for x in v:
             b = bytes(___google__protobuf__.Duration.from_wrapped(x))
             n = len(b)
-            out += (b'z', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+            out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.st
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.val
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.lst
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else _tc_enc(n)), b)
+        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
