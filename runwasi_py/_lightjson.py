@@ -20,7 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["dumps", "loads"]
 
 _WHITESPACE = " \t\n\r"  # json's: nothing else may surround a document
 _CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
@@ -68,6 +68,58 @@ def loads(data: bytes | str) -> Any:
     if text[end:].strip(_WHITESPACE):
         return _json_loads(text)  # extra data after the document: json.loads raises
     return value
+
+
+def dumps(value: Any) -> str:
+    """``json.dumps(value)`` (default options), without importing :mod:`json` for the plain
+    values ``start`` writes: dicts with string keys, lists, tuples, strings, ints, bools and
+    None (strings through json's own C escaper). Anything else goes to ``json.dumps``."""
+    global _escape
+    if _escape is None:
+        try:
+            from _json import encode_basestring_ascii  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return _json_dumps(value)
+        _escape = encode_basestring_ascii
+    try:
+        return _dump(value)
+    except _NotPlain:
+        return _json_dumps(value)
+
+
+_escape: Any = None
+
+
+class _NotPlain(Exception):
+    """A value :func:`dumps` leaves to ``json.dumps``."""
+
+
+def _dump(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        return str(_escape(value))
+    if value is None:
+        return "null"
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is list or kind is tuple:
+        return "[" + ", ".join([_dump(v) for v in value]) + "]"
+    if kind is dict:
+        parts = []
+        for k, v in value.items():
+            if type(k) is not str:
+                raise _NotPlain
+            parts.append(f"{_escape(k)}: {_dump(v)}")
+        return "{" + ", ".join(parts) + "}"
+    raise _NotPlain
+
+
+def _json_dumps(value: Any) -> str:
+    import json
+
+    return json.dumps(value)
 
 
 def _json_loads(data: bytes | str) -> Any:

@@ -6,18 +6,19 @@ socket), a template that dies mid-fork or does not answer within :data:`TIMEOUT`
 forked daemon waits for our ``go`` on a pipe before it serves, so a fork whose answer never
 reached us exits on its own instead of serving beside the daemon we spawn instead.
 
-Standard library only (``_socket``, ``_sha256``): this runs inside every ``start``.
+Standard library only, and its light corners (``_socket``, ``_sha256``, json's C scanner
+and escaper through :mod:`runwasi_py._lightjson`, ints packed with ``to_bytes`` rather
+than :mod:`struct`): this runs inside every ``start``.
 """
 
 from __future__ import annotations
 
 import _socket as socket  # not socket.py (enum, selectors): start's imports stay light
-import json
 import os
-import struct
 import sys
 
 from runwasi_py._launch.address import sha256  # _sha256: hashlib would load OpenSSL
+from runwasi_py._lightjson import dumps, loads  # not json: it loads re and enum
 
 __all__ = [
     "ENABLE_ENV",
@@ -61,7 +62,7 @@ def template_key(prefix: list[str], address: str, namespace: str) -> str:
             marks.append([path, st.st_ino, st.st_size, st.st_mtime_ns])
         except OSError:
             marks.append([path, None])
-    return str(sha256(json.dumps(marks).encode()).hexdigest()[:32])
+    return str(sha256(dumps(marks).encode()).hexdigest()[:32])
 
 
 def template_path(socket_dir: str, key: str) -> str:
@@ -90,14 +91,15 @@ def fork_daemon(
     commit_r = commit_w = -1
     try:
         sock.connect(path)
-        uid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))[1]
+        cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # pid, uid, gid
+        uid = int.from_bytes(cred[4:8], sys.byteorder, signed=True)
         if uid != os.geteuid():
             return None  # not our user's template: never hand it a pod
         commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
-        request = json.dumps({"key": key, "argv": argv, "env": env, "cwd": cwd}).encode()
-        fds = struct.pack("2i", listener_fd, commit_r)
+        request = dumps({"key": key, "argv": argv, "env": env, "cwd": cwd}).encode()
+        fds = _int32(listener_fd) + _int32(commit_r)  # struct.pack("2i", ...)
         sock.sendmsg(
-            [struct.pack("!I", len(request)), request],
+            [len(request).to_bytes(4, "big"), request],
             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)],
         )
         os.close(commit_r)
@@ -118,6 +120,10 @@ def fork_daemon(
                 os.close(fd)  # without our "go" a forked daemon exits at this EOF
 
 
+def _int32(value: int) -> bytes:
+    return value.to_bytes(4, sys.byteorder, signed=True)
+
+
 def _read_answer(sock: socket.socket) -> dict[str, object]:
     data = b""
     while not data.endswith(b"\n"):
@@ -127,7 +133,7 @@ def _read_answer(sock: socket.socket) -> dict[str, object]:
         data += chunk
         if len(data) > MAX_ANSWER:
             raise ValueError("answer too long")
-    answer = json.loads(data)
+    answer = loads(data)
     if not isinstance(answer, dict):
         raise ValueError("answer is no object")
     return answer

@@ -1,4 +1,5 @@
-"""``_lightjson.loads`` is ``json.loads``: same values, same errors, and no ``json`` import."""
+"""``_lightjson.loads``/``dumps`` are ``json.loads``/``json.dumps``: same values, same errors,
+same text, and no ``json`` import."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from runwasi_py._lightjson import loads
+from runwasi_py._lightjson import dumps, loads
 
 _scalars = (
     st.none()
@@ -86,3 +87,30 @@ def test_a_document_loads_without_importing_json() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.split() == ["True", "False", "False"]
+
+
+_plain = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.lists(inner, max_size=3).map(tuple)
+        | st.dictionaries(st.text(), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+
+
+@given(_plain | st.dictionaries(st.integers(), st.text(), min_size=1) | st.floats())
+def test_dumps_is_json_dumps(value: object) -> None:
+    # Plain values through the light path, the rest (int keys, floats) through json.dumps.
+    assert dumps(value) == json.dumps(value)
+
+
+def test_dumps_imports_no_json() -> None:
+    program = (
+        "import sys; from runwasi_py._lightjson import dumps; "
+        "dumps({'argv': ['a', 1, None, True], 'env': {'K': 'v\\u00e9'}}); "
+        "print('json' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, check=True)
+    assert out.stdout.strip() == b"False"
