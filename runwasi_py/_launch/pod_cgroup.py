@@ -20,6 +20,7 @@ from runwasi_py._proto.wire import field_map
 TYPE_CHECKING = False  # not typing's: start imports this module
 if TYPE_CHECKING:
     from collections.abc import Mapping
+    from typing import Any
 
 RECORD_FILES = ("runwasi-py-cgroups.json", "runwasi-py-daemon-cgroups.json")
 """= ``_cgroups.RECORD_NAME``, ``DAEMON_RECORD_NAME`` (not imported: delete stays light)."""
@@ -59,19 +60,24 @@ def systemd_in_options(type_url: str, value: bytes) -> bool:
         return False
 
 
-def wants_pod_cgroup(bundle: str) -> bool:
-    """True when the bundle's spec has a ``linux.cgroupsPath`` (a pod's daemon joins a cgroup)."""
+def pod_spec(bundle: str) -> dict[str, Any] | None:
+    """The bundle's spec when it has a ``linux.cgroupsPath`` (a pod's daemon joins a cgroup),
+    else None (also for an unreadable one: Create reports that to containerd). Read once
+    per ``start``: the join below takes it."""
     try:
         with open(os.path.join(bundle, "config.json"), "rb") as f:
             spec = loads(f.read())
     except (OSError, ValueError):
-        return False
+        return None
     linux = spec.get("linux") if isinstance(spec, dict) else None
-    return isinstance(linux, dict) and bool(linux.get("cgroupsPath"))
+    return spec if isinstance(linux, dict) and linux.get("cgroupsPath") else None
 
 
-def join_pod_cgroup(bundle: str, group: str, env: Mapping[str, str], pid: int | None = None) -> str:
-    """Move ``pid`` (default: this ``start`` process) into the pod's daemon cgroup.
+def join_pod_cgroup(
+    spec: dict[str, Any], bundle: str, group: str, env: Mapping[str, str], pid: int | None = None
+) -> str:
+    """Move ``pid`` (default: this ``start`` process) into the pod's daemon cgroup, for the
+    :func:`pod_spec` ``spec``.
 
     Returns the note for the daemon's log: ``daemon cgroup <path>``, or why it stays where
     it is (a spec the join cannot use is not fatal here: Create reports it to containerd),
@@ -79,11 +85,6 @@ def join_pod_cgroup(bundle: str, group: str, env: Mapping[str, str], pid: int | 
     moves it while it waits for its ``go``, before it has allocated anything of its own.
     """
     try:
-        with open(os.path.join(bundle, "config.json"), "rb") as f:
-            spec = loads(f.read())
-        linux = spec.get("linux") if isinstance(spec, dict) else None
-        if not isinstance(linux, dict) or not linux.get("cgroupsPath"):
-            return ""
         from runwasi_py._cgroups._daemon import join_daemon_cgroup
 
         systemd = env.get(SYSTEMD_ENV, "") in ("1", "true")
@@ -95,9 +96,11 @@ def join_pod_cgroup(bundle: str, group: str, env: Mapping[str, str], pid: int | 
         return f"the daemon stays in containerd's cgroup: {e}"
 
 
-def join_before_spawn(bundle: str, group: str, env: dict[str, str] | None) -> dict[str, str] | None:
+def join_before_spawn(
+    spec: dict[str, Any], bundle: str, group: str, env: dict[str, str] | None
+) -> dict[str, str] | None:
     """Join the daemon's cgroup (this ``start`` process); returns the daemon's environment."""
-    note = join_pod_cgroup(bundle, group, env if env is not None else os.environ)
+    note = join_pod_cgroup(spec, bundle, group, env if env is not None else os.environ)
     if not note:
         return env
     return dict(env if env is not None else os.environ, **{NOTE_ENV: note})

@@ -34,16 +34,17 @@ from runwasi_py._launch.pod_cgroup import (
     SYSTEMD_ENV,
     join_before_spawn,
     join_pod_cgroup,
+    pod_spec,
     systemd_cgroup,
     systemd_in_options,
     unplace,
-    wants_pod_cgroup,
 )
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket as socket
+    from typing import Any
 
     from runwasi_py._launch.flags import Flags
     from runwasi_py._shim import Shim
@@ -101,10 +102,11 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
             os.set_inheritable(LISTENER_FD, True)
         # A per-pod daemon is born in (spawned) or moved into (forked, before its "go") the
         # pod's daemon cgroup: <cgroup_parent>/runwasi-py-shim-<group>.
-        pod = group if mode == "sandbox" and wants_pod_cgroup(flags.bundle) else None
+        spec = pod_spec(flags.bundle) if mode == "sandbox" else None
+        pod = (group, spec) if spec is not None else None
         # The namespace-shared daemon starts once per namespace: a template would only linger.
         template = mode == "sandbox"
-        pid = _start_daemon(command, flags, address, env, pod_group=pod, template=template)
+        pid = _start_daemon(command, flags, address, env, pod=pod, template=template)
     except BaseException:
         os.unlink(socket_path(address))
         listener.close()
@@ -183,12 +185,13 @@ def _start_daemon(
     address: str,
     env: dict[str, str] | None,
     *,
-    pod_group: str | None = None,
+    pod: tuple[str, dict[str, Any]] | None = None,
     template: bool = True,
 ) -> int:
     """Fork the daemon from this program's template when there is one, else spawn it.
 
-    ``pod_group``: the daemon belongs in ``<cgroup_parent>/runwasi-py-shim-<pod_group>``. A
+    ``pod``: ``(group, spec)``, the daemon belongs in ``<cgroup_parent>/runwasi-py-shim-<group>``
+    (``spec``: :func:`~runwasi_py._launch.pod_cgroup.pod_spec`'s, read once). A
     forked daemon is moved there before its ``go``; if that fails it is not used and the
     daemon is spawned from this process, which joins that cgroup first. The template is
     always launched before that join: it must never live in a pod's cgroup. ``template``
@@ -196,8 +199,8 @@ def _start_daemon(
     """
     environ = os.environ if env is None else env
     if not template or environ.get("RUNWASI_PY_TEMPLATE", "").strip().lower() in TEMPLATE_OFF:
-        if pod_group is not None:
-            env = join_before_spawn(flags.bundle, pod_group, env)
+        if pod is not None:
+            env = join_before_spawn(pod[1], flags.bundle, pod[0], env)
         return _spawn_daemon(command, flags.bundle, env)
     from runwasi_py._template import client
 
@@ -210,9 +213,9 @@ def _start_daemon(
 
     def place(pid: int) -> str:
         # Raises when the forked daemon cannot join its pod's cgroup: it is then not used.
-        if pod_group is None:
+        if pod is None:
             return ""
-        note = join_pod_cgroup(flags.bundle, pod_group, environ, pid)
+        note = join_pod_cgroup(pod[1], flags.bundle, pod[0], environ, pid)
         placed.append(pid)
         return note
 
@@ -224,8 +227,8 @@ def _start_daemon(
     client.launch_template(
         prefix, ["-namespace", flags.namespace, "-address", flags.address], path, key
     )
-    if pod_group is not None:
-        env = join_before_spawn(flags.bundle, pod_group, env)
+    if pod is not None:
+        env = join_before_spawn(pod[1], flags.bundle, pod[0], env)
     return _spawn_daemon(command, flags.bundle, env)
 
 
