@@ -48,12 +48,7 @@ class CallContext:
         md = self._metadata
         if md is None:
             wire = self._wire
-            if wire:
-                md = Metadata.from_wire(wire)
-            else:
-                # Most calls carry none: an empty one without __init__'s argument checks.
-                md = _new(Metadata)
-                md._map = {}
+            md = Metadata.from_wire(wire) if wire else Metadata()
             self._metadata = md
             self._wire = None
         return md
