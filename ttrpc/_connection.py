@@ -163,7 +163,9 @@ class Connection:
         self._last_id = 0  # server: highest accepted Request id
         self._next_id = 1  # client: next id to allocate
         self._outbox: list[bytes] = []
-        self._decode_request = RequestDecoder().decode  # remembers the last call's method
+        decoder = RequestDecoder()  # remembers the last call's method
+        self._decode_request = decoder.decode
+        self._decode_request_view = decoder.decode_view
 
     # --- state queries ----------------------------------------------------------------
 
@@ -225,18 +227,22 @@ class Connection:
                     self._buf = bytearray(view[pos:])
         return events
 
-    def receive_request(self, view: memoryview, n: int) -> tuple[int, int, Request] | None:
-        """Server fast path: when ``view[:n]`` is exactly one whole, valid new Request and
+    def receive_request(
+        self, buf: bytes | bytearray, view: memoryview, n: int
+    ) -> tuple[int, int, Request] | None:
+        """Server fast path: when ``buf[:n]`` is exactly one whole, valid new Request and
         nothing is buffered, accept it and return ``(stream_id, flags, request)`` (what
         :class:`RequestReceived` would carry); else return None having changed nothing,
         and the caller feeds the same bytes to :meth:`receive_data`.
 
         One read holding one request is what a client with one call in flight sends; the
         answer is the same as :meth:`receive_data`'s, without its list, loop and event.
+        ``view`` is ``memoryview(buf)`` (the read buffer and its view, both kept by the
+        caller: a view's own attributes cost more than the copy they would save).
         """
         if self._buf or self._discard or n < HEADER_SIZE or self.role is not Role.SERVER:
             return None
-        length, sid, mtype, flags = _unpack(view, 0)
+        length, sid, mtype, flags = _unpack(buf, 0)
         if (
             length + HEADER_SIZE != n
             or mtype != _REQUEST
@@ -246,7 +252,7 @@ class Connection:
         ):
             return None
         try:
-            request = self._decode_request(bytes(view[HEADER_SIZE:n]))
+            request = self._decode_request_view(buf, view, HEADER_SIZE, n)
         except EnvelopeError:
             return None  # receive_data answers it with the error status
         self._last_id = sid

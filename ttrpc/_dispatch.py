@@ -147,7 +147,9 @@ class ServerConnection(FrameProtocol):
     def buffer_updated(self, nbytes: int) -> None:
         # The common read first: one whole request, dispatched without an event list. Its
         # reply is written at once (one request, one write, as the batch would do).
-        accepted = None if self.is_closed else self.core.receive_request(self._view, nbytes)
+        accepted = (
+            None if self.is_closed else self.core.receive_request(self._buffer, self._view, nbytes)
+        )
         if accepted is not None:
             sid, flags, request = accepted
             service = self.server._services.get(request.service)

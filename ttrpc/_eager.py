@@ -27,12 +27,15 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import sys
 import types
 from asyncio.tasks import _enter_task, _leave_task
 from collections.abc import Coroutine, Generator
 from typing import Any
 
 __all__ = ["NOT_STARTED", "EagerHandle", "Resume", "Stepper", "step"]
+
+_getrefcount = sys.getrefcount
 
 NOT_STARTED: Any = object()
 """What :func:`step` returns as ``awaited`` when it could not run the coroutine inline."""
@@ -230,10 +233,11 @@ class Stepper:
         'done'
     """
 
-    __slots__ = ("_box", "_driver", "_loop", "_send")
+    __slots__ = ("_box", "_driver", "_loop", "_send", "_spare")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._spare: EagerHandle | None = None
         self._fresh()
 
     def _fresh(self) -> None:
@@ -246,9 +250,16 @@ class Stepper:
 
     def step(self, coro: Coroutine[Any, Any, Any]) -> tuple[bool, Any, EagerHandle]:
         """Run ``coro`` up to its first suspension (see :func:`step`; its exception
-        propagates). Call it from a loop callback; inside a task nothing runs inline."""
+        propagates). Call it from a loop callback; inside a task nothing runs inline.
+
+        The handle of a call that finished may be handed to a later call: keep it only
+        when the call suspended (it stands for that call's task from then on)."""
         loop = self._loop
-        handle = EagerHandle(loop)
+        handle = self._spare
+        if handle is None:
+            handle = EagerHandle(loop)
+        else:
+            self._spare = None
         try:
             _enter_task(loop, handle)  # type: ignore[arg-type]
         except RuntimeError:
@@ -264,6 +275,11 @@ class Stepper:
             box = self._box
             value = box[0]
             box[0] = None
+            # Reused only when nothing kept it (asyncio.current_task() stored, a cancel
+            # counted): the next call then sees a handle as new as a fresh one. The
+            # references are this frame's, getrefcount's argument and the spare slot none.
+            if _getrefcount(handle) == 2 and not handle._cancels:
+                self._spare = handle
             return True, value, handle
         # The coroutine suspended inside the driver: the driver goes with it to its Task.
         rest = Resume(_Driven(self._driver, self._box), out)

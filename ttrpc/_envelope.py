@@ -178,7 +178,7 @@ def encode_response(
 # --- decoding ---------------------------------------------------------------------------
 
 
-def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+def _read_varint(data: bytes | bytearray, pos: int, end: int) -> tuple[int, int]:
     result = 0
     shift = 0
     while True:
@@ -347,8 +347,33 @@ class RequestDecoder:
     __slots__ = ("_head", "_method", "_service")
 
     def __init__(self) -> None:
-        self._head = b"\xff"  # no envelope starts with it until a first call sets it
+        # The memo always holds the encoded service and method fields it stands for (and
+        # the payload's tag): at first the empty names, sent as empty fields.
+        self._head = b"\x0a\x00\x12\x00\x1a"
         self._service = self._method = ""
+
+    def decode_view(self, buf: bytes | bytearray, view: memoryview, pos: int, end: int) -> Request:
+        """Parse the ``ttrpc.Request`` in ``buf[pos:end]``, where ``view`` is
+        ``memoryview(buf)`` (a read buffer): the memo is checked in place, so only the
+        payload is copied out, not the envelope and then the payload again."""
+        head = self._head
+        if buf.startswith(head, pos):
+            q = pos + len(head)
+            if q < end:
+                n = buf[q]
+                start = q + 1
+                if n >= 0x80:
+                    if start < end and buf[start] < 0x80:  # two bytes: up to 16 KiB
+                        n = (n & 0x7F) | (buf[start] << 7)
+                        start += 1
+                    else:
+                        try:
+                            n, start = _read_varint(buf, q, end)
+                        except EnvelopeError:
+                            n = -1
+                if start + n == end:
+                    return Request(self._service, self._method, bytes(view[start:end]))
+        return self.decode(bytes(view[pos:end]))
 
     def decode(self, data: bytes) -> Request:
         """Parse one ``ttrpc.Request`` (see :func:`decode_request`)."""

@@ -23,6 +23,7 @@ __all__ = [
     "F64",
     "I32",
     "I64",
+    "U16",
     "U32",
     "U64",
     "VARINT1",
@@ -42,6 +43,9 @@ M = TypeVar("M", bound=betterproto2.Message)
 VARINT1: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(128))
 """The one-byte varints, ``VARINT1[n]`` for ``0 <= n < 128``."""
 
+# A two-byte varint n (128 <= n < 16384) is U16.pack(n + 0x80 + (n >> 7 << 7)): the low
+# seven bits with the continuation bit, then the rest, as one little-endian short.
+U16 = struct.Struct("<H")
 U32 = struct.Struct("<I")
 I32 = struct.Struct("<i")
 F32 = struct.Struct("<f")

@@ -443,12 +443,14 @@ def test_receive_request_is_receive_data_for_one_whole_request(reads: list[bytes
     # Two cores fed the same reads, one trying the fast path first: same events, same state.
     fast, slow = Connection(Role.SERVER), Connection(Role.SERVER)
     for data in reads:
-        view = memoryview(bytearray(data))
+        # A read buffer is larger than a read, and holds older bytes after it.
+        buf = bytearray(data) + b"\x80\x0a\x1a" * 8
+        view = memoryview(buf)
         before = _state(fast)
-        accepted = fast.receive_request(view, len(data))
+        accepted = fast.receive_request(buf, view, len(data))
         if accepted is None:
             assert _state(fast) == before  # nothing changed: the caller falls back
-            fast_events = fast.receive_data(view)
+            fast_events = fast.receive_data(view[: len(data)])
         else:
             sid, flags, request = accepted
             fast_events = [RequestReceived(sid, flags, request)]
@@ -460,7 +462,7 @@ def test_receive_request_is_receive_data_for_one_whole_request(reads: list[bytes
 def test_receive_request_leaves_everything_else_to_receive_data() -> None:
     conn = Connection(Role.SERVER)
     one = req_frame(3)
-    assert conn.receive_request(memoryview(one), len(one)) is not None
+    assert conn.receive_request(one, memoryview(one), len(one)) is not None
     for data in (
         req_frame(3),  # a reused id
         req_frame(4),  # an even id
@@ -468,6 +470,6 @@ def test_receive_request_leaves_everything_else_to_receive_data() -> None:
         req_frame(5)[:10],  # a partial frame
         data_frame(3, b"x"),  # not a request
     ):
-        assert conn.receive_request(memoryview(data), len(data)) is None
+        assert conn.receive_request(data, memoryview(data), len(data)) is None
     client = Connection(Role.CLIENT)
-    assert client.receive_request(memoryview(one), len(one)) is None
+    assert client.receive_request(one, memoryview(one), len(one)) is None

@@ -373,3 +373,38 @@ async def test_stepper_inside_a_task_does_not_run_inline() -> None:
     done, rest, _ = Stepper(asyncio.get_running_loop()).step(_value(5))
     assert not done
     assert await _await(rest) == 5
+
+
+async def test_stepper_hands_on_a_finished_calls_handle_only_when_nothing_kept_it() -> None:
+    loop = asyncio.get_running_loop()
+    stepper = Stepper(loop)
+    kept: list[Any] = []
+    seen: list[tuple[Any, int]] = []
+
+    async def keeps() -> int:
+        kept.append(asyncio.current_task())
+        return 1
+
+    async def cancels_itself() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # counted on the handle; the call finishes before it could apply
+        return 2
+
+    async def looks() -> int:
+        task = asyncio.current_task()
+        assert task is not None
+        seen.append((task, task.cancelling()))
+        return 3
+
+    _, _, first = await _in_callback(stepper.step, _value(1))
+    _, _, second = await _in_callback(stepper.step, _value(1))
+    assert second is first  # nothing kept it: handed on
+    _, _, third = await _in_callback(stepper.step, keeps())
+    _, _, fourth = await _in_callback(stepper.step, _value(1))
+    assert kept == [third]  # the handler kept its handle: not handed on
+    assert fourth is not third
+    _, _, fifth = await _in_callback(stepper.step, cancels_itself())
+    await _in_callback(stepper.step, looks())
+    assert seen[0][0] is not fifth  # a new call never sees an earlier call's cancel
+    assert seen[0][1] == 0

@@ -197,6 +197,34 @@ def test_connection_decoder_agrees_with_decode_request(
             assert _outcome(decoder.decode, candidate) == _outcome(decode_request, candidate)
 
 
+@given(st.lists(_envelopes, min_size=1, max_size=8), st.data())
+def test_decode_view_agrees_with_decode_request(
+    envelopes: list[bytes], data: st.DataObject
+) -> None:
+    # In place in a read buffer: bytes before the envelope, older bytes after it.
+    decoder = RequestDecoder()
+    for wire in envelopes:
+        cut = data.draw(st.integers(0, len(wire)))
+        for candidate in (wire, wire[:cut], wire + b"\x00", wire):
+            tail = data.draw(st.binary(max_size=8))
+            buf = bytearray(b"\xff" * 10 + candidate + tail)
+            end = 10 + len(candidate)
+            try:
+                got: object = decoder.decode_view(buf, memoryview(buf), 10, end)
+            except EnvelopeError:
+                got = EnvelopeError
+            assert got == _outcome(decode_request, candidate)
+
+
+def test_a_new_decoder_has_no_memo_to_match_bad_input() -> None:
+    # Field 31 with wire type 7 is no envelope: a fresh decoder raises as decode_request does.
+    with pytest.raises(EnvelopeError):
+        RequestDecoder().decode(b"\xff\x00")
+    buf = bytearray(b"\xff\x00")
+    with pytest.raises(EnvelopeError):
+        RequestDecoder().decode_view(buf, memoryview(buf), 0, 2)
+
+
 def test_connection_decoder_memo_follows_the_method() -> None:
     decoder = RequestDecoder()
     a = encode_request(Request("svc", "A", b"1"))

@@ -357,8 +357,7 @@ def _varint_expr(expr: str) -> str:
 def _length_expr(var: str) -> str:
     """The varint of ``len(var)`` (a length is never negative), after ``n = len(var)``."""
     return (
-        "(_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000"
-        " else _tc_enc(n))"
+        "(_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n))"
     )
 
 
@@ -481,6 +480,7 @@ def render_module(module: types.ModuleType) -> str:
         "_tc_new = object.__new__",
         "_tc_enc = _tc.encode_varint",
         "_tc_V1 = _tc.VARINT1",
+        "_tc_V2 = _tc.U16.pack",
     ]
     installs: list[str] = []
     for cls in classes:

@@ -42,6 +42,7 @@ from ttrpc import _msgcodec as _tc
 _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
+_tc_V2 = _tc.U16.pack
 
 
 def _tc_parse_Empty(cls, data):

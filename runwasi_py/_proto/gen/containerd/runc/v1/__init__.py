@@ -95,6 +95,7 @@ from ttrpc import _msgcodec as _tc
 _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
+_tc_V2 = _tc.U16.pack
 
 
 def _tc_parse_CheckpointOptions(cls, data):
@@ -284,27 +285,27 @@ def _tc_bytes_CheckpointOptions(self):
         for x in v:
             b = x.encode("utf-8")
             n = len(b)
-            out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cgroups_mode
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.image_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.work_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.parent_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -522,7 +523,7 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_uid
     if v:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -533,12 +534,12 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.root
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.systemd_cgroup
     if v:
         out += (b'H', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -546,22 +547,22 @@ def _tc_bytes_Options(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.criu_work_path
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'Z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.task_api_address
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'b', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'b', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.task_api_version
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'j', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'j', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -621,7 +622,7 @@ def _tc_bytes_ProcessDetails(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -128,6 +128,7 @@ from ttrpc import _msgcodec as _tc
 _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
+_tc_V2 = _tc.U16.pack
 
 
 def _tc_parse_BootstrapParams(cls, data):
@@ -315,12 +316,12 @@ def _tc_bytes_BootstrapParams(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.namespace
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.log_level
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -328,33 +329,33 @@ def _tc_bytes_BootstrapParams(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.containerd_ttrpc_address
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.containerd_grpc_address
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.containerd_binary
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.extensions
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.socket_dir
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -511,12 +512,12 @@ def _tc_bytes_BootstrapResult(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.protocol
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.metadata
     if v:
         for mk, mv in v.items():
@@ -524,14 +525,14 @@ def _tc_bytes_BootstrapResult(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -591,7 +592,7 @@ def _tc_bytes_Extension(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -358,6 +358,7 @@ from ttrpc import _msgcodec as _tc
 _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
+_tc_V2 = _tc.U16.pack
 
 
 def _tc_parse_BlkIoEntry(cls, data):
@@ -460,12 +461,12 @@ def _tc_bytes_BlkIoEntry(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.device
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.major
     if v:
         out += (b'\x18', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -654,49 +655,49 @@ def _tc_bytes_BlkIoStat(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_serviced_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_queued_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_service_time_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_wait_time_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_merged_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.io_time_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.sectors_recursive
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -876,12 +877,12 @@ def _tc_bytes_CpuStat(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.throttling
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -996,7 +997,7 @@ def _tc_bytes_CpuUsage(self):
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1095,7 +1096,7 @@ def _tc_bytes_HugetlbStat(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1789,22 +1790,22 @@ def _tc_bytes_MemoryStat(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x8a\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x8a\x02', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.swap
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x92\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x92\x02', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.kernel
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x9a\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x9a\x02', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.kernel_tcp
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\xa2\x02', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\xa2\x02', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2001,48 +2002,48 @@ def _tc_bytes_Metrics(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.pids
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cpu
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.memory
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.blkio
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.rdma
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.network
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.cgroup_stats
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.memory_oom_control
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2182,7 +2183,7 @@ def _tc_bytes_NetworkStat(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.rx_bytes
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2350,7 +2351,7 @@ def _tc_bytes_RdmaEntry(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.hca_handles
     if v:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -2434,13 +2435,13 @@ def _tc_bytes_RdmaStat(self):
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.limit
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

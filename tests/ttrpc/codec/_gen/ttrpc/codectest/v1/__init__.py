@@ -527,6 +527,7 @@ from ttrpc import _msgcodec as _tc
 _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
+_tc_V2 = _tc.U16.pack
 
 
 def _tc_parse_FieldNumbers(cls, data):
@@ -676,7 +677,7 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.n16
     if v:
         out += (b'\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -684,7 +685,7 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         b = v
         n = len(b)
-        out += (b'\xfa\x7f', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\xfa\x7f', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.n2048
     if v:
         out += (b'\x80\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -699,7 +700,7 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\xfa\xff\xff\xff\x0f', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\xfa\xff\xff\xff\x0f', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1246,14 +1247,14 @@ def _tc_bytes_Maps(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = mv.encode("utf-8")
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_message
     if v:
         for mk, mv in v.items():
@@ -1262,11 +1263,11 @@ def _tc_bytes_Maps(self):
             out += (b'\x08', (_tc_V1[mk] if 0 <= mk < 128 else _tc_enc(mk)))
             b = bytes(mv)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_bytes
     if v:
         for mk, mv in v.items():
@@ -1275,11 +1276,11 @@ def _tc_bytes_Maps(self):
             out += (b'\x08', (_tc_V1[mk] if 0 <= mk < 128 else _tc_enc(mk)))
             b = mv
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_enum
     if v:
         for mk, mv in v.items():
@@ -1291,7 +1292,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_double
     if v:
         for mk, mv in v.items():
@@ -1302,7 +1303,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_timestamp
     if v:
         for mk, mv in v.items():
@@ -1311,11 +1312,11 @@ def _tc_bytes_Maps(self):
             out += (b'\r', _tc.U32.pack(mk))
             b = bytes(___google__protobuf__.Timestamp.from_wrapped(mv))
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_wrapper
     if v:
         for mk, mv in v.items():
@@ -1323,14 +1324,14 @@ def _tc_bytes_Maps(self):
             out = []
             b = mk.encode("utf-8")
             n = len(b)
-            out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             b = bytes(___google__protobuf__.Int32Value.from_wrapped(mv))
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_sint
     if v:
         for mk, mv in v.items():
@@ -1342,7 +1343,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self.m_float
     if v:
         for mk, mv in v.items():
@@ -1353,7 +1354,7 @@ def _tc_bytes_Maps(self):
             e = b"".join(out)
             out = out_
             n = len(e)
-            out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), e)
+            out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), e)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1447,18 +1448,18 @@ def _tc_bytes_Nested(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.inners
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.next
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1533,7 +1534,7 @@ def _tc_bytes_NestedInner(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -1704,7 +1705,7 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.c_int32
     if v is not None:
         out += (b'\x10', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1712,12 +1713,12 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.c_timestamp
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.c_color
     if v is not None:
         out += (b'(', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1725,7 +1726,7 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = v
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.o_double
     if v is not None:
         out += (b'9', _tc.F64.pack(v))
@@ -1733,7 +1734,7 @@ def _tc_bytes_Oneofs(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.plain
     if v:
         out += (b'H', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1891,12 +1892,12 @@ def _tc_bytes_Optionals(self):
     if v is not None:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.o_bytes
     if v is not None:
         b = v
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.o_bool
     if v is not None:
         out += (b' ', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -1917,7 +1918,7 @@ def _tc_bytes_Optionals(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2450,32 +2451,32 @@ def _tc_bytes_Repeated(self):
     if v is not None and v != []:
         buf = b"".join([_tc.F64.pack(x) for x in v])
         n = len(buf)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_float
     if v is not None and v != []:
         buf = b"".join([_tc.F32.pack(x) for x in v])
         n = len(buf)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_int32
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_int64
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_uint32
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_uint64
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sint32
     if v is not None and v != []:
         buf = []
@@ -2484,7 +2485,7 @@ def _tc_bytes_Repeated(self):
             buf.append((_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
         buf = b"".join(buf)
         n = len(buf)
-        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sint64
     if v is not None and v != []:
         buf = []
@@ -2493,60 +2494,60 @@ def _tc_bytes_Repeated(self):
             buf.append((_tc_V1[z] if 0 <= z < 128 else _tc_enc(z)))
         buf = b"".join(buf)
         n = len(buf)
-        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_fixed32
     if v is not None and v != []:
         buf = b"".join([_tc.U32.pack(x) for x in v])
         n = len(buf)
-        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_fixed64
     if v is not None and v != []:
         buf = b"".join([_tc.U64.pack(x) for x in v])
         n = len(buf)
-        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sfixed32
     if v is not None and v != []:
         buf = b"".join([_tc.I32.pack(x) for x in v])
         n = len(buf)
-        out += (b'Z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_sfixed64
     if v is not None and v != []:
         buf = b"".join([_tc.I64.pack(x) for x in v])
         n = len(buf)
-        out += (b'b', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'b', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_bool
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'j', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'j', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_string
     if v:
         for x in v:
             b = x.encode("utf-8")
             n = len(b)
-            out += (b'r', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'r', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_bytes
     if v:
         for x in v:
             b = x
             n = len(b)
-            out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_color
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self.f_message
     if v:
         for x in v:
             b = bytes(x)
             n = len(b)
-            out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_unpacked
     if v is not None and v != []:
         buf = b"".join([(_tc_V1[x] if 0 <= x < 128 else _tc_enc(x)) for x in v])
         n = len(buf)
-        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), buf)
+        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), buf)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -2789,12 +2790,12 @@ def _tc_bytes_Scalars(self):
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'r', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'r', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_bytes
     if v:
         b = v
         n = len(b)
-        out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.f_color
     if v:
         out += (b'\x80\x01', (_tc_V1[v] if 0 <= v < 128 else _tc_enc(v)))
@@ -3146,94 +3147,94 @@ def _tc_bytes_WellKnown(self):
     if v is not None:
         b = bytes(___google__protobuf__.Timestamp.from_wrapped(v))
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.dur
     if v is not None:
         b = bytes(___google__protobuf__.Duration.from_wrapped(v))
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.any
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_int32
     if v is not None:
         b = bytes(___google__protobuf__.Int32Value.from_wrapped(v))
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_int64
     if v is not None:
         b = bytes(___google__protobuf__.Int64Value.from_wrapped(v))
         n = len(b)
-        out += (b'*', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'*', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_uint32
     if v is not None:
         b = bytes(___google__protobuf__.UInt32Value.from_wrapped(v))
         n = len(b)
-        out += (b'2', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'2', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_uint64
     if v is not None:
         b = bytes(___google__protobuf__.UInt64Value.from_wrapped(v))
         n = len(b)
-        out += (b':', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b':', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_bool
     if v is not None:
         b = bytes(___google__protobuf__.BoolValue.from_wrapped(v))
         n = len(b)
-        out += (b'B', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'B', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_string
     if v is not None:
         b = bytes(___google__protobuf__.StringValue.from_wrapped(v))
         n = len(b)
-        out += (b'J', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'J', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_bytes
     if v is not None:
         b = bytes(___google__protobuf__.BytesValue.from_wrapped(v))
         n = len(b)
-        out += (b'R', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'R', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_double
     if v is not None:
         b = bytes(___google__protobuf__.DoubleValue.from_wrapped(v))
         n = len(b)
-        out += (b'Z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'Z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.w_float
     if v is not None:
         b = bytes(___google__protobuf__.FloatValue.from_wrapped(v))
         n = len(b)
-        out += (b'b', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'b', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.empty
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'j', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'j', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.tss
     if v:
         for x in v:
             b = bytes(___google__protobuf__.Timestamp.from_wrapped(x))
             n = len(b)
-            out += (b'r', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'r', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.durs
     if v:
         for x in v:
             b = bytes(___google__protobuf__.Duration.from_wrapped(x))
             n = len(b)
-            out += (b'z', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+            out += (b'z', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.st
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x82\x01', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.val
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x8a\x01', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.lst
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x92\x01', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)

@@ -65,6 +65,7 @@ from ttrpc import _msgcodec as _tc
 _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
+_tc_V2 = _tc.U16.pack
 
 
 def _tc_parse_Envelope(cls, data):
@@ -171,22 +172,22 @@ def _tc_bytes_Envelope(self):
     if v is not None:
         b = bytes(_____google__protobuf__.Timestamp.from_wrapped(v))
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.namespace
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x12', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x12', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.topic
     if v:
         b = v.encode("utf-8")
         n = len(b)
-        out += (b'\x1a', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\x1a', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self.event
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'"', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'"', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
@@ -246,7 +247,7 @@ def _tc_bytes_ForwardRequest(self):
     if v is not None:
         b = bytes(v)
         n = len(b)
-        out += (b'\n', (_tc_V1[n] if n < 128 else bytes(((n & 0x7F) | 0x80, n >> 7)) if n < 0x4000 else _tc_enc(n)), b)
+        out += (b'\n', (_tc_V1[n] if n < 128 else _tc_V2(n + 0x80 + (n >> 7 << 7)) if n < 0x4000 else _tc_enc(n)), b)
     v = self._unknown_fields
     if v:
         out.append(v)
