@@ -23,6 +23,7 @@ __all__ = [
     "F64",
     "I32",
     "I64",
+    "MISSING",
     "U16",
     "U32",
     "U64",
@@ -32,6 +33,7 @@ __all__ = [
     "encode_varint",
     "install",
     "installed",
+    "original_init",
     "reference_bytes",
     "reference_codecs",
     "reference_parse",
@@ -119,7 +121,8 @@ def skip_field(data: bytes, pos: int, key: int) -> int:
 
 
 _PARSE: Callable[..., Any] = betterproto2.Message.__dict__["parse"].__func__
-_INSTALLED: list[tuple[type[betterproto2.Message], Any, Any]] = []
+# (class, what install set on it, what the class itself held before under those names)
+_INSTALLED: list[tuple[type[betterproto2.Message], dict[str, Any], dict[str, Any]]] = []
 
 
 def reference_parse(cls: type[M], data: bytes) -> M:
@@ -133,29 +136,45 @@ def reference_bytes(message: betterproto2.Message) -> bytes:
     return betterproto2.Message.__bytes__(message)
 
 
+class _Missing:
+    """The default of a generated ``__init__``'s list and dict parameters: a new empty one."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<factory>"  # as dataclasses shows a default factory
+
+
+MISSING: Any = _Missing()
+
+
 def install(
     cls: type[betterproto2.Message],
     parse: Callable[[type[Any], bytes], Any],
     encode: Callable[[Any], bytes],
+    init: Callable[..., None] | None = None,
 ) -> None:
-    """Make ``parse``/``encode`` the class's ``parse`` classmethod and ``__bytes__``.
+    """Make ``parse``/``encode`` the class's ``parse`` classmethod and ``__bytes__``, and
+    ``init`` (when given) its ``__init__``.
 
     ``FromString`` and ``SerializeToString`` (which only call those two) are bound to them
     directly too: one call less per message on a ttrpc server.
     """
     method = classmethod(parse)
-    for name, value in _methods(method, encode).items():
-        setattr(cls, name, value)
-    _INSTALLED.append((cls, method, encode))
-
-
-def _methods(parse: Any, encode: Any) -> dict[str, Any]:
-    return {
-        "parse": parse,
-        "FromString": parse,
+    methods = {
+        "parse": method,
+        "FromString": method,
         "__bytes__": encode,
         "SerializeToString": encode,
     }
+    if init is not None:
+        init.__qualname__ = f"{cls.__qualname__}.__init__"
+        methods["__init__"] = init
+    # What the class itself held (dataclasses' __init__); the rest it inherits.
+    own = {name: cls.__dict__[name] for name in methods if name in cls.__dict__}
+    for name, value in methods.items():
+        setattr(cls, name, value)
+    _INSTALLED.append((cls, methods, own))
 
 
 def installed() -> list[type[betterproto2.Message]]:
@@ -163,19 +182,33 @@ def installed() -> list[type[betterproto2.Message]]:
     return [cls for cls, _, _ in _INSTALLED]
 
 
+def original_init(cls: type[betterproto2.Message]) -> Callable[..., None] | None:
+    """The ``__init__`` defined on ``cls`` itself before the generated one was installed
+    (the one dataclasses wrote: the reference for the generated one), else the one it has."""
+    for installed_cls, _, own in _INSTALLED:
+        if installed_cls is cls:
+            init: Callable[..., None] | None = own.get("__init__")
+            return init
+    return cls.__dict__.get("__init__")
+
+
 @contextmanager
 def reference_codecs() -> Iterator[None]:
-    """Within the block every message uses betterproto2's own encoder and decoder.
+    """Within the block every message uses betterproto2's own encoder and decoder (and the
+    ``__init__`` dataclasses wrote).
 
     Not thread-safe; meant for tests and benchmarks that compare the two.
     """
     entries = list(_INSTALLED)
-    for cls, parse, encode in entries:
-        for name in _methods(parse, encode):
-            delattr(cls, name)
+    for cls, methods, own in entries:
+        for name in methods:
+            if name in own:
+                setattr(cls, name, own[name])
+            else:
+                delattr(cls, name)
     try:
         yield
     finally:
-        for cls, parse, encode in entries:
-            for name, value in _methods(parse, encode).items():
+        for cls, methods, _ in entries:
+            for name, value in methods.items():
                 setattr(cls, name, value)

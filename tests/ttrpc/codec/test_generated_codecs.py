@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -199,3 +201,41 @@ def test_generated_files_up_to_date() -> None:
     assert write_codecs("tests.ttrpc.codec._gen", check=True) == []
     assert write_codecs("ttrpc.example._gen", check=True) == []
     assert write_codecs("runwasi_py._proto.gen", check=True) == []
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)
+@SETTINGS
+@given(data=st.data())
+def test_generated_init_is_dataclasses_init(cls: type[betterproto2.Message], data: Any) -> None:
+    # Same attributes, values and order for any mix of given and omitted arguments,
+    # positional or keyword; defaults are new objects per instance where they are mutable.
+    assert "__init__" in cls.__dict__
+    reference = _msgcodec.original_init(cls)
+    assert reference is not None
+    assert reference is not cls.__init__
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    assert list(inspect.signature(cls.__init__).parameters)[1:] == names
+    source = data.draw(messages(cls))
+    given_names = data.draw(st.lists(st.sampled_from(names), unique=True)) if names else []
+    kwargs = {name: getattr(source, name) for name in given_names}
+    npos = data.draw(st.integers(0, len(names)))
+    args = [getattr(source, name) for name in names[:npos]]
+    kwargs = {k: v for k, v in kwargs.items() if k not in names[:npos]}
+    ours, theirs = object.__new__(cls), object.__new__(cls)
+    cls.__init__(ours, *args, **kwargs)
+    reference(theirs, *args, **kwargs)
+    assert list(vars(ours)) == list(vars(theirs))
+    assert snapshot(ours) == snapshot(theirs)
+    again = object.__new__(cls)
+    cls.__init__(again, *args, **kwargs)
+    for name in names:
+        value = getattr(ours, name)
+        if name not in kwargs and names.index(name) >= npos and isinstance(value, (list, dict)):
+            assert value is not getattr(again, name)  # a default list or dict of its own
+
+
+def test_generated_init_refuses_what_dataclasses_refuses() -> None:
+    with pytest.raises(TypeError):
+        pb.Scalars(no_such_field=1)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        pb.Scalars(*range(100))

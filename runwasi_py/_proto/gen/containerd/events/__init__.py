@@ -183,6 +183,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_TaskCheckpointed(cls, data):
@@ -265,6 +266,12 @@ def _tc_bytes_TaskCheckpointed(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_TaskCheckpointed(self, container_id="", checkpoint=""):
+    self.container_id = container_id
+    self.checkpoint = checkpoint
+    self._unknown_fields = b""
 
 
 def _tc_parse_TaskCreate(cls, data):
@@ -429,6 +436,16 @@ def _tc_bytes_TaskCreate(self):
     return b"".join(out)
 
 
+def _tc_init_TaskCreate(self, container_id="", bundle="", rootfs=_tc_MISSING, io=None, checkpoint="", pid=0):
+    self.container_id = container_id
+    self.bundle = bundle
+    self.rootfs = [] if rootfs is _tc_MISSING else rootfs
+    self.io = io
+    self.checkpoint = checkpoint
+    self.pid = pid
+    self._unknown_fields = b""
+
+
 def _tc_parse_TaskDelete(cls, data):
     if cls is TaskDelete:
         try:
@@ -559,6 +576,15 @@ def _tc_bytes_TaskDelete(self):
     return b"".join(out)
 
 
+def _tc_init_TaskDelete(self, container_id="", pid=0, exit_status=0, exited_at=None, id=""):
+    self.container_id = container_id
+    self.pid = pid
+    self.exit_status = exit_status
+    self.exited_at = exited_at
+    self.id = id
+    self._unknown_fields = b""
+
+
 def _tc_parse_TaskExecAdded(cls, data):
     if cls is TaskExecAdded:
         try:
@@ -639,6 +665,12 @@ def _tc_bytes_TaskExecAdded(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_TaskExecAdded(self, container_id="", exec_id=""):
+    self.container_id = container_id
+    self.exec_id = exec_id
+    self._unknown_fields = b""
 
 
 def _tc_parse_TaskExecStarted(cls, data):
@@ -734,6 +766,13 @@ def _tc_bytes_TaskExecStarted(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_TaskExecStarted(self, container_id="", exec_id="", pid=0):
+    self.container_id = container_id
+    self.exec_id = exec_id
+    self.pid = pid
+    self._unknown_fields = b""
 
 
 def _tc_parse_TaskExit(cls, data):
@@ -866,6 +905,15 @@ def _tc_bytes_TaskExit(self):
     return b"".join(out)
 
 
+def _tc_init_TaskExit(self, container_id="", id="", pid=0, exit_status=0, exited_at=None):
+    self.container_id = container_id
+    self.id = id
+    self.pid = pid
+    self.exit_status = exit_status
+    self.exited_at = exited_at
+    self._unknown_fields = b""
+
+
 def _tc_parse_TaskIo(cls, data):
     if cls is TaskIo:
         try:
@@ -983,6 +1031,14 @@ def _tc_bytes_TaskIo(self):
     return b"".join(out)
 
 
+def _tc_init_TaskIo(self, stdin="", stdout="", stderr="", terminal=False):
+    self.stdin = stdin
+    self.stdout = stdout
+    self.stderr = stderr
+    self.terminal = terminal
+    self._unknown_fields = b""
+
+
 def _tc_parse_TaskOom(cls, data):
     if cls is TaskOom:
         try:
@@ -1041,6 +1097,11 @@ def _tc_bytes_TaskOom(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_TaskOom(self, container_id=""):
+    self.container_id = container_id
+    self._unknown_fields = b""
 
 
 def _tc_parse_TaskPaused(cls, data):
@@ -1103,6 +1164,11 @@ def _tc_bytes_TaskPaused(self):
     return b"".join(out)
 
 
+def _tc_init_TaskPaused(self, container_id=""):
+    self.container_id = container_id
+    self._unknown_fields = b""
+
+
 def _tc_parse_TaskResumed(cls, data):
     if cls is TaskResumed:
         try:
@@ -1161,6 +1227,11 @@ def _tc_bytes_TaskResumed(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_TaskResumed(self, container_id=""):
+    self.container_id = container_id
+    self._unknown_fields = b""
 
 
 def _tc_parse_TaskStart(cls, data):
@@ -1236,14 +1307,20 @@ def _tc_bytes_TaskStart(self):
     return b"".join(out)
 
 
-_tc.install(TaskCheckpointed, _tc_parse_TaskCheckpointed, _tc_bytes_TaskCheckpointed)
-_tc.install(TaskCreate, _tc_parse_TaskCreate, _tc_bytes_TaskCreate)
-_tc.install(TaskDelete, _tc_parse_TaskDelete, _tc_bytes_TaskDelete)
-_tc.install(TaskExecAdded, _tc_parse_TaskExecAdded, _tc_bytes_TaskExecAdded)
-_tc.install(TaskExecStarted, _tc_parse_TaskExecStarted, _tc_bytes_TaskExecStarted)
-_tc.install(TaskExit, _tc_parse_TaskExit, _tc_bytes_TaskExit)
-_tc.install(TaskIo, _tc_parse_TaskIo, _tc_bytes_TaskIo)
-_tc.install(TaskOom, _tc_parse_TaskOom, _tc_bytes_TaskOom)
-_tc.install(TaskPaused, _tc_parse_TaskPaused, _tc_bytes_TaskPaused)
-_tc.install(TaskResumed, _tc_parse_TaskResumed, _tc_bytes_TaskResumed)
-_tc.install(TaskStart, _tc_parse_TaskStart, _tc_bytes_TaskStart)
+def _tc_init_TaskStart(self, container_id="", pid=0):
+    self.container_id = container_id
+    self.pid = pid
+    self._unknown_fields = b""
+
+
+_tc.install(TaskCheckpointed, _tc_parse_TaskCheckpointed, _tc_bytes_TaskCheckpointed, _tc_init_TaskCheckpointed)
+_tc.install(TaskCreate, _tc_parse_TaskCreate, _tc_bytes_TaskCreate, _tc_init_TaskCreate)
+_tc.install(TaskDelete, _tc_parse_TaskDelete, _tc_bytes_TaskDelete, _tc_init_TaskDelete)
+_tc.install(TaskExecAdded, _tc_parse_TaskExecAdded, _tc_bytes_TaskExecAdded, _tc_init_TaskExecAdded)
+_tc.install(TaskExecStarted, _tc_parse_TaskExecStarted, _tc_bytes_TaskExecStarted, _tc_init_TaskExecStarted)
+_tc.install(TaskExit, _tc_parse_TaskExit, _tc_bytes_TaskExit, _tc_init_TaskExit)
+_tc.install(TaskIo, _tc_parse_TaskIo, _tc_bytes_TaskIo, _tc_init_TaskIo)
+_tc.install(TaskOom, _tc_parse_TaskOom, _tc_bytes_TaskOom, _tc_init_TaskOom)
+_tc.install(TaskPaused, _tc_parse_TaskPaused, _tc_bytes_TaskPaused, _tc_init_TaskPaused)
+_tc.install(TaskResumed, _tc_parse_TaskResumed, _tc_bytes_TaskResumed, _tc_init_TaskResumed)
+_tc.install(TaskStart, _tc_parse_TaskStart, _tc_bytes_TaskStart, _tc_init_TaskStart)

@@ -89,6 +89,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Mount(cls, data):
@@ -216,6 +217,14 @@ def _tc_bytes_Mount(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_Mount(self, type="", source="", target="", options=_tc_MISSING):
+    self.type = type
+    self.source = source
+    self.target = target
+    self.options = [] if options is _tc_MISSING else options
+    self._unknown_fields = b""
 
 
 def _tc_entry_RuntimeInfo_annotations(data):
@@ -424,6 +433,15 @@ def _tc_bytes_RuntimeInfo(self):
     return b"".join(out)
 
 
+def _tc_init_RuntimeInfo(self, name="", version=None, options=None, features=None, annotations=_tc_MISSING):
+    self.name = name
+    self.version = version
+    self.options = options
+    self.features = features
+    self.annotations = {} if annotations is _tc_MISSING else annotations
+    self._unknown_fields = b""
+
+
 def _tc_parse_RuntimeVersion(cls, data):
     if cls is RuntimeVersion:
         try:
@@ -506,6 +524,12 @@ def _tc_bytes_RuntimeVersion(self):
     return b"".join(out)
 
 
-_tc.install(Mount, _tc_parse_Mount, _tc_bytes_Mount)
-_tc.install(RuntimeInfo, _tc_parse_RuntimeInfo, _tc_bytes_RuntimeInfo)
-_tc.install(RuntimeVersion, _tc_parse_RuntimeVersion, _tc_bytes_RuntimeVersion)
+def _tc_init_RuntimeVersion(self, version="", revision=""):
+    self.version = version
+    self.revision = revision
+    self._unknown_fields = b""
+
+
+_tc.install(Mount, _tc_parse_Mount, _tc_bytes_Mount, _tc_init_Mount)
+_tc.install(RuntimeInfo, _tc_parse_RuntimeInfo, _tc_bytes_RuntimeInfo, _tc_init_RuntimeInfo)
+_tc.install(RuntimeVersion, _tc_parse_RuntimeVersion, _tc_bytes_RuntimeVersion, _tc_init_RuntimeVersion)

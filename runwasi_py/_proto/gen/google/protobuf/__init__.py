@@ -390,6 +390,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Any(cls, data):
@@ -474,6 +475,12 @@ def _tc_bytes_Any(self):
     return b"".join(out)
 
 
+def _tc_init_Any(self, type_url="", value=b""):
+    self.type_url = type_url
+    self.value = value
+    self._unknown_fields = b""
+
+
 def _tc_parse_Empty(cls, data):
     if cls is Empty:
         try:
@@ -508,6 +515,10 @@ def _tc_bytes_Empty(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_Empty(self):
+    self._unknown_fields = b""
 
 
 def _tc_parse_Timestamp(cls, data):
@@ -578,6 +589,12 @@ def _tc_bytes_Timestamp(self):
     return b"".join(out)
 
 
-_tc.install(Any, _tc_parse_Any, _tc_bytes_Any)
-_tc.install(Empty, _tc_parse_Empty, _tc_bytes_Empty)
-_tc.install(Timestamp, _tc_parse_Timestamp, _tc_bytes_Timestamp)
+def _tc_init_Timestamp(self, seconds=0, nanos=0):
+    self.seconds = seconds
+    self.nanos = nanos
+    self._unknown_fields = b""
+
+
+_tc.install(Any, _tc_parse_Any, _tc_bytes_Any, _tc_init_Any)
+_tc.install(Empty, _tc_parse_Empty, _tc_bytes_Empty, _tc_init_Empty)
+_tc.install(Timestamp, _tc_parse_Timestamp, _tc_bytes_Timestamp, _tc_init_Timestamp)

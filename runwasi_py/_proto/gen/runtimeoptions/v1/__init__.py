@@ -40,6 +40,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Options(cls, data):
@@ -146,4 +147,11 @@ def _tc_bytes_Options(self):
     return b"".join(out)
 
 
-_tc.install(Options, _tc_parse_Options, _tc_bytes_Options)
+def _tc_init_Options(self, type_url="", config_path="", config_body=""):
+    self.type_url = type_url
+    self.config_path = config_path
+    self.config_body = config_body
+    self._unknown_fields = b""
+
+
+_tc.install(Options, _tc_parse_Options, _tc_bytes_Options, _tc_init_Options)

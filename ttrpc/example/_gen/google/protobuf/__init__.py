@@ -43,6 +43,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Empty(cls, data):
@@ -81,4 +82,8 @@ def _tc_bytes_Empty(self):
     return b"".join(out)
 
 
-_tc.install(Empty, _tc_parse_Empty, _tc_bytes_Empty)
+def _tc_init_Empty(self):
+    self._unknown_fields = b""
+
+
+_tc.install(Empty, _tc_parse_Empty, _tc_bytes_Empty, _tc_init_Empty)

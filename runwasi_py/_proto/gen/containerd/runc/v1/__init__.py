@@ -96,6 +96,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_CheckpointOptions(cls, data):
@@ -310,6 +311,20 @@ def _tc_bytes_CheckpointOptions(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_CheckpointOptions(self, exit=False, open_tcp=False, external_unix_sockets=False, terminal=False, file_locks=False, empty_namespaces=_tc_MISSING, cgroups_mode="", image_path="", work_path="", parent_path=""):
+    self.exit = exit
+    self.open_tcp = open_tcp
+    self.external_unix_sockets = external_unix_sockets
+    self.terminal = terminal
+    self.file_locks = file_locks
+    self.empty_namespaces = [] if empty_namespaces is _tc_MISSING else empty_namespaces
+    self.cgroups_mode = cgroups_mode
+    self.image_path = image_path
+    self.work_path = work_path
+    self.parent_path = parent_path
+    self._unknown_fields = b""
 
 
 def _tc_parse_Options(cls, data):
@@ -569,6 +584,22 @@ def _tc_bytes_Options(self):
     return b"".join(out)
 
 
+def _tc_init_Options(self, no_pivot_root=False, no_new_keyring=False, shim_cgroup="", io_uid=0, io_gid=0, binary_name="", root="", systemd_cgroup=False, criu_image_path="", criu_work_path="", task_api_address="", task_api_version=""):
+    self.no_pivot_root = no_pivot_root
+    self.no_new_keyring = no_new_keyring
+    self.shim_cgroup = shim_cgroup
+    self.io_uid = io_uid
+    self.io_gid = io_gid
+    self.binary_name = binary_name
+    self.root = root
+    self.systemd_cgroup = systemd_cgroup
+    self.criu_image_path = criu_image_path
+    self.criu_work_path = criu_work_path
+    self.task_api_address = task_api_address
+    self.task_api_version = task_api_version
+    self._unknown_fields = b""
+
+
 def _tc_parse_ProcessDetails(cls, data):
     if cls is ProcessDetails:
         try:
@@ -629,6 +660,11 @@ def _tc_bytes_ProcessDetails(self):
     return b"".join(out)
 
 
-_tc.install(CheckpointOptions, _tc_parse_CheckpointOptions, _tc_bytes_CheckpointOptions)
-_tc.install(Options, _tc_parse_Options, _tc_bytes_Options)
-_tc.install(ProcessDetails, _tc_parse_ProcessDetails, _tc_bytes_ProcessDetails)
+def _tc_init_ProcessDetails(self, exec_id=""):
+    self.exec_id = exec_id
+    self._unknown_fields = b""
+
+
+_tc.install(CheckpointOptions, _tc_parse_CheckpointOptions, _tc_bytes_CheckpointOptions, _tc_init_CheckpointOptions)
+_tc.install(Options, _tc_parse_Options, _tc_bytes_Options, _tc_init_Options)
+_tc.install(ProcessDetails, _tc_parse_ProcessDetails, _tc_bytes_ProcessDetails, _tc_init_ProcessDetails)

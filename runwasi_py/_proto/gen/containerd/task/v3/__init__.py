@@ -397,6 +397,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_CheckpointTaskRequest(cls, data):
@@ -503,6 +504,13 @@ def _tc_bytes_CheckpointTaskRequest(self):
     return b"".join(out)
 
 
+def _tc_init_CheckpointTaskRequest(self, id="", path="", options=None):
+    self.id = id
+    self.path = path
+    self.options = options
+    self._unknown_fields = b""
+
+
 def _tc_parse_CloseIoRequest(cls, data):
     if cls is CloseIoRequest:
         try:
@@ -598,6 +606,13 @@ def _tc_bytes_CloseIoRequest(self):
     return b"".join(out)
 
 
+def _tc_init_CloseIoRequest(self, id="", exec_id="", stdin=False):
+    self.id = id
+    self.exec_id = exec_id
+    self.stdin = stdin
+    self._unknown_fields = b""
+
+
 def _tc_parse_ConnectRequest(cls, data):
     if cls is ConnectRequest:
         try:
@@ -656,6 +671,11 @@ def _tc_bytes_ConnectRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_ConnectRequest(self, id=""):
+    self.id = id
+    self._unknown_fields = b""
 
 
 def _tc_parse_ConnectResponse(cls, data):
@@ -742,6 +762,13 @@ def _tc_bytes_ConnectResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_ConnectResponse(self, shim_pid=0, task_pid=0, version=""):
+    self.shim_pid = shim_pid
+    self.task_pid = task_pid
+    self.version = version
+    self._unknown_fields = b""
 
 
 def _tc_parse_CreateTaskRequest(cls, data):
@@ -994,6 +1021,20 @@ def _tc_bytes_CreateTaskRequest(self):
     return b"".join(out)
 
 
+def _tc_init_CreateTaskRequest(self, id="", bundle="", rootfs=_tc_MISSING, terminal=False, stdin="", stdout="", stderr="", checkpoint="", parent_checkpoint="", options=None):
+    self.id = id
+    self.bundle = bundle
+    self.rootfs = [] if rootfs is _tc_MISSING else rootfs
+    self.terminal = terminal
+    self.stdin = stdin
+    self.stdout = stdout
+    self.stderr = stderr
+    self.checkpoint = checkpoint
+    self.parent_checkpoint = parent_checkpoint
+    self.options = options
+    self._unknown_fields = b""
+
+
 def _tc_parse_CreateTaskResponse(cls, data):
     if cls is CreateTaskResponse:
         try:
@@ -1043,6 +1084,11 @@ def _tc_bytes_CreateTaskResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_CreateTaskResponse(self, pid=0):
+    self.pid = pid
+    self._unknown_fields = b""
 
 
 def _tc_parse_DeleteRequest(cls, data):
@@ -1125,6 +1171,12 @@ def _tc_bytes_DeleteRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_DeleteRequest(self, id="", exec_id=""):
+    self.id = id
+    self.exec_id = exec_id
+    self._unknown_fields = b""
 
 
 def _tc_parse_DeleteResponse(cls, data):
@@ -1211,6 +1263,13 @@ def _tc_bytes_DeleteResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_DeleteResponse(self, pid=0, exit_status=0, exited_at=None):
+    self.pid = pid
+    self.exit_status = exit_status
+    self.exited_at = exited_at
+    self._unknown_fields = b""
 
 
 def _tc_parse_ExecProcessRequest(cls, data):
@@ -1396,6 +1455,17 @@ def _tc_bytes_ExecProcessRequest(self):
     return b"".join(out)
 
 
+def _tc_init_ExecProcessRequest(self, id="", exec_id="", terminal=False, stdin="", stdout="", stderr="", spec=None):
+    self.id = id
+    self.exec_id = exec_id
+    self.terminal = terminal
+    self.stdin = stdin
+    self.stdout = stdout
+    self.stderr = stderr
+    self.spec = spec
+    self._unknown_fields = b""
+
+
 def _tc_parse_ExecProcessResponse(cls, data):
     if cls is ExecProcessResponse:
         try:
@@ -1430,6 +1500,10 @@ def _tc_bytes_ExecProcessResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_ExecProcessResponse(self):
+    self._unknown_fields = b""
 
 
 def _tc_parse_KillRequest(cls, data):
@@ -1540,6 +1614,14 @@ def _tc_bytes_KillRequest(self):
     return b"".join(out)
 
 
+def _tc_init_KillRequest(self, id="", exec_id="", signal=0, all=False):
+    self.id = id
+    self.exec_id = exec_id
+    self.signal = signal
+    self.all = all
+    self._unknown_fields = b""
+
+
 def _tc_parse_PauseRequest(cls, data):
     if cls is PauseRequest:
         try:
@@ -1598,6 +1680,11 @@ def _tc_bytes_PauseRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_PauseRequest(self, id=""):
+    self.id = id
+    self._unknown_fields = b""
 
 
 def _tc_parse_PidsRequest(cls, data):
@@ -1660,6 +1747,11 @@ def _tc_bytes_PidsRequest(self):
     return b"".join(out)
 
 
+def _tc_init_PidsRequest(self, id=""):
+    self.id = id
+    self._unknown_fields = b""
+
+
 def _tc_parse_PidsResponse(cls, data):
     if cls is PidsResponse:
         try:
@@ -1719,6 +1811,11 @@ def _tc_bytes_PidsResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_PidsResponse(self, processes=_tc_MISSING):
+    self.processes = [] if processes is _tc_MISSING else processes
+    self._unknown_fields = b""
 
 
 def _tc_parse_ResizePtyRequest(cls, data):
@@ -1829,6 +1926,14 @@ def _tc_bytes_ResizePtyRequest(self):
     return b"".join(out)
 
 
+def _tc_init_ResizePtyRequest(self, id="", exec_id="", width=0, height=0):
+    self.id = id
+    self.exec_id = exec_id
+    self.width = width
+    self.height = height
+    self._unknown_fields = b""
+
+
 def _tc_parse_ResumeRequest(cls, data):
     if cls is ResumeRequest:
         try:
@@ -1887,6 +1992,11 @@ def _tc_bytes_ResumeRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_ResumeRequest(self, id=""):
+    self.id = id
+    self._unknown_fields = b""
 
 
 def _tc_parse_ShutdownRequest(cls, data):
@@ -1960,6 +2070,12 @@ def _tc_bytes_ShutdownRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_ShutdownRequest(self, id="", now=False):
+    self.id = id
+    self.now = now
+    self._unknown_fields = b""
 
 
 def _tc_parse_StartRequest(cls, data):
@@ -2044,6 +2160,12 @@ def _tc_bytes_StartRequest(self):
     return b"".join(out)
 
 
+def _tc_init_StartRequest(self, id="", exec_id=""):
+    self.id = id
+    self.exec_id = exec_id
+    self._unknown_fields = b""
+
+
 def _tc_parse_StartResponse(cls, data):
     if cls is StartResponse:
         try:
@@ -2093,6 +2215,11 @@ def _tc_bytes_StartResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_StartResponse(self, pid=0):
+    self.pid = pid
+    self._unknown_fields = b""
 
 
 def _tc_parse_StateRequest(cls, data):
@@ -2175,6 +2302,12 @@ def _tc_bytes_StateRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_StateRequest(self, id="", exec_id=""):
+    self.id = id
+    self.exec_id = exec_id
+    self._unknown_fields = b""
 
 
 def _tc_parse_StateResponse(cls, data):
@@ -2424,6 +2557,21 @@ def _tc_bytes_StateResponse(self):
     return b"".join(out)
 
 
+def _tc_init_StateResponse(self, id="", bundle="", pid=0, status=__v1__types__.Status(0), stdin="", stdout="", stderr="", terminal=False, exit_status=0, exited_at=None, exec_id=""):
+    self.id = id
+    self.bundle = bundle
+    self.pid = pid
+    self.status = status
+    self.stdin = stdin
+    self.stdout = stdout
+    self.stderr = stderr
+    self.terminal = terminal
+    self.exit_status = exit_status
+    self.exited_at = exited_at
+    self.exec_id = exec_id
+    self._unknown_fields = b""
+
+
 def _tc_parse_StatsRequest(cls, data):
     if cls is StatsRequest:
         try:
@@ -2484,6 +2632,11 @@ def _tc_bytes_StatsRequest(self):
     return b"".join(out)
 
 
+def _tc_init_StatsRequest(self, id=""):
+    self.id = id
+    self._unknown_fields = b""
+
+
 def _tc_parse_StatsResponse(cls, data):
     if cls is StatsResponse:
         try:
@@ -2542,6 +2695,11 @@ def _tc_bytes_StatsResponse(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_StatsResponse(self, stats=None):
+    self.stats = stats
+    self._unknown_fields = b""
 
 
 def _tc_entry_UpdateTaskRequest_annotations(data):
@@ -2706,6 +2864,13 @@ def _tc_bytes_UpdateTaskRequest(self):
     return b"".join(out)
 
 
+def _tc_init_UpdateTaskRequest(self, id="", resources=None, annotations=_tc_MISSING):
+    self.id = id
+    self.resources = resources
+    self.annotations = {} if annotations is _tc_MISSING else annotations
+    self._unknown_fields = b""
+
+
 def _tc_parse_WaitRequest(cls, data):
     if cls is WaitRequest:
         try:
@@ -2788,6 +2953,12 @@ def _tc_bytes_WaitRequest(self):
     return b"".join(out)
 
 
+def _tc_init_WaitRequest(self, id="", exec_id=""):
+    self.id = id
+    self.exec_id = exec_id
+    self._unknown_fields = b""
+
+
 def _tc_parse_WaitResponse(cls, data):
     if cls is WaitResponse:
         try:
@@ -2861,29 +3032,35 @@ def _tc_bytes_WaitResponse(self):
     return b"".join(out)
 
 
-_tc.install(CheckpointTaskRequest, _tc_parse_CheckpointTaskRequest, _tc_bytes_CheckpointTaskRequest)
-_tc.install(CloseIoRequest, _tc_parse_CloseIoRequest, _tc_bytes_CloseIoRequest)
-_tc.install(ConnectRequest, _tc_parse_ConnectRequest, _tc_bytes_ConnectRequest)
-_tc.install(ConnectResponse, _tc_parse_ConnectResponse, _tc_bytes_ConnectResponse)
-_tc.install(CreateTaskRequest, _tc_parse_CreateTaskRequest, _tc_bytes_CreateTaskRequest)
-_tc.install(CreateTaskResponse, _tc_parse_CreateTaskResponse, _tc_bytes_CreateTaskResponse)
-_tc.install(DeleteRequest, _tc_parse_DeleteRequest, _tc_bytes_DeleteRequest)
-_tc.install(DeleteResponse, _tc_parse_DeleteResponse, _tc_bytes_DeleteResponse)
-_tc.install(ExecProcessRequest, _tc_parse_ExecProcessRequest, _tc_bytes_ExecProcessRequest)
-_tc.install(ExecProcessResponse, _tc_parse_ExecProcessResponse, _tc_bytes_ExecProcessResponse)
-_tc.install(KillRequest, _tc_parse_KillRequest, _tc_bytes_KillRequest)
-_tc.install(PauseRequest, _tc_parse_PauseRequest, _tc_bytes_PauseRequest)
-_tc.install(PidsRequest, _tc_parse_PidsRequest, _tc_bytes_PidsRequest)
-_tc.install(PidsResponse, _tc_parse_PidsResponse, _tc_bytes_PidsResponse)
-_tc.install(ResizePtyRequest, _tc_parse_ResizePtyRequest, _tc_bytes_ResizePtyRequest)
-_tc.install(ResumeRequest, _tc_parse_ResumeRequest, _tc_bytes_ResumeRequest)
-_tc.install(ShutdownRequest, _tc_parse_ShutdownRequest, _tc_bytes_ShutdownRequest)
-_tc.install(StartRequest, _tc_parse_StartRequest, _tc_bytes_StartRequest)
-_tc.install(StartResponse, _tc_parse_StartResponse, _tc_bytes_StartResponse)
-_tc.install(StateRequest, _tc_parse_StateRequest, _tc_bytes_StateRequest)
-_tc.install(StateResponse, _tc_parse_StateResponse, _tc_bytes_StateResponse)
-_tc.install(StatsRequest, _tc_parse_StatsRequest, _tc_bytes_StatsRequest)
-_tc.install(StatsResponse, _tc_parse_StatsResponse, _tc_bytes_StatsResponse)
-_tc.install(UpdateTaskRequest, _tc_parse_UpdateTaskRequest, _tc_bytes_UpdateTaskRequest)
-_tc.install(WaitRequest, _tc_parse_WaitRequest, _tc_bytes_WaitRequest)
-_tc.install(WaitResponse, _tc_parse_WaitResponse, _tc_bytes_WaitResponse)
+def _tc_init_WaitResponse(self, exit_status=0, exited_at=None):
+    self.exit_status = exit_status
+    self.exited_at = exited_at
+    self._unknown_fields = b""
+
+
+_tc.install(CheckpointTaskRequest, _tc_parse_CheckpointTaskRequest, _tc_bytes_CheckpointTaskRequest, _tc_init_CheckpointTaskRequest)
+_tc.install(CloseIoRequest, _tc_parse_CloseIoRequest, _tc_bytes_CloseIoRequest, _tc_init_CloseIoRequest)
+_tc.install(ConnectRequest, _tc_parse_ConnectRequest, _tc_bytes_ConnectRequest, _tc_init_ConnectRequest)
+_tc.install(ConnectResponse, _tc_parse_ConnectResponse, _tc_bytes_ConnectResponse, _tc_init_ConnectResponse)
+_tc.install(CreateTaskRequest, _tc_parse_CreateTaskRequest, _tc_bytes_CreateTaskRequest, _tc_init_CreateTaskRequest)
+_tc.install(CreateTaskResponse, _tc_parse_CreateTaskResponse, _tc_bytes_CreateTaskResponse, _tc_init_CreateTaskResponse)
+_tc.install(DeleteRequest, _tc_parse_DeleteRequest, _tc_bytes_DeleteRequest, _tc_init_DeleteRequest)
+_tc.install(DeleteResponse, _tc_parse_DeleteResponse, _tc_bytes_DeleteResponse, _tc_init_DeleteResponse)
+_tc.install(ExecProcessRequest, _tc_parse_ExecProcessRequest, _tc_bytes_ExecProcessRequest, _tc_init_ExecProcessRequest)
+_tc.install(ExecProcessResponse, _tc_parse_ExecProcessResponse, _tc_bytes_ExecProcessResponse, _tc_init_ExecProcessResponse)
+_tc.install(KillRequest, _tc_parse_KillRequest, _tc_bytes_KillRequest, _tc_init_KillRequest)
+_tc.install(PauseRequest, _tc_parse_PauseRequest, _tc_bytes_PauseRequest, _tc_init_PauseRequest)
+_tc.install(PidsRequest, _tc_parse_PidsRequest, _tc_bytes_PidsRequest, _tc_init_PidsRequest)
+_tc.install(PidsResponse, _tc_parse_PidsResponse, _tc_bytes_PidsResponse, _tc_init_PidsResponse)
+_tc.install(ResizePtyRequest, _tc_parse_ResizePtyRequest, _tc_bytes_ResizePtyRequest, _tc_init_ResizePtyRequest)
+_tc.install(ResumeRequest, _tc_parse_ResumeRequest, _tc_bytes_ResumeRequest, _tc_init_ResumeRequest)
+_tc.install(ShutdownRequest, _tc_parse_ShutdownRequest, _tc_bytes_ShutdownRequest, _tc_init_ShutdownRequest)
+_tc.install(StartRequest, _tc_parse_StartRequest, _tc_bytes_StartRequest, _tc_init_StartRequest)
+_tc.install(StartResponse, _tc_parse_StartResponse, _tc_bytes_StartResponse, _tc_init_StartResponse)
+_tc.install(StateRequest, _tc_parse_StateRequest, _tc_bytes_StateRequest, _tc_init_StateRequest)
+_tc.install(StateResponse, _tc_parse_StateResponse, _tc_bytes_StateResponse, _tc_init_StateResponse)
+_tc.install(StatsRequest, _tc_parse_StatsRequest, _tc_bytes_StatsRequest, _tc_init_StatsRequest)
+_tc.install(StatsResponse, _tc_parse_StatsResponse, _tc_bytes_StatsResponse, _tc_init_StatsResponse)
+_tc.install(UpdateTaskRequest, _tc_parse_UpdateTaskRequest, _tc_bytes_UpdateTaskRequest, _tc_init_UpdateTaskRequest)
+_tc.install(WaitRequest, _tc_parse_WaitRequest, _tc_bytes_WaitRequest, _tc_init_WaitRequest)
+_tc.install(WaitResponse, _tc_parse_WaitResponse, _tc_bytes_WaitResponse, _tc_init_WaitResponse)

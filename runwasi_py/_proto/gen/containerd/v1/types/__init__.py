@@ -88,6 +88,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Process(cls, data):
@@ -315,6 +316,20 @@ def _tc_bytes_Process(self):
     return b"".join(out)
 
 
+def _tc_init_Process(self, container_id="", id="", pid=0, status=Status(0), stdin="", stdout="", stderr="", terminal=False, exit_status=0, exited_at=None):
+    self.container_id = container_id
+    self.id = id
+    self.pid = pid
+    self.status = status
+    self.stdin = stdin
+    self.stdout = stdout
+    self.stderr = stderr
+    self.terminal = terminal
+    self.exit_status = exit_status
+    self.exited_at = exited_at
+    self._unknown_fields = b""
+
+
 def _tc_parse_ProcessInfo(cls, data):
     if cls is ProcessInfo:
         try:
@@ -388,5 +403,11 @@ def _tc_bytes_ProcessInfo(self):
     return b"".join(out)
 
 
-_tc.install(Process, _tc_parse_Process, _tc_bytes_Process)
-_tc.install(ProcessInfo, _tc_parse_ProcessInfo, _tc_bytes_ProcessInfo)
+def _tc_init_ProcessInfo(self, pid=0, info=None):
+    self.pid = pid
+    self.info = info
+    self._unknown_fields = b""
+
+
+_tc.install(Process, _tc_parse_Process, _tc_bytes_Process, _tc_init_Process)
+_tc.install(ProcessInfo, _tc_parse_ProcessInfo, _tc_bytes_ProcessInfo, _tc_init_ProcessInfo)

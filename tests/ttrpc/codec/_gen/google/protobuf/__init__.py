@@ -1155,6 +1155,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Any(cls, data):
@@ -1239,6 +1240,12 @@ def _tc_bytes_Any(self):
     return b"".join(out)
 
 
+def _tc_init_Any(self, type_url="", value=b""):
+    self.type_url = type_url
+    self.value = value
+    self._unknown_fields = b""
+
+
 def _tc_parse_BoolValue(cls, data):
     if cls is BoolValue:
         try:
@@ -1288,6 +1295,11 @@ def _tc_bytes_BoolValue(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_BoolValue(self, value=False):
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_parse_BytesValue(cls, data):
@@ -1350,6 +1362,11 @@ def _tc_bytes_BytesValue(self):
     return b"".join(out)
 
 
+def _tc_init_BytesValue(self, value=b""):
+    self.value = value
+    self._unknown_fields = b""
+
+
 def _tc_parse_DoubleValue(cls, data):
     if cls is DoubleValue:
         try:
@@ -1395,6 +1412,11 @@ def _tc_bytes_DoubleValue(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_DoubleValue(self, value=0.0):
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_parse_Duration(cls, data):
@@ -1465,6 +1487,12 @@ def _tc_bytes_Duration(self):
     return b"".join(out)
 
 
+def _tc_init_Duration(self, seconds=0, nanos=0):
+    self.seconds = seconds
+    self.nanos = nanos
+    self._unknown_fields = b""
+
+
 def _tc_parse_Empty(cls, data):
     if cls is Empty:
         try:
@@ -1499,6 +1527,10 @@ def _tc_bytes_Empty(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_Empty(self):
+    self._unknown_fields = b""
 
 
 def _tc_parse_FloatValue(cls, data):
@@ -1546,6 +1578,11 @@ def _tc_bytes_FloatValue(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_FloatValue(self, value=0.0):
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_parse_Int32Value(cls, data):
@@ -1601,6 +1638,11 @@ def _tc_bytes_Int32Value(self):
     return b"".join(out)
 
 
+def _tc_init_Int32Value(self, value=0):
+    self.value = value
+    self._unknown_fields = b""
+
+
 def _tc_parse_Int64Value(cls, data):
     if cls is Int64Value:
         try:
@@ -1652,6 +1694,11 @@ def _tc_bytes_Int64Value(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_Int64Value(self, value=0):
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_parse_ListValue(cls, data):
@@ -1715,6 +1762,11 @@ def _tc_bytes_ListValue(self):
     return b"".join(out)
 
 
+def _tc_init_ListValue(self, values=_tc_MISSING):
+    self.values = [] if values is _tc_MISSING else values
+    self._unknown_fields = b""
+
+
 def _tc_parse_StringValue(cls, data):
     if cls is StringValue:
         try:
@@ -1773,6 +1825,11 @@ def _tc_bytes_StringValue(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_StringValue(self, value=""):
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_entry_Struct_fields(data):
@@ -1893,6 +1950,11 @@ def _tc_bytes_Struct(self):
     return b"".join(out)
 
 
+def _tc_init_Struct(self, fields=_tc_MISSING):
+    self.fields = {} if fields is _tc_MISSING else fields
+    self._unknown_fields = b""
+
+
 def _tc_parse_Timestamp(cls, data):
     if cls is Timestamp:
         try:
@@ -1961,6 +2023,12 @@ def _tc_bytes_Timestamp(self):
     return b"".join(out)
 
 
+def _tc_init_Timestamp(self, seconds=0, nanos=0):
+    self.seconds = seconds
+    self.nanos = nanos
+    self._unknown_fields = b""
+
+
 def _tc_parse_UInt32Value(cls, data):
     if cls is UInt32Value:
         try:
@@ -2012,6 +2080,11 @@ def _tc_bytes_UInt32Value(self):
     return b"".join(out)
 
 
+def _tc_init_UInt32Value(self, value=0):
+    self.value = value
+    self._unknown_fields = b""
+
+
 def _tc_parse_UInt64Value(cls, data):
     if cls is UInt64Value:
         try:
@@ -2061,6 +2134,11 @@ def _tc_bytes_UInt64Value(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_UInt64Value(self, value=0):
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_parse_Value(cls, data):
@@ -2205,19 +2283,29 @@ def _tc_bytes_Value(self):
     return b"".join(out)
 
 
-_tc.install(Any, _tc_parse_Any, _tc_bytes_Any)
-_tc.install(BoolValue, _tc_parse_BoolValue, _tc_bytes_BoolValue)
-_tc.install(BytesValue, _tc_parse_BytesValue, _tc_bytes_BytesValue)
-_tc.install(DoubleValue, _tc_parse_DoubleValue, _tc_bytes_DoubleValue)
-_tc.install(Duration, _tc_parse_Duration, _tc_bytes_Duration)
-_tc.install(Empty, _tc_parse_Empty, _tc_bytes_Empty)
-_tc.install(FloatValue, _tc_parse_FloatValue, _tc_bytes_FloatValue)
-_tc.install(Int32Value, _tc_parse_Int32Value, _tc_bytes_Int32Value)
-_tc.install(Int64Value, _tc_parse_Int64Value, _tc_bytes_Int64Value)
-_tc.install(ListValue, _tc_parse_ListValue, _tc_bytes_ListValue)
-_tc.install(StringValue, _tc_parse_StringValue, _tc_bytes_StringValue)
-_tc.install(Struct, _tc_parse_Struct, _tc_bytes_Struct)
-_tc.install(Timestamp, _tc_parse_Timestamp, _tc_bytes_Timestamp)
-_tc.install(UInt32Value, _tc_parse_UInt32Value, _tc_bytes_UInt32Value)
-_tc.install(UInt64Value, _tc_parse_UInt64Value, _tc_bytes_UInt64Value)
-_tc.install(Value, _tc_parse_Value, _tc_bytes_Value)
+def _tc_init_Value(self, null_value=None, number_value=None, string_value=None, bool_value=None, struct_value=None, list_value=None):
+    self.null_value = null_value
+    self.number_value = number_value
+    self.string_value = string_value
+    self.bool_value = bool_value
+    self.struct_value = struct_value
+    self.list_value = list_value
+    self._unknown_fields = b""
+
+
+_tc.install(Any, _tc_parse_Any, _tc_bytes_Any, _tc_init_Any)
+_tc.install(BoolValue, _tc_parse_BoolValue, _tc_bytes_BoolValue, _tc_init_BoolValue)
+_tc.install(BytesValue, _tc_parse_BytesValue, _tc_bytes_BytesValue, _tc_init_BytesValue)
+_tc.install(DoubleValue, _tc_parse_DoubleValue, _tc_bytes_DoubleValue, _tc_init_DoubleValue)
+_tc.install(Duration, _tc_parse_Duration, _tc_bytes_Duration, _tc_init_Duration)
+_tc.install(Empty, _tc_parse_Empty, _tc_bytes_Empty, _tc_init_Empty)
+_tc.install(FloatValue, _tc_parse_FloatValue, _tc_bytes_FloatValue, _tc_init_FloatValue)
+_tc.install(Int32Value, _tc_parse_Int32Value, _tc_bytes_Int32Value, _tc_init_Int32Value)
+_tc.install(Int64Value, _tc_parse_Int64Value, _tc_bytes_Int64Value, _tc_init_Int64Value)
+_tc.install(ListValue, _tc_parse_ListValue, _tc_bytes_ListValue, _tc_init_ListValue)
+_tc.install(StringValue, _tc_parse_StringValue, _tc_bytes_StringValue, _tc_init_StringValue)
+_tc.install(Struct, _tc_parse_Struct, _tc_bytes_Struct, _tc_init_Struct)
+_tc.install(Timestamp, _tc_parse_Timestamp, _tc_bytes_Timestamp, _tc_init_Timestamp)
+_tc.install(UInt32Value, _tc_parse_UInt32Value, _tc_bytes_UInt32Value, _tc_init_UInt32Value)
+_tc.install(UInt64Value, _tc_parse_UInt64Value, _tc_bytes_UInt64Value, _tc_init_UInt64Value)
+_tc.install(Value, _tc_parse_Value, _tc_bytes_Value, _tc_init_Value)

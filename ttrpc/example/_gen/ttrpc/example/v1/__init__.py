@@ -75,6 +75,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_EchoRequest(cls, data):
@@ -148,6 +149,12 @@ def _tc_bytes_EchoRequest(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_EchoRequest(self, payload=b"", seq=0):
+    self.payload = payload
+    self.seq = seq
+    self._unknown_fields = b""
 
 
 def _tc_parse_EchoResponse(cls, data):
@@ -246,6 +253,13 @@ def _tc_bytes_EchoResponse(self):
     return b"".join(out)
 
 
+def _tc_init_EchoResponse(self, payload=b"", seq=0, metadata=_tc_MISSING):
+    self.payload = payload
+    self.seq = seq
+    self.metadata = [] if metadata is _tc_MISSING else metadata
+    self._unknown_fields = b""
+
+
 def _tc_parse_FailRequest(cls, data):
     if cls is FailRequest:
         try:
@@ -321,6 +335,12 @@ def _tc_bytes_FailRequest(self):
     return b"".join(out)
 
 
+def _tc_init_FailRequest(self, code=0, message=""):
+    self.code = code
+    self.message = message
+    self._unknown_fields = b""
+
+
 def _tc_parse_SleepRequest(cls, data):
     if cls is SleepRequest:
         try:
@@ -372,7 +392,12 @@ def _tc_bytes_SleepRequest(self):
     return b"".join(out)
 
 
-_tc.install(EchoRequest, _tc_parse_EchoRequest, _tc_bytes_EchoRequest)
-_tc.install(EchoResponse, _tc_parse_EchoResponse, _tc_bytes_EchoResponse)
-_tc.install(FailRequest, _tc_parse_FailRequest, _tc_bytes_FailRequest)
-_tc.install(SleepRequest, _tc_parse_SleepRequest, _tc_bytes_SleepRequest)
+def _tc_init_SleepRequest(self, millis=0):
+    self.millis = millis
+    self._unknown_fields = b""
+
+
+_tc.install(EchoRequest, _tc_parse_EchoRequest, _tc_bytes_EchoRequest, _tc_init_EchoRequest)
+_tc.install(EchoResponse, _tc_parse_EchoResponse, _tc_bytes_EchoResponse, _tc_init_EchoResponse)
+_tc.install(FailRequest, _tc_parse_FailRequest, _tc_bytes_FailRequest, _tc_init_FailRequest)
+_tc.install(SleepRequest, _tc_parse_SleepRequest, _tc_bytes_SleepRequest, _tc_init_SleepRequest)

@@ -129,6 +129,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_BootstrapParams(cls, data):
@@ -362,6 +363,19 @@ def _tc_bytes_BootstrapParams(self):
     return b"".join(out)
 
 
+def _tc_init_BootstrapParams(self, instance_id="", namespace="", log_level=LogLevel(0), containerd_version="", containerd_ttrpc_address="", containerd_grpc_address="", containerd_binary="", extensions=_tc_MISSING, socket_dir=None):
+    self.instance_id = instance_id
+    self.namespace = namespace
+    self.log_level = log_level
+    self.containerd_version = containerd_version
+    self.containerd_ttrpc_address = containerd_ttrpc_address
+    self.containerd_grpc_address = containerd_grpc_address
+    self.containerd_binary = containerd_binary
+    self.extensions = [] if extensions is _tc_MISSING else extensions
+    self.socket_dir = socket_dir
+    self._unknown_fields = b""
+
+
 def _tc_entry_BootstrapResult_metadata(data):
     end = len(data)
     pos = 0
@@ -539,6 +553,14 @@ def _tc_bytes_BootstrapResult(self):
     return b"".join(out)
 
 
+def _tc_init_BootstrapResult(self, version=0, address="", protocol="", metadata=_tc_MISSING):
+    self.version = version
+    self.address = address
+    self.protocol = protocol
+    self.metadata = {} if metadata is _tc_MISSING else metadata
+    self._unknown_fields = b""
+
+
 def _tc_parse_Extension(cls, data):
     if cls is Extension:
         try:
@@ -599,6 +621,11 @@ def _tc_bytes_Extension(self):
     return b"".join(out)
 
 
-_tc.install(BootstrapParams, _tc_parse_BootstrapParams, _tc_bytes_BootstrapParams)
-_tc.install(BootstrapResult, _tc_parse_BootstrapResult, _tc_bytes_BootstrapResult)
-_tc.install(Extension, _tc_parse_Extension, _tc_bytes_Extension)
+def _tc_init_Extension(self, value=None):
+    self.value = value
+    self._unknown_fields = b""
+
+
+_tc.install(BootstrapParams, _tc_parse_BootstrapParams, _tc_bytes_BootstrapParams, _tc_init_BootstrapParams)
+_tc.install(BootstrapResult, _tc_parse_BootstrapResult, _tc_bytes_BootstrapResult, _tc_init_BootstrapResult)
+_tc.install(Extension, _tc_parse_Extension, _tc_bytes_Extension, _tc_init_Extension)

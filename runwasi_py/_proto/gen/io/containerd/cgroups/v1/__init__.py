@@ -359,6 +359,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_BlkIoEntry(cls, data):
@@ -480,6 +481,15 @@ def _tc_bytes_BlkIoEntry(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_BlkIoEntry(self, op="", device="", major=0, minor=0, value=0):
+    self.op = op
+    self.device = device
+    self.major = major
+    self.minor = minor
+    self.value = value
+    self._unknown_fields = b""
 
 
 def _tc_parse_BlkIoStat(cls, data):
@@ -704,6 +714,18 @@ def _tc_bytes_BlkIoStat(self):
     return b"".join(out)
 
 
+def _tc_init_BlkIoStat(self, io_service_bytes_recursive=_tc_MISSING, io_serviced_recursive=_tc_MISSING, io_queued_recursive=_tc_MISSING, io_service_time_recursive=_tc_MISSING, io_wait_time_recursive=_tc_MISSING, io_merged_recursive=_tc_MISSING, io_time_recursive=_tc_MISSING, sectors_recursive=_tc_MISSING):
+    self.io_service_bytes_recursive = [] if io_service_bytes_recursive is _tc_MISSING else io_service_bytes_recursive
+    self.io_serviced_recursive = [] if io_serviced_recursive is _tc_MISSING else io_serviced_recursive
+    self.io_queued_recursive = [] if io_queued_recursive is _tc_MISSING else io_queued_recursive
+    self.io_service_time_recursive = [] if io_service_time_recursive is _tc_MISSING else io_service_time_recursive
+    self.io_wait_time_recursive = [] if io_wait_time_recursive is _tc_MISSING else io_wait_time_recursive
+    self.io_merged_recursive = [] if io_merged_recursive is _tc_MISSING else io_merged_recursive
+    self.io_time_recursive = [] if io_time_recursive is _tc_MISSING else io_time_recursive
+    self.sectors_recursive = [] if sectors_recursive is _tc_MISSING else sectors_recursive
+    self._unknown_fields = b""
+
+
 def _tc_parse_CgroupStats(cls, data):
     if cls is CgroupStats:
         try:
@@ -807,6 +829,15 @@ def _tc_bytes_CgroupStats(self):
     return b"".join(out)
 
 
+def _tc_init_CgroupStats(self, nr_sleeping=0, nr_running=0, nr_stopped=0, nr_uninterruptible=0, nr_io_wait=0):
+    self.nr_sleeping = nr_sleeping
+    self.nr_running = nr_running
+    self.nr_stopped = nr_stopped
+    self.nr_uninterruptible = nr_uninterruptible
+    self.nr_io_wait = nr_io_wait
+    self._unknown_fields = b""
+
+
 def _tc_parse_CpuStat(cls, data):
     if cls is CpuStat:
         try:
@@ -887,6 +918,12 @@ def _tc_bytes_CpuStat(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_CpuStat(self, usage=None, throttling=None):
+    self.usage = usage
+    self.throttling = throttling
+    self._unknown_fields = b""
 
 
 def _tc_parse_CpuUsage(cls, data):
@@ -1004,6 +1041,14 @@ def _tc_bytes_CpuUsage(self):
     return b"".join(out)
 
 
+def _tc_init_CpuUsage(self, total=0, kernel=0, user=0, per_cpu=_tc_MISSING):
+    self.total = total
+    self.kernel = kernel
+    self.user = user
+    self.per_cpu = [] if per_cpu is _tc_MISSING else per_cpu
+    self._unknown_fields = b""
+
+
 def _tc_parse_HugetlbStat(cls, data):
     if cls is HugetlbStat:
         try:
@@ -1103,6 +1148,14 @@ def _tc_bytes_HugetlbStat(self):
     return b"".join(out)
 
 
+def _tc_init_HugetlbStat(self, usage=0, max=0, failcnt=0, pagesize=""):
+    self.usage = usage
+    self.max = max
+    self.failcnt = failcnt
+    self.pagesize = pagesize
+    self._unknown_fields = b""
+
+
 def _tc_parse_MemoryEntry(cls, data):
     if cls is MemoryEntry:
         try:
@@ -1193,6 +1246,14 @@ def _tc_bytes_MemoryEntry(self):
     return b"".join(out)
 
 
+def _tc_init_MemoryEntry(self, limit=0, usage=0, max=0, failcnt=0):
+    self.limit = limit
+    self.usage = usage
+    self.max = max
+    self.failcnt = failcnt
+    self._unknown_fields = b""
+
+
 def _tc_parse_MemoryOomControl(cls, data):
     if cls is MemoryOomControl:
         try:
@@ -1268,6 +1329,13 @@ def _tc_bytes_MemoryOomControl(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_MemoryOomControl(self, oom_kill_disable=0, under_oom=0, oom_kill=0):
+    self.oom_kill_disable = oom_kill_disable
+    self.under_oom = under_oom
+    self.oom_kill = oom_kill
+    self._unknown_fields = b""
 
 
 def _tc_parse_MemoryStat(cls, data):
@@ -1812,6 +1880,46 @@ def _tc_bytes_MemoryStat(self):
     return b"".join(out)
 
 
+def _tc_init_MemoryStat(self, cache=0, rss=0, rss_huge=0, mapped_file=0, dirty=0, writeback=0, pg_pg_in=0, pg_pg_out=0, pg_fault=0, pg_maj_fault=0, inactive_anon=0, active_anon=0, inactive_file=0, active_file=0, unevictable=0, hierarchical_memory_limit=0, hierarchical_swap_limit=0, total_cache=0, total_rss=0, total_rss_huge=0, total_mapped_file=0, total_dirty=0, total_writeback=0, total_pg_pg_in=0, total_pg_pg_out=0, total_pg_fault=0, total_pg_maj_fault=0, total_inactive_anon=0, total_active_anon=0, total_inactive_file=0, total_active_file=0, total_unevictable=0, usage=None, swap=None, kernel=None, kernel_tcp=None):
+    self.cache = cache
+    self.rss = rss
+    self.rss_huge = rss_huge
+    self.mapped_file = mapped_file
+    self.dirty = dirty
+    self.writeback = writeback
+    self.pg_pg_in = pg_pg_in
+    self.pg_pg_out = pg_pg_out
+    self.pg_fault = pg_fault
+    self.pg_maj_fault = pg_maj_fault
+    self.inactive_anon = inactive_anon
+    self.active_anon = active_anon
+    self.inactive_file = inactive_file
+    self.active_file = active_file
+    self.unevictable = unevictable
+    self.hierarchical_memory_limit = hierarchical_memory_limit
+    self.hierarchical_swap_limit = hierarchical_swap_limit
+    self.total_cache = total_cache
+    self.total_rss = total_rss
+    self.total_rss_huge = total_rss_huge
+    self.total_mapped_file = total_mapped_file
+    self.total_dirty = total_dirty
+    self.total_writeback = total_writeback
+    self.total_pg_pg_in = total_pg_pg_in
+    self.total_pg_pg_out = total_pg_pg_out
+    self.total_pg_fault = total_pg_fault
+    self.total_pg_maj_fault = total_pg_maj_fault
+    self.total_inactive_anon = total_inactive_anon
+    self.total_active_anon = total_active_anon
+    self.total_inactive_file = total_inactive_file
+    self.total_active_file = total_active_file
+    self.total_unevictable = total_unevictable
+    self.usage = usage
+    self.swap = swap
+    self.kernel = kernel
+    self.kernel_tcp = kernel_tcp
+    self._unknown_fields = b""
+
+
 def _tc_parse_Metrics(cls, data):
     if cls is Metrics:
         try:
@@ -2050,6 +2158,19 @@ def _tc_bytes_Metrics(self):
     return b"".join(out)
 
 
+def _tc_init_Metrics(self, hugetlb=_tc_MISSING, pids=None, cpu=None, memory=None, blkio=None, rdma=None, network=_tc_MISSING, cgroup_stats=None, memory_oom_control=None):
+    self.hugetlb = [] if hugetlb is _tc_MISSING else hugetlb
+    self.pids = pids
+    self.cpu = cpu
+    self.memory = memory
+    self.blkio = blkio
+    self.rdma = rdma
+    self.network = [] if network is _tc_MISSING else network
+    self.cgroup_stats = cgroup_stats
+    self.memory_oom_control = memory_oom_control
+    self._unknown_fields = b""
+
+
 def _tc_parse_NetworkStat(cls, data):
     if cls is NetworkStat:
         try:
@@ -2214,6 +2335,19 @@ def _tc_bytes_NetworkStat(self):
     return b"".join(out)
 
 
+def _tc_init_NetworkStat(self, name="", rx_bytes=0, rx_packets=0, rx_errors=0, rx_dropped=0, tx_bytes=0, tx_packets=0, tx_errors=0, tx_dropped=0):
+    self.name = name
+    self.rx_bytes = rx_bytes
+    self.rx_packets = rx_packets
+    self.rx_errors = rx_errors
+    self.rx_dropped = rx_dropped
+    self.tx_bytes = tx_bytes
+    self.tx_packets = tx_packets
+    self.tx_errors = tx_errors
+    self.tx_dropped = tx_dropped
+    self._unknown_fields = b""
+
+
 def _tc_parse_PidsStat(cls, data):
     if cls is PidsStat:
         try:
@@ -2276,6 +2410,12 @@ def _tc_bytes_PidsStat(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_PidsStat(self, current=0, limit=0):
+    self.current = current
+    self.limit = limit
+    self._unknown_fields = b""
 
 
 def _tc_parse_RdmaEntry(cls, data):
@@ -2364,6 +2504,13 @@ def _tc_bytes_RdmaEntry(self):
     return b"".join(out)
 
 
+def _tc_init_RdmaEntry(self, device="", hca_handles=0, hca_objects=0):
+    self.device = device
+    self.hca_handles = hca_handles
+    self.hca_objects = hca_objects
+    self._unknown_fields = b""
+
+
 def _tc_parse_RdmaStat(cls, data):
     if cls is RdmaStat:
         try:
@@ -2448,6 +2595,12 @@ def _tc_bytes_RdmaStat(self):
     return b"".join(out)
 
 
+def _tc_init_RdmaStat(self, current=_tc_MISSING, limit=_tc_MISSING):
+    self.current = [] if current is _tc_MISSING else current
+    self.limit = [] if limit is _tc_MISSING else limit
+    self._unknown_fields = b""
+
+
 def _tc_parse_Throttle(cls, data):
     if cls is Throttle:
         try:
@@ -2525,18 +2678,25 @@ def _tc_bytes_Throttle(self):
     return b"".join(out)
 
 
-_tc.install(BlkIoEntry, _tc_parse_BlkIoEntry, _tc_bytes_BlkIoEntry)
-_tc.install(BlkIoStat, _tc_parse_BlkIoStat, _tc_bytes_BlkIoStat)
-_tc.install(CgroupStats, _tc_parse_CgroupStats, _tc_bytes_CgroupStats)
-_tc.install(CpuStat, _tc_parse_CpuStat, _tc_bytes_CpuStat)
-_tc.install(CpuUsage, _tc_parse_CpuUsage, _tc_bytes_CpuUsage)
-_tc.install(HugetlbStat, _tc_parse_HugetlbStat, _tc_bytes_HugetlbStat)
-_tc.install(MemoryEntry, _tc_parse_MemoryEntry, _tc_bytes_MemoryEntry)
-_tc.install(MemoryOomControl, _tc_parse_MemoryOomControl, _tc_bytes_MemoryOomControl)
-_tc.install(MemoryStat, _tc_parse_MemoryStat, _tc_bytes_MemoryStat)
-_tc.install(Metrics, _tc_parse_Metrics, _tc_bytes_Metrics)
-_tc.install(NetworkStat, _tc_parse_NetworkStat, _tc_bytes_NetworkStat)
-_tc.install(PidsStat, _tc_parse_PidsStat, _tc_bytes_PidsStat)
-_tc.install(RdmaEntry, _tc_parse_RdmaEntry, _tc_bytes_RdmaEntry)
-_tc.install(RdmaStat, _tc_parse_RdmaStat, _tc_bytes_RdmaStat)
-_tc.install(Throttle, _tc_parse_Throttle, _tc_bytes_Throttle)
+def _tc_init_Throttle(self, periods=0, throttled_periods=0, throttled_time=0):
+    self.periods = periods
+    self.throttled_periods = throttled_periods
+    self.throttled_time = throttled_time
+    self._unknown_fields = b""
+
+
+_tc.install(BlkIoEntry, _tc_parse_BlkIoEntry, _tc_bytes_BlkIoEntry, _tc_init_BlkIoEntry)
+_tc.install(BlkIoStat, _tc_parse_BlkIoStat, _tc_bytes_BlkIoStat, _tc_init_BlkIoStat)
+_tc.install(CgroupStats, _tc_parse_CgroupStats, _tc_bytes_CgroupStats, _tc_init_CgroupStats)
+_tc.install(CpuStat, _tc_parse_CpuStat, _tc_bytes_CpuStat, _tc_init_CpuStat)
+_tc.install(CpuUsage, _tc_parse_CpuUsage, _tc_bytes_CpuUsage, _tc_init_CpuUsage)
+_tc.install(HugetlbStat, _tc_parse_HugetlbStat, _tc_bytes_HugetlbStat, _tc_init_HugetlbStat)
+_tc.install(MemoryEntry, _tc_parse_MemoryEntry, _tc_bytes_MemoryEntry, _tc_init_MemoryEntry)
+_tc.install(MemoryOomControl, _tc_parse_MemoryOomControl, _tc_bytes_MemoryOomControl, _tc_init_MemoryOomControl)
+_tc.install(MemoryStat, _tc_parse_MemoryStat, _tc_bytes_MemoryStat, _tc_init_MemoryStat)
+_tc.install(Metrics, _tc_parse_Metrics, _tc_bytes_Metrics, _tc_init_Metrics)
+_tc.install(NetworkStat, _tc_parse_NetworkStat, _tc_bytes_NetworkStat, _tc_init_NetworkStat)
+_tc.install(PidsStat, _tc_parse_PidsStat, _tc_bytes_PidsStat, _tc_init_PidsStat)
+_tc.install(RdmaEntry, _tc_parse_RdmaEntry, _tc_bytes_RdmaEntry, _tc_init_RdmaEntry)
+_tc.install(RdmaStat, _tc_parse_RdmaStat, _tc_bytes_RdmaStat, _tc_init_RdmaStat)
+_tc.install(Throttle, _tc_parse_Throttle, _tc_bytes_Throttle, _tc_init_Throttle)

@@ -245,6 +245,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_CpuStat(cls, data):
@@ -363,6 +364,16 @@ def _tc_bytes_CpuStat(self):
     return b"".join(out)
 
 
+def _tc_init_CpuStat(self, usage_usec=0, user_usec=0, system_usec=0, nr_periods=0, nr_throttled=0, throttled_usec=0):
+    self.usage_usec = usage_usec
+    self.user_usec = user_usec
+    self.system_usec = system_usec
+    self.nr_periods = nr_periods
+    self.nr_throttled = nr_throttled
+    self.throttled_usec = throttled_usec
+    self._unknown_fields = b""
+
+
 def _tc_parse_HugeTlbStat(cls, data):
     if cls is HugeTlbStat:
         try:
@@ -447,6 +458,13 @@ def _tc_bytes_HugeTlbStat(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_HugeTlbStat(self, current=0, max=0, pagesize=""):
+    self.current = current
+    self.max = max
+    self.pagesize = pagesize
+    self._unknown_fields = b""
 
 
 def _tc_parse_IoEntry(cls, data):
@@ -565,6 +583,16 @@ def _tc_bytes_IoEntry(self):
     return b"".join(out)
 
 
+def _tc_init_IoEntry(self, major=0, minor=0, rbytes=0, wbytes=0, rios=0, wios=0):
+    self.major = major
+    self.minor = minor
+    self.rbytes = rbytes
+    self.wbytes = wbytes
+    self.rios = rios
+    self.wios = wios
+    self._unknown_fields = b""
+
+
 def _tc_parse_IoStat(cls, data):
     if cls is IoStat:
         try:
@@ -624,6 +652,11 @@ def _tc_bytes_IoStat(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_IoStat(self, usage=_tc_MISSING):
+    self.usage = [] if usage is _tc_MISSING else usage
+    self._unknown_fields = b""
 
 
 def _tc_parse_MemoryEvents(cls, data):
@@ -727,6 +760,15 @@ def _tc_bytes_MemoryEvents(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_MemoryEvents(self, low=0, high=0, max=0, oom=0, oom_kill=0):
+    self.low = low
+    self.high = high
+    self.max = max
+    self.oom = oom
+    self.oom_kill = oom_kill
+    self._unknown_fields = b""
 
 
 def _tc_parse_MemoryStat(cls, data):
@@ -1248,6 +1290,47 @@ def _tc_bytes_MemoryStat(self):
     return b"".join(out)
 
 
+def _tc_init_MemoryStat(self, anon=0, file=0, kernel_stack=0, slab=0, sock=0, shmem=0, file_mapped=0, file_dirty=0, file_writeback=0, anon_thp=0, inactive_anon=0, active_anon=0, inactive_file=0, active_file=0, unevictable=0, slab_reclaimable=0, slab_unreclaimable=0, pgfault=0, pgmajfault=0, workingset_refault=0, workingset_activate=0, workingset_nodereclaim=0, pgrefill=0, pgscan=0, pgsteal=0, pgactivate=0, pgdeactivate=0, pglazyfree=0, pglazyfreed=0, thp_fault_alloc=0, thp_collapse_alloc=0, usage=0, usage_limit=0, swap_usage=0, swap_limit=0, max_usage=0, swap_max_usage=0):
+    self.anon = anon
+    self.file = file
+    self.kernel_stack = kernel_stack
+    self.slab = slab
+    self.sock = sock
+    self.shmem = shmem
+    self.file_mapped = file_mapped
+    self.file_dirty = file_dirty
+    self.file_writeback = file_writeback
+    self.anon_thp = anon_thp
+    self.inactive_anon = inactive_anon
+    self.active_anon = active_anon
+    self.inactive_file = inactive_file
+    self.active_file = active_file
+    self.unevictable = unevictable
+    self.slab_reclaimable = slab_reclaimable
+    self.slab_unreclaimable = slab_unreclaimable
+    self.pgfault = pgfault
+    self.pgmajfault = pgmajfault
+    self.workingset_refault = workingset_refault
+    self.workingset_activate = workingset_activate
+    self.workingset_nodereclaim = workingset_nodereclaim
+    self.pgrefill = pgrefill
+    self.pgscan = pgscan
+    self.pgsteal = pgsteal
+    self.pgactivate = pgactivate
+    self.pgdeactivate = pgdeactivate
+    self.pglazyfree = pglazyfree
+    self.pglazyfreed = pglazyfreed
+    self.thp_fault_alloc = thp_fault_alloc
+    self.thp_collapse_alloc = thp_collapse_alloc
+    self.usage = usage
+    self.usage_limit = usage_limit
+    self.swap_usage = swap_usage
+    self.swap_limit = swap_limit
+    self.max_usage = max_usage
+    self.swap_max_usage = swap_max_usage
+    self._unknown_fields = b""
+
+
 def _tc_parse_Metrics(cls, data):
     if cls is Metrics:
         try:
@@ -1441,6 +1524,17 @@ def _tc_bytes_Metrics(self):
     return b"".join(out)
 
 
+def _tc_init_Metrics(self, pids=None, cpu=None, memory=None, rdma=None, io=None, hugetlb=_tc_MISSING, memory_events=None):
+    self.pids = pids
+    self.cpu = cpu
+    self.memory = memory
+    self.rdma = rdma
+    self.io = io
+    self.hugetlb = [] if hugetlb is _tc_MISSING else hugetlb
+    self.memory_events = memory_events
+    self._unknown_fields = b""
+
+
 def _tc_parse_PidsStat(cls, data):
     if cls is PidsStat:
         try:
@@ -1503,6 +1597,12 @@ def _tc_bytes_PidsStat(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_PidsStat(self, current=0, limit=0):
+    self.current = current
+    self.limit = limit
+    self._unknown_fields = b""
 
 
 def _tc_parse_RdmaEntry(cls, data):
@@ -1591,6 +1691,13 @@ def _tc_bytes_RdmaEntry(self):
     return b"".join(out)
 
 
+def _tc_init_RdmaEntry(self, device="", hca_handles=0, hca_objects=0):
+    self.device = device
+    self.hca_handles = hca_handles
+    self.hca_objects = hca_objects
+    self._unknown_fields = b""
+
+
 def _tc_parse_RdmaStat(cls, data):
     if cls is RdmaStat:
         try:
@@ -1675,13 +1782,19 @@ def _tc_bytes_RdmaStat(self):
     return b"".join(out)
 
 
-_tc.install(CpuStat, _tc_parse_CpuStat, _tc_bytes_CpuStat)
-_tc.install(HugeTlbStat, _tc_parse_HugeTlbStat, _tc_bytes_HugeTlbStat)
-_tc.install(IoEntry, _tc_parse_IoEntry, _tc_bytes_IoEntry)
-_tc.install(IoStat, _tc_parse_IoStat, _tc_bytes_IoStat)
-_tc.install(MemoryEvents, _tc_parse_MemoryEvents, _tc_bytes_MemoryEvents)
-_tc.install(MemoryStat, _tc_parse_MemoryStat, _tc_bytes_MemoryStat)
-_tc.install(Metrics, _tc_parse_Metrics, _tc_bytes_Metrics)
-_tc.install(PidsStat, _tc_parse_PidsStat, _tc_bytes_PidsStat)
-_tc.install(RdmaEntry, _tc_parse_RdmaEntry, _tc_bytes_RdmaEntry)
-_tc.install(RdmaStat, _tc_parse_RdmaStat, _tc_bytes_RdmaStat)
+def _tc_init_RdmaStat(self, current=_tc_MISSING, limit=_tc_MISSING):
+    self.current = [] if current is _tc_MISSING else current
+    self.limit = [] if limit is _tc_MISSING else limit
+    self._unknown_fields = b""
+
+
+_tc.install(CpuStat, _tc_parse_CpuStat, _tc_bytes_CpuStat, _tc_init_CpuStat)
+_tc.install(HugeTlbStat, _tc_parse_HugeTlbStat, _tc_bytes_HugeTlbStat, _tc_init_HugeTlbStat)
+_tc.install(IoEntry, _tc_parse_IoEntry, _tc_bytes_IoEntry, _tc_init_IoEntry)
+_tc.install(IoStat, _tc_parse_IoStat, _tc_bytes_IoStat, _tc_init_IoStat)
+_tc.install(MemoryEvents, _tc_parse_MemoryEvents, _tc_bytes_MemoryEvents, _tc_init_MemoryEvents)
+_tc.install(MemoryStat, _tc_parse_MemoryStat, _tc_bytes_MemoryStat, _tc_init_MemoryStat)
+_tc.install(Metrics, _tc_parse_Metrics, _tc_bytes_Metrics, _tc_init_Metrics)
+_tc.install(PidsStat, _tc_parse_PidsStat, _tc_bytes_PidsStat, _tc_init_PidsStat)
+_tc.install(RdmaEntry, _tc_parse_RdmaEntry, _tc_bytes_RdmaEntry, _tc_init_RdmaEntry)
+_tc.install(RdmaStat, _tc_parse_RdmaStat, _tc_bytes_RdmaStat, _tc_init_RdmaStat)

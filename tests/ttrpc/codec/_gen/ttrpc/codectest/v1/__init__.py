@@ -528,6 +528,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_FieldNumbers(cls, data):
@@ -705,6 +706,18 @@ def _tc_bytes_FieldNumbers(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_FieldNumbers(self, n1=0, n15="", n16=0, n2047=b"", n2048=0, n262143=0, n262144=0, n_max=""):
+    self.n1 = n1
+    self.n15 = n15
+    self.n16 = n16
+    self.n2047 = n2047
+    self.n2048 = n2048
+    self.n262143 = n262143
+    self.n262144 = n262144
+    self.n_max = n_max
+    self._unknown_fields = b""
 
 
 def _tc_entry_Maps_m_string(data):
@@ -1361,6 +1374,19 @@ def _tc_bytes_Maps(self):
     return b"".join(out)
 
 
+def _tc_init_Maps(self, m_string=_tc_MISSING, m_message=_tc_MISSING, m_bytes=_tc_MISSING, m_enum=_tc_MISSING, m_double=_tc_MISSING, m_timestamp=_tc_MISSING, m_wrapper=_tc_MISSING, m_sint=_tc_MISSING, m_float=_tc_MISSING):
+    self.m_string = {} if m_string is _tc_MISSING else m_string
+    self.m_message = {} if m_message is _tc_MISSING else m_message
+    self.m_bytes = {} if m_bytes is _tc_MISSING else m_bytes
+    self.m_enum = {} if m_enum is _tc_MISSING else m_enum
+    self.m_double = {} if m_double is _tc_MISSING else m_double
+    self.m_timestamp = {} if m_timestamp is _tc_MISSING else m_timestamp
+    self.m_wrapper = {} if m_wrapper is _tc_MISSING else m_wrapper
+    self.m_sint = {} if m_sint is _tc_MISSING else m_sint
+    self.m_float = {} if m_float is _tc_MISSING else m_float
+    self._unknown_fields = b""
+
+
 def _tc_parse_Nested(cls, data):
     if cls is Nested:
         try:
@@ -1466,6 +1492,13 @@ def _tc_bytes_Nested(self):
     return b"".join(out)
 
 
+def _tc_init_Nested(self, inner=None, inners=_tc_MISSING, next=None):
+    self.inner = inner
+    self.inners = [] if inners is _tc_MISSING else inners
+    self.next = next
+    self._unknown_fields = b""
+
+
 def _tc_parse_NestedInner(cls, data):
     if cls is NestedInner:
         try:
@@ -1539,6 +1572,12 @@ def _tc_bytes_NestedInner(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_NestedInner(self, a=0, child=None):
+    self.a = a
+    self.child = child
+    self._unknown_fields = b""
 
 
 def _tc_parse_Oneofs(cls, data):
@@ -1744,6 +1783,19 @@ def _tc_bytes_Oneofs(self):
     return b"".join(out)
 
 
+def _tc_init_Oneofs(self, c_string=None, c_int32=None, c_message=None, c_timestamp=None, c_color=None, c_bytes=None, o_double=None, o_empty=None, plain=0):
+    self.c_string = c_string
+    self.c_int32 = c_int32
+    self.c_message = c_message
+    self.c_timestamp = c_timestamp
+    self.c_color = c_color
+    self.c_bytes = c_bytes
+    self.o_double = o_double
+    self.o_empty = o_empty
+    self.plain = plain
+    self._unknown_fields = b""
+
+
 def _tc_parse_Optionals(cls, data):
     if cls is Optionals:
         try:
@@ -1923,6 +1975,19 @@ def _tc_bytes_Optionals(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_Optionals(self, o_int32=None, o_string=None, o_bytes=None, o_bool=None, o_double=None, o_color=None, o_sint64=None, o_fixed32=None, o_message=None):
+    self.o_int32 = o_int32
+    self.o_string = o_string
+    self.o_bytes = o_bytes
+    self.o_bool = o_bool
+    self.o_double = o_double
+    self.o_color = o_color
+    self.o_sint64 = o_sint64
+    self.o_fixed32 = o_fixed32
+    self.o_message = o_message
+    self._unknown_fields = b""
 
 
 def _tc_parse_Repeated(cls, data):
@@ -2554,6 +2619,28 @@ def _tc_bytes_Repeated(self):
     return b"".join(out)
 
 
+def _tc_init_Repeated(self, f_double=_tc_MISSING, f_float=_tc_MISSING, f_int32=_tc_MISSING, f_int64=_tc_MISSING, f_uint32=_tc_MISSING, f_uint64=_tc_MISSING, f_sint32=_tc_MISSING, f_sint64=_tc_MISSING, f_fixed32=_tc_MISSING, f_fixed64=_tc_MISSING, f_sfixed32=_tc_MISSING, f_sfixed64=_tc_MISSING, f_bool=_tc_MISSING, f_string=_tc_MISSING, f_bytes=_tc_MISSING, f_color=_tc_MISSING, f_message=_tc_MISSING, f_unpacked=_tc_MISSING):
+    self.f_double = [] if f_double is _tc_MISSING else f_double
+    self.f_float = [] if f_float is _tc_MISSING else f_float
+    self.f_int32 = [] if f_int32 is _tc_MISSING else f_int32
+    self.f_int64 = [] if f_int64 is _tc_MISSING else f_int64
+    self.f_uint32 = [] if f_uint32 is _tc_MISSING else f_uint32
+    self.f_uint64 = [] if f_uint64 is _tc_MISSING else f_uint64
+    self.f_sint32 = [] if f_sint32 is _tc_MISSING else f_sint32
+    self.f_sint64 = [] if f_sint64 is _tc_MISSING else f_sint64
+    self.f_fixed32 = [] if f_fixed32 is _tc_MISSING else f_fixed32
+    self.f_fixed64 = [] if f_fixed64 is _tc_MISSING else f_fixed64
+    self.f_sfixed32 = [] if f_sfixed32 is _tc_MISSING else f_sfixed32
+    self.f_sfixed64 = [] if f_sfixed64 is _tc_MISSING else f_sfixed64
+    self.f_bool = [] if f_bool is _tc_MISSING else f_bool
+    self.f_string = [] if f_string is _tc_MISSING else f_string
+    self.f_bytes = [] if f_bytes is _tc_MISSING else f_bytes
+    self.f_color = [] if f_color is _tc_MISSING else f_color
+    self.f_message = [] if f_message is _tc_MISSING else f_message
+    self.f_unpacked = [] if f_unpacked is _tc_MISSING else f_unpacked
+    self._unknown_fields = b""
+
+
 def _tc_parse_Scalars(cls, data):
     if cls is Scalars:
         try:
@@ -2803,6 +2890,26 @@ def _tc_bytes_Scalars(self):
     if v:
         out.append(v)
     return b"".join(out)
+
+
+def _tc_init_Scalars(self, f_double=0.0, f_float=0.0, f_int32=0, f_int64=0, f_uint32=0, f_uint64=0, f_sint32=0, f_sint64=0, f_fixed32=0, f_fixed64=0, f_sfixed32=0, f_sfixed64=0, f_bool=False, f_string="", f_bytes=b"", f_color=Color(0)):
+    self.f_double = f_double
+    self.f_float = f_float
+    self.f_int32 = f_int32
+    self.f_int64 = f_int64
+    self.f_uint32 = f_uint32
+    self.f_uint64 = f_uint64
+    self.f_sint32 = f_sint32
+    self.f_sint64 = f_sint64
+    self.f_fixed32 = f_fixed32
+    self.f_fixed64 = f_fixed64
+    self.f_sfixed32 = f_sfixed32
+    self.f_sfixed64 = f_sfixed64
+    self.f_bool = f_bool
+    self.f_string = f_string
+    self.f_bytes = f_bytes
+    self.f_color = f_color
+    self._unknown_fields = b""
 
 
 def _tc_parse_WellKnown(cls, data):
@@ -3241,12 +3348,34 @@ def _tc_bytes_WellKnown(self):
     return b"".join(out)
 
 
-_tc.install(FieldNumbers, _tc_parse_FieldNumbers, _tc_bytes_FieldNumbers)
-_tc.install(Maps, _tc_parse_Maps, _tc_bytes_Maps)
-_tc.install(Nested, _tc_parse_Nested, _tc_bytes_Nested)
-_tc.install(NestedInner, _tc_parse_NestedInner, _tc_bytes_NestedInner)
-_tc.install(Oneofs, _tc_parse_Oneofs, _tc_bytes_Oneofs)
-_tc.install(Optionals, _tc_parse_Optionals, _tc_bytes_Optionals)
-_tc.install(Repeated, _tc_parse_Repeated, _tc_bytes_Repeated)
-_tc.install(Scalars, _tc_parse_Scalars, _tc_bytes_Scalars)
-_tc.install(WellKnown, _tc_parse_WellKnown, _tc_bytes_WellKnown)
+def _tc_init_WellKnown(self, ts=None, dur=None, any=None, w_int32=None, w_int64=None, w_uint32=None, w_uint64=None, w_bool=None, w_string=None, w_bytes=None, w_double=None, w_float=None, empty=None, tss=_tc_MISSING, durs=_tc_MISSING, st=None, val=None, lst=None):
+    self.ts = ts
+    self.dur = dur
+    self.any = any
+    self.w_int32 = w_int32
+    self.w_int64 = w_int64
+    self.w_uint32 = w_uint32
+    self.w_uint64 = w_uint64
+    self.w_bool = w_bool
+    self.w_string = w_string
+    self.w_bytes = w_bytes
+    self.w_double = w_double
+    self.w_float = w_float
+    self.empty = empty
+    self.tss = [] if tss is _tc_MISSING else tss
+    self.durs = [] if durs is _tc_MISSING else durs
+    self.st = st
+    self.val = val
+    self.lst = lst
+    self._unknown_fields = b""
+
+
+_tc.install(FieldNumbers, _tc_parse_FieldNumbers, _tc_bytes_FieldNumbers, _tc_init_FieldNumbers)
+_tc.install(Maps, _tc_parse_Maps, _tc_bytes_Maps, _tc_init_Maps)
+_tc.install(Nested, _tc_parse_Nested, _tc_bytes_Nested, _tc_init_Nested)
+_tc.install(NestedInner, _tc_parse_NestedInner, _tc_bytes_NestedInner, _tc_init_NestedInner)
+_tc.install(Oneofs, _tc_parse_Oneofs, _tc_bytes_Oneofs, _tc_init_Oneofs)
+_tc.install(Optionals, _tc_parse_Optionals, _tc_bytes_Optionals, _tc_init_Optionals)
+_tc.install(Repeated, _tc_parse_Repeated, _tc_bytes_Repeated, _tc_init_Repeated)
+_tc.install(Scalars, _tc_parse_Scalars, _tc_bytes_Scalars, _tc_init_Scalars)
+_tc.install(WellKnown, _tc_parse_WellKnown, _tc_bytes_WellKnown, _tc_init_WellKnown)

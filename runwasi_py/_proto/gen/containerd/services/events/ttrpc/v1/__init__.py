@@ -66,6 +66,7 @@ _tc_new = object.__new__
 _tc_enc = _tc.encode_varint
 _tc_V1 = _tc.VARINT1
 _tc_V2 = _tc.U16.pack
+_tc_MISSING = _tc.MISSING
 
 
 def _tc_parse_Envelope(cls, data):
@@ -194,6 +195,14 @@ def _tc_bytes_Envelope(self):
     return b"".join(out)
 
 
+def _tc_init_Envelope(self, timestamp=None, namespace="", topic="", event=None):
+    self.timestamp = timestamp
+    self.namespace = namespace
+    self.topic = topic
+    self.event = event
+    self._unknown_fields = b""
+
+
 def _tc_parse_ForwardRequest(cls, data):
     if cls is ForwardRequest:
         try:
@@ -254,5 +263,10 @@ def _tc_bytes_ForwardRequest(self):
     return b"".join(out)
 
 
-_tc.install(Envelope, _tc_parse_Envelope, _tc_bytes_Envelope)
-_tc.install(ForwardRequest, _tc_parse_ForwardRequest, _tc_bytes_ForwardRequest)
+def _tc_init_ForwardRequest(self, envelope=None):
+    self.envelope = envelope
+    self._unknown_fields = b""
+
+
+_tc.install(Envelope, _tc_parse_Envelope, _tc_bytes_Envelope, _tc_init_Envelope)
+_tc.install(ForwardRequest, _tc_parse_ForwardRequest, _tc_bytes_ForwardRequest, _tc_init_ForwardRequest)
