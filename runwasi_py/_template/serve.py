@@ -116,19 +116,67 @@ def _idle_seconds() -> float:
         return IDLE
 
 
+# What a daemon imports to serve its first task that the shim's own modules may not: most
+# of it is imported inside functions (so that start stays light), and ttrpc loads its
+# submodules on first use. Imported after the fork, each would cost every pod its import
+# time (about 45 ms measured for these) and private pages. tests/runwasi_py/_template
+# checks that serving a task imports nothing more.
+DAEMON_MODULES = (
+    "encodings.ascii",
+    "hashlib",
+    "resource",
+    "uvloop",
+    "wasmtime",
+    "wasmtime.component",
+    "runwasi_py._bundle.bundle",
+    "runwasi_py._bundle.mount",
+    "runwasi_py._bundle.spec",
+    "runwasi_py._cgroups",
+    "runwasi_py._cgroups._placement",
+    "runwasi_py._cgroups._metrics",
+    "runwasi_py._cgroups._v1",
+    "runwasi_py._cgroups._v2",
+    "runwasi_py._compile_cache",
+    "runwasi_py._daemon.log",
+    "runwasi_py._daemon.main",
+    "runwasi_py._daemon.reaper",
+    "runwasi_py._daemon.reservations",
+    "runwasi_py._events.publisher",
+    "runwasi_py._launch.bootstrap",
+    "runwasi_py._launch.reserve",
+    "runwasi_py._launch.start",
+    "runwasi_py._mountinfo",
+    "runwasi_py._namespaces",
+    "runwasi_py._native",
+    "runwasi_py._native._reaper",
+    "runwasi_py._native._task",
+    "runwasi_py._precompile_memo",
+    "runwasi_py._proto.messages",
+    "runwasi_py._task.instance",
+    "runwasi_py._task.placement",
+    "runwasi_py._task.service",
+    "runwasi_py._task.stats",
+    "runwasi_py._task.workers",
+    "runwasi_py.wasmtime._poll",
+)
+
+
 def _warm(shim: type[Shim] | str) -> None:
     """Import what a daemon imports, then freeze the heap for copy-on-write sharing."""
     import importlib
 
-    import ttrpc  # noqa: F401
+    import ttrpc
     from runwasi_py._launch.main import _resolve
 
     cls = _resolve(shim)
     module = getattr(cls.sandbox, "__module__", "")
     if module:
         importlib.import_module(module)
+    for name in ttrpc.__all__:  # its lazily loaded submodules
+        with contextlib.suppress(Exception):
+            getattr(ttrpc, name)
     # What each daemon would otherwise import after the fork, into private pages.
-    for name in ("wasmtime", "uvloop", "runwasi_py._daemon.log", "runwasi_py._proto.messages"):
+    for name in DAEMON_MODULES:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     with contextlib.suppress(Exception):

@@ -155,3 +155,39 @@ def test_on_by_default(host: Host, setting: str | None) -> None:
     code, shim_pid = asyncio.run(run_hello(address, bundle, "p2"))
     assert code == 0
     assert psutil.Process(shim_pid).ppid() in host.template_pids()  # forked by it
+
+
+_WARM_THEN_SERVE = """
+import asyncio, json, sys, tempfile
+import wasmtime
+from runwasi_py._template.serve import _warm
+from runwasi_py.examples import example_path
+from runwasi_py.testing import make_bundle, serve_shim
+from runwasi_py.wasmtime import PyWasmtimeShim
+
+hello = bytes(wasmtime.wat2wasm(example_path("hello").read_text()))
+work = tempfile.mkdtemp()
+_warm("runwasi_py.wasmtime:PyWasmtimeShim")
+before = set(sys.modules)
+
+async def main():
+    b = make_bundle(work, args=["/hello.wasm"], files={"hello.wasm": hello}, stdio=STDIO)
+    async with serve_shim(PyWasmtimeShim) as s:
+        code, out, _ = await s.driver.run(b)
+        assert code == 0 and "Hello from WebAssembly" in out, (code, out)
+
+asyncio.run(main())
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.mark.parametrize("stdio", ["fifo", "file"])
+def test_a_forked_daemon_imports_nothing_to_serve_a_task(stdio: str) -> None:
+    # What the template imported is shared by every pod; a module imported after the fork
+    # costs each pod its import time and private pages. Serving a hello (the Task service,
+    # the engine, the instance's worker) must find everything already imported.
+    code = _WARM_THEN_SERVE.replace("STDIO", repr(stdio))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    new = json.loads(out.stdout.strip().splitlines()[-1])
+    assert new == []
