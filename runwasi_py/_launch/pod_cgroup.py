@@ -81,8 +81,8 @@ def join_pod_cgroup(
 
     Returns the note for the daemon's log: ``daemon cgroup <path>``, or why it stays where
     it is (a spec the join cannot use is not fatal here: Create reports it to containerd),
-    or "" when there is nothing to join. ``pid`` is a daemon the template forked: ``start``
-    moves it while it waits for its ``go``, before it has allocated anything of its own.
+    or "" when there is nothing to join. ``pid`` is a daemon the template forked, joining
+    itself before it waits for its ``go``: a failure then raises (it is not used).
     """
     try:
         from runwasi_py._cgroups._daemon import join_daemon_cgroup
@@ -104,27 +104,6 @@ def join_before_spawn(
     if not note:
         return env
     return dict(env if env is not None else os.environ, **{NOTE_ENV: note})
-
-
-def unplace(bundle: str, pid: int) -> None:
-    """Undo :func:`join_pod_cgroup` for a forked daemon that was never used (it exits)."""
-    try:
-        from runwasi_py._cgroups._daemon import leave_daemon_cgroup
-
-        leave_daemon_cgroup(bundle, pid)
-    except Exception:
-        # It died in there: what delete does for a dead daemon removes the directories.
-        # (try/except, not contextlib: start's light path does not import it.)
-        try:
-            from runwasi_py._cgroups._daemon import cleanup_bundle
-
-            cleanup_bundle(bundle)
-        except Exception:
-            pass
-    try:  # noqa: SIM105 (contextlib loads collections and functools: start stays light)
-        os.unlink(os.path.join(bundle, RECORD_FILES[1]))
-    except OSError:
-        pass
 
 
 def leave_at_exit(bundle: str) -> None:

@@ -33,11 +33,9 @@ from runwasi_py._launch.bootstrap import bootstrap, read_stdin, start_answer, ta
 from runwasi_py._launch.pod_cgroup import (
     SYSTEMD_ENV,
     join_before_spawn,
-    join_pod_cgroup,
     pod_spec,
     systemd_cgroup,
     systemd_in_options,
-    unplace,
 )
 
 # Not typing.TYPE_CHECKING: importing typing costs ~20 ms, and start must stay fast.
@@ -100,7 +98,7 @@ def start(shim: type[Shim] | str, flags: Flags, explicit: bool, group_by: str | 
             os.dup2(listener.fileno(), LISTENER_FD)  # start is exiting: fd 3 is free to take
         else:
             os.set_inheritable(LISTENER_FD, True)
-        # A per-pod daemon is born in (spawned) or moved into (forked, before its "go") the
+        # A per-pod daemon is born in (spawned) or joins (forked, before its "go") the
         # pod's daemon cgroup: <cgroup_parent>/runwasi-py-shim-<group>.
         spec = pod_spec(flags.bundle) if mode == "sandbox" else None
         pod = (group, spec) if spec is not None else None
@@ -192,7 +190,7 @@ def _start_daemon(
 
     ``pod``: ``(group, spec)``, the daemon belongs in ``<cgroup_parent>/runwasi-py-shim-<group>``
     (``spec``: :func:`~runwasi_py._launch.pod_cgroup.pod_spec`'s, read once). A
-    forked daemon is moved there before its ``go``; if that fails it is not used and the
+    forked daemon joins it itself before its ``go``; if that fails it is not used and the
     daemon is spawned from this process, which joins that cgroup first. The template is
     always launched before that join: it must never live in a pod's cgroup. ``template``
     False, or ``$RUNWASI_PY_TEMPLATE`` off: spawn, and launch no template.
@@ -209,21 +207,17 @@ def _start_daemon(
     path = client.template_path(os.path.dirname(socket_path(address)), key)
     argv, cwd = command[len(prefix) :], flags.bundle
 
-    placed: list[int] = []
-
-    def place(pid: int) -> str:
-        # Raises when the forked daemon cannot join its pod's cgroup: it is then not used.
-        if pod is None:
-            return ""
-        note = join_pod_cgroup(pod[1], flags.bundle, pod[0], environ, pid)
-        placed.append(pid)
-        return note
-
-    pid = client.fork_daemon(path, key, argv, dict(environ), cwd, LISTENER_FD, place)
+    # The forked daemon joins its pod's cgroup itself (the template imported the cgroup
+    # code, which start would spend ~25 ms importing); one that cannot is not used.
+    request_pod: dict[str, object] | None = None
+    if pod is not None:
+        linux = pod[1].get("linux")
+        cgroups_path = linux.get("cgroupsPath") if isinstance(linux, dict) else None
+        if isinstance(cgroups_path, str):
+            request_pod = {"cgroupsPath": cgroups_path, "group": pod[0]}
+    pid = client.fork_daemon(path, key, argv, dict(environ), cwd, LISTENER_FD, request_pod)
     if pid is not None:
         return pid
-    if placed:  # moved into the pod's cgroup, then no "go" reached it: undo before spawning
-        unplace(flags.bundle, placed[0])
     client.launch_template(
         prefix, ["-namespace", flags.namespace, "-address", flags.address], path, key
     )

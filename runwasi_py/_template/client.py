@@ -3,8 +3,13 @@
 Every failure here returns None and ``start`` spawns the daemon as before: no template, a
 stale socket, another user's socket, a template of another build (another key, so another
 socket), a template that dies mid-fork or does not answer within :data:`TIMEOUT`. The
-forked daemon waits for our ``go`` on a pipe before it serves, so a fork whose answer never
+forked daemon waits for our ``go`` on a socket pair before it serves, so a fork whose answer never
 reached us exits on its own instead of serving beside the daemon we spawn instead.
+
+A pod's daemon joins its pod's cgroup itself, first thing after the fork (the template has
+imported the cgroup code; ``start`` would spend ~25 ms importing it), and tells us the
+outcome before it waits for ``go``: one that could not join gets no ``go`` (it exits) and
+``start`` spawns instead, which joins itself.
 
 Standard library only, and its light corners (``_socket``, ``_sha256``, json's C scanner
 and escaper through :mod:`runwasi_py._lightjson`, ints packed with ``to_bytes`` rather
@@ -38,11 +43,10 @@ TIMEOUT = 0.5
 """Seconds for connect + request + answer; past it ``start`` spawns."""
 MAX_ANSWER = 4096
 MAX_NOTE = 512
-"""Bytes of the note after ``go`` (below PIPE_BUF: one write, never blocks)."""
-
-TYPE_CHECKING = False  # not typing's: start imports this module
-if TYPE_CHECKING:
-    from collections.abc import Callable
+"""Bytes of the placement note a forked daemon sends (one short write)."""
+PROTOCOL = 2
+"""Of the request and commit socket; part of the key, so a template speaking another never
+meets this start."""
 
 
 def template_key(prefix: list[str], address: str, namespace: str) -> str:
@@ -52,7 +56,7 @@ def template_key(prefix: list[str], address: str, namespace: str) -> str:
     mtime of their files) gives another key, so a template of another version is never
     asked. Costs a few ``stat`` calls.
     """
-    marks: list[object] = [prefix, address, namespace]
+    marks: list[object] = [PROTOCOL, prefix, address, namespace]
     files = [sys.executable, *[a for a in prefix[1:2] if os.path.isabs(a)]]
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     files += [os.path.join(here, "__init__.py"), os.path.join(here, "_version.py")]
@@ -77,47 +81,61 @@ def fork_daemon(
     env: dict[str, str],
     cwd: str,
     listener_fd: int,
-    place: Callable[[int], str] | None = None,
+    pod: dict[str, object] | None = None,
 ) -> int | None:
     """The pid of a daemon the template at ``path`` forked for us; None: spawn instead.
 
-    ``place(pid)`` runs between the template's answer and our ``go``, while the forked
-    daemon waits: it moves the daemon into its pod's cgroup and returns a note for the
-    daemon's log (sent after ``go`` on the commit pipe). If it raises, no ``go`` is sent:
-    the daemon exits at the pipe's EOF and None tells ``start`` to spawn.
+    ``pod``: ``{"cgroupsPath": ..., "group": ..., "systemd": ...}``, the daemon joins
+    ``<cgroup_parent>/runwasi-py-shim-<group>`` before anything else and reports back; if it
+    could not, or says nothing within :data:`TIMEOUT`, it gets no ``go`` (it exits at the
+    socket's EOF) and None tells ``start`` to spawn.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(TIMEOUT)
-    commit_r = commit_w = -1
+    ours = theirs = None
     try:
         sock.connect(path)
         cred = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)  # pid, uid, gid
         uid = int.from_bytes(cred[4:8], sys.byteorder, signed=True)
         if uid != os.geteuid():
             return None  # not our user's template: never hand it a pod
-        commit_r, commit_w = os.pipe2(os.O_CLOEXEC)
-        request = dumps({"key": key, "argv": argv, "env": env, "cwd": cwd}).encode()
-        fds = _int32(listener_fd) + _int32(commit_r)  # struct.pack("2i", ...)
+        # The commit channel, both ways: the daemon's placement to us, our "go" to it.
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        ours.settimeout(TIMEOUT)
+        request = dumps({"key": key, "argv": argv, "env": env, "cwd": cwd, "pod": pod}).encode()
+        fds = _int32(listener_fd) + _int32(theirs.fileno())  # struct.pack("2i", ...)
         sock.sendmsg(
             [len(request).to_bytes(4, "big"), request],
             [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)],
         )
-        os.close(commit_r)
-        commit_r = -1
+        theirs.close()
+        theirs = None
         answer = _read_answer(sock)
         pid = answer.get("pid")
         if not isinstance(pid, int) or pid <= 0:
             return None
-        note = place(pid) if place is not None else ""
-        os.write(commit_w, b"go" + note.encode()[:MAX_NOTE])
+        if not _line(ours).startswith(b"placed"):
+            return None  # it could not join its pod's cgroup (or died): not used
+        ours.sendall(b"go")
         return pid
     except Exception:  # whatever went wrong, the pod is not lost: start spawns its daemon
         return None
     finally:
         sock.close()
-        for fd in (commit_r, commit_w):
-            if fd >= 0:
-                os.close(fd)  # without our "go" a forked daemon exits at this EOF
+        for end in (ours, theirs):
+            if end is not None:
+                end.close()  # without our "go" a forked daemon exits at this EOF
+
+
+def _line(sock: socket.socket) -> bytes:
+    """One newline-ended message (at most MAX_NOTE + a little); b"" at EOF."""
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = sock.recv(MAX_NOTE + 64)
+        if not chunk or len(data) > MAX_NOTE + 64:
+            return b""
+        data += chunk
+    return data
 
 
 def _int32(value: int) -> bytes:

@@ -28,7 +28,7 @@ import sys
 import threading
 
 from runwasi_py._launch.pod_cgroup import NOTE_ENV
-from runwasi_py._template.client import SERVE_ENV, template_key
+from runwasi_py._template.client import MAX_NOTE, SERVE_ENV, template_key
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -265,8 +265,28 @@ def _reply(conn: socket.socket, answer: dict[str, object]) -> None:
     conn.sendall(json.dumps(answer).encode() + b"\n")
 
 
+def _join_pod(request: dict[str, object], cwd: str, env: dict[str, str]) -> tuple[bool, str]:
+    """Join the pod's daemon cgroup the request names, as ``start`` would have before
+    spawning: ``(joined or nothing to join, note for the log)``; False: not to be used."""
+    pod = request.get("pod")
+    if pod is None:
+        return True, ""
+    if not isinstance(pod, dict):
+        return False, "bad pod"
+    path, group = pod.get("cgroupsPath"), pod.get("group")
+    if not isinstance(path, str) or not isinstance(group, str):
+        return False, "bad pod"
+    from runwasi_py._launch.pod_cgroup import join_pod_cgroup
+
+    try:  # with our pid, a join that fails raises instead of leaving us where we are
+        note = join_pod_cgroup({"linux": {"cgroupsPath": path}}, cwd, group, env, os.getpid())
+    except Exception as e:
+        return False, str(e)
+    return True, note
+
+
 def _read_commit(commit: int) -> str | None:
-    """Wait for ``go`` (and the note after it, up to the pipe's EOF); None: no ``go``."""
+    """Wait for ``go`` (up to the socket's EOF); None: no ``go``."""
     import time
 
     deadline = time.monotonic() + COMMIT_TIMEOUT
@@ -297,9 +317,17 @@ def _child(
         for fd in template_fds:
             with contextlib.suppress(OSError):
                 os.close(fd)  # the lock above all: it must die with the template
-        committed = _read_commit(commit)
-        if committed is None:
-            os._exit(0)  # the start that asked gave up: it spawns the daemon itself
+        argv, env, cwd = request["argv"], request["env"], request["cwd"]
+        if not isinstance(argv, list) or not isinstance(env, dict) or not isinstance(cwd, str):
+            os._exit(1)
+        # Into the pod's cgroup before this daemon allocates anything of its own (what the
+        # template's pages hold stays charged where it is), then tell start how it went.
+        joined, note = _join_pod(request, cwd, env)
+        os.write(commit, (b"placed " if joined else b"failed ") + note.encode()[:MAX_NOTE] + b"\n")
+        if not joined or _read_commit(commit) is None:
+            # start spawns the daemon itself (which joins that cgroup); nothing is undone
+            # here, where it could race with that daemon's own join and record.
+            os._exit(0)
         os.close(commit)
         os.dup2(listener, LISTENER_FD)
         if listener != LISTENER_FD:
@@ -308,14 +336,11 @@ def _child(
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
         os.close(devnull)
-        argv, env, cwd = request["argv"], request["env"], request["cwd"]
-        if not isinstance(argv, list) or not isinstance(env, dict) or not isinstance(cwd, str):
-            os._exit(1)
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
-        if committed:  # where start placed us (its pod's cgroup), for the daemon's log
-            os.environ[NOTE_ENV] = committed
+        if note:  # where we are (its pod's cgroup), for the daemon's log
+            os.environ[NOTE_ENV] = note
         sys.argv = [sys.argv[0], *[str(a) for a in argv]]
         from runwasi_py._launch.main import shim_main
 
