@@ -114,7 +114,8 @@ def fork_daemon(
         pid = answer.get("pid")
         if not isinstance(pid, int) or pid <= 0:
             return None
-        if not _line(ours).startswith(b"placed"):
+        # Only a pod's daemon has something to report (no wait for the child otherwise).
+        if pod is not None and not _line(ours).startswith(b"placed"):
             return None  # it could not join its pod's cgroup (or died): not used
         ours.sendall(b"go")
         return pid

@@ -323,7 +323,9 @@ def _child(
         # Into the pod's cgroup before this daemon allocates anything of its own (what the
         # template's pages hold stays charged where it is), then tell start how it went.
         joined, note = _join_pod(request, cwd, env)
-        os.write(commit, (b"placed " if joined else b"failed ") + note.encode()[:MAX_NOTE] + b"\n")
+        if request.get("pod") is not None:  # start waits for this only then
+            answer = (b"placed " if joined else b"failed ") + note.encode()[:MAX_NOTE]
+            os.write(commit, answer + b"\n")
         if not joined or _read_commit(commit) is None:
             # start spawns the daemon itself (which joins that cgroup); nothing is undone
             # here, where it could race with that daemon's own join and record.
