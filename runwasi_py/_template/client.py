@@ -41,6 +41,9 @@ SERVE_ENV = "RUNWASI_PY_TEMPLATE_SERVE"
 """Set (to ``<socket path>\\n<key>``) in the environment of a process that is to be the template."""
 TIMEOUT = 0.5
 """Seconds for connect + request + answer; past it ``start`` spawns."""
+PLACE_TIMEOUT = 5.0
+"""Seconds a forked pod daemon has to join its pod's cgroup (real work: mkdirs and writes
+in every hierarchy, slower on a busy node) and say so; past it ``start`` spawns."""
 MAX_ANSWER = 4096
 MAX_NOTE = 512
 """Bytes of the placement note a forked daemon sends (one short write)."""
@@ -87,7 +90,7 @@ def fork_daemon(
 
     ``pod``: ``{"cgroupsPath": ..., "group": ..., "systemd": ...}``, the daemon joins
     ``<cgroup_parent>/runwasi-py-shim-<group>`` before anything else and reports back; if it
-    could not, or says nothing within :data:`TIMEOUT`, it gets no ``go`` (it exits at the
+    could not, or says nothing within :data:`PLACE_TIMEOUT`, it gets no ``go`` (it exits at the
     socket's EOF) and None tells ``start`` to spawn.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -101,7 +104,7 @@ def fork_daemon(
             return None  # not our user's template: never hand it a pod
         # The commit channel, both ways: the daemon's placement to us, our "go" to it.
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        ours.settimeout(TIMEOUT)
+        ours.settimeout(PLACE_TIMEOUT)
         request = dumps({"key": key, "argv": argv, "env": env, "cwd": cwd, "pod": pod}).encode()
         fds = _int32(listener_fd) + _int32(theirs.fileno())  # struct.pack("2i", ...)
         sock.sendmsg(
