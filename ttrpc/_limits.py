@@ -131,6 +131,9 @@ class ServerLimits:
         elif nbytes > self._small_hold:
             if self._finisher is None and partial and running <= before[1]:
                 self._finisher, self._finisher_running = conn, running
+                if conn in self._paused:  # paused earlier: it must read to finish the frame
+                    self._paused.discard(conn)
+                    conn.resume_reading(_PAUSE)
             else:
                 self._pause(conn)
         if self._finisher is None:
