@@ -373,28 +373,14 @@ class RequestDecoder:
                             n = -1
                 if start + n == end:
                     return Request(self._service, self._method, bytes(view[start:end]))
-        return self.decode(bytes(view[pos:end]))
+        return self._decode_and_remember(bytes(view[pos:end]))
 
     def decode(self, data: bytes) -> Request:
         """Parse one ``ttrpc.Request`` (see :func:`decode_request`)."""
-        head = self._head  # the service and method fields and the payload's tag
-        if data.startswith(head):
-            q = len(head)
-            end = len(data)
-            if q < end:
-                n = data[q]
-                start = q + 1
-                if n >= 0x80:
-                    if start < end and data[start] < 0x80:  # two bytes: up to 16 KiB
-                        n = (n & 0x7F) | (data[start] << 7)
-                        start += 1
-                    else:
-                        try:
-                            n, start = _read_varint(data, q, end)
-                        except EnvelopeError:
-                            n = -1
-                if start + n == end:
-                    return Request(self._service, self._method, data[start:])
+        return self.decode_view(data, memoryview(data), 0, len(data))
+
+    def _decode_and_remember(self, data: bytes) -> Request:
+        """The general decode; its names become the memo when short enough to match."""
         request = decode_request(data)
         service = request.service.encode()
         method = request.method.encode()
