@@ -137,11 +137,27 @@ trees = st.lists(
 )
 
 
+def _through_a_link(root: Path, host: str) -> bool:
+    """Whether a directory on the way from ``root`` to ``host`` is a symlink: building
+    through it would write wherever it points (an earlier entry ``a -> /`` makes ``a/b``
+    the host's ``/b``)."""
+    here = str(root)
+    for part in os.path.relpath(os.path.dirname(host), root).split(os.sep):
+        if part in ("", "."):
+            continue
+        here = os.path.join(here, part)
+        if os.path.islink(here):
+            return True
+    return False
+
+
 def _build(root: Path, tree: list[tuple[str, str]]) -> None:
     for path, what in tree:
         host = os.path.normpath(root / path)
-        if not host.startswith(str(root) + "/"):
+        if not host.startswith(str(root) + "/") or _through_a_link(root, host):
             continue  # the tree is built inside the rootfs; escapes are what links try
+        if os.path.islink(host):
+            continue  # writing a file or dir there would follow the link out
         try:
             os.makedirs(os.path.dirname(host), exist_ok=True)
             if what == "dir":
