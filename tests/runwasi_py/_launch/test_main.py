@@ -575,17 +575,20 @@ def test_is_mountpoint_reads_mountinfo(tmp_path: Path) -> None:
 
 
 def test_is_mountpoint_escapes_and_near_misses(tmp_path: Path) -> None:
+    # Paths below this test's own directory: is_mountpoint resolves symlinks on the real
+    # file system, so host paths (a /b that links elsewhere) would change the answer.
+    r = os.path.realpath(tmp_path)
     table = tmp_path / "mountinfo"
     table.write_text(
         "1 0 0:1 / / rw - ext4 /dev/sda rw\n"
-        "2 1 0:2 / /b/rootfs2 rw - tmpfs t rw\n"
-        "3 1 0:3 / /a\\040b\\134c rw shared:1 - tmpfs t rw\n"
+        f"2 1 0:2 / {r}/b/rootfs2 rw - tmpfs t rw\n"
+        f"3 1 0:3 / {r}/a\\040b\\134c rw shared:1 - tmpfs t rw\n"
     )
-    mounted = [p for p in ("/", "/b/rootfs2", "/a b\\c") if is_mountpoint(p, str(table))]
-    assert mounted == ["/", "/b/rootfs2", "/a b\\c"]
+    want = ["/", f"{r}/b/rootfs2", f"{r}/a b\\c"]
+    assert [p for p in want if is_mountpoint(p, str(table))] == want
     # in the text as a prefix or escaped, but not a mount point of its own
     for path in ("/b/rootfs", "/b", "/a b", "/a\\040b\\134c", "/c"):
-        assert not is_mountpoint(path, str(table)), path
+        assert not is_mountpoint(f"{r}{path}", str(table)), path
     assert is_mountpoint("/proc", str(tmp_path / "missing"))  # unreadable: os.path.ismount
 
 
