@@ -27,6 +27,11 @@ class Sandbox:
         "application/wasm",
     )
 
+    template_modules: ClassVar[tuple[str, ...]] = ()
+    """Modules the pod daemon template imports before it forks pods' daemons: what this
+    sandbox imports lazily (an engine, its optional parts) that every daemon would
+    otherwise import after the fork, paying the time and private pages per pod."""
+
     drain_timeout: ClassVar[float] = 10.0
     """Seconds to wait after ``run_wasi`` returns for the output FIFOs to be read before the
     exit is reported (see ``runwasi_py._stdio``); the wait ends as soon as the pipes

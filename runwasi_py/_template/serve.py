@@ -116,18 +116,17 @@ def _idle_seconds() -> float:
         return IDLE
 
 
-# What a daemon imports to serve its first task that the shim's own modules may not: most
-# of it is imported inside functions (so that start stays light), and ttrpc loads its
-# submodules on first use. Imported after the fork, each would cost every pod its import
-# time (about 45 ms measured for these) and private pages. tests/runwasi_py/_template
-# checks that serving a task imports nothing more.
+# What the framework's daemon imports to serve its first task that the shim's own modules
+# may not: most of it is imported inside functions (so that start stays light), and ttrpc
+# loads its submodules on first use. Imported after the fork, each would cost every pod its
+# import time (about 45 ms measured for these) and private pages. The engine's own lazy
+# imports come from its ``Sandbox.template_modules``. tests/runwasi_py/_template checks that
+# serving a task imports nothing more.
 DAEMON_MODULES = (
     "encodings.ascii",
     "hashlib",
     "resource",
     "uvloop",
-    "wasmtime",
-    "wasmtime.component",
     "runwasi_py._bundle.bundle",
     "runwasi_py._bundle.mount",
     "runwasi_py._bundle.spec",
@@ -157,7 +156,6 @@ DAEMON_MODULES = (
     "runwasi_py._task.service",
     "runwasi_py._task.stats",
     "runwasi_py._task.workers",
-    "runwasi_py.wasmtime._poll",
 )
 
 
@@ -176,7 +174,7 @@ def _warm(shim: type[Shim] | str) -> None:
         with contextlib.suppress(Exception):
             getattr(ttrpc, name)
     # What each daemon would otherwise import after the fork, into private pages.
-    for name in DAEMON_MODULES:
+    for name in (*DAEMON_MODULES, *getattr(cls.sandbox, "template_modules", ())):
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     with contextlib.suppress(Exception):

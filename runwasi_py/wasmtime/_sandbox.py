@@ -112,6 +112,12 @@ class WasmtimeSandbox(Sandbox):
     opt in without a new shim: ``RUNWASI_PY_ACCEPT_PRECOMPILED=1`` in containerd's
     environment. Artifacts from the framework's compile cache are always run.
     """
+    template_modules: ClassVar[tuple[str, ...]] = (
+        "wasmtime",
+        "wasmtime.component",
+        "runwasi_py.wasmtime._poll",
+    )
+
     max_memories: ClassVar[int] = 1
     """Linear memories a container may have in all; the memory budget is shared evenly
     between them. 1 (the default) also validates modules without multi-memory."""
