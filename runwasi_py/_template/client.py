@@ -3,8 +3,8 @@
 Every failure here returns None and ``start`` spawns the daemon as before: no template, a
 stale socket, another user's socket, a template of another build (another key, so another
 socket), a template that dies mid-fork or does not answer within :data:`TIMEOUT`. The
-forked daemon waits for our ``go`` on a socket pair before it serves, so a fork whose answer never
-reached us exits on its own instead of serving beside the daemon we spawn instead.
+forked daemon waits for our ``go`` on a socket pair before it serves, so a fork whose
+answer never reached us exits on its own instead of serving beside the daemon we spawn.
 
 A pod's daemon joins its pod's cgroup itself, first thing after the fork (the template has
 imported the cgroup code; ``start`` would spend ~25 ms importing it), and tells us the
@@ -88,10 +88,10 @@ def fork_daemon(
 ) -> int | None:
     """The pid of a daemon the template at ``path`` forked for us; None: spawn instead.
 
-    ``pod``: ``{"cgroupsPath": ..., "group": ..., "systemd": ...}``, the daemon joins
-    ``<cgroup_parent>/runwasi-py-shim-<group>`` before anything else and reports back; if it
-    could not, or says nothing within :data:`PLACE_TIMEOUT`, it gets no ``go`` (it exits at the
-    socket's EOF) and None tells ``start`` to spawn.
+    ``pod``: ``{"cgroupsPath": ..., "group": ...}`` (systemd or not: ``env`` says); the
+    daemon joins ``<cgroup_parent>/runwasi-py-shim-<group>`` before anything else and
+    reports back. If it could not, or says nothing within :data:`PLACE_TIMEOUT`, it gets no
+    ``go`` (it exits at the socket's EOF) and None tells ``start`` to spawn.
     """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     sock.settimeout(TIMEOUT)

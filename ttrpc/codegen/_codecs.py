@@ -479,7 +479,7 @@ def _init(cls_name: str, fields: list[_Field]) -> Iterator[str]:
     body = []
     for f in fields:
         initial = _initial(f)
-        if initial in ("{}", "[]"):  # a new one per instance, as the default factory makes
+        if f.map_key is not None or f.repeated:  # a new one per instance, as the factory makes
             params.append(f"{f.name}=_tc_MISSING")
             body.append(f"    self.{f.name} = {initial} if {f.name} is _tc_MISSING else {f.name}")
         else:  # immutable: the factory's result is this very object
