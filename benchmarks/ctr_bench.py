@@ -285,16 +285,17 @@ def table(result: dict[str, Any]) -> str:
         )
     lines.append("")
     tp = result["throughput"]
-    first = tp[kinds[0]]
-    lines.append(
-        f"containers/s through containerd, concurrency {first['concurrency']}, n={first['n']}"
-    )
-    lines.append(
-        "  "
-        + "   ".join(f"{LABELS[k]} {tp[k]['containers_per_s']:.1f}" for k in kinds)
-        + f"   (anchor runwasi {RUNWASI_TASKS_PER_S:.0f} tasks/s)"
-    )
-    lines.append("")
+    if tp:
+        first = tp[kinds[0]]
+        lines.append(
+            f"containers/s through containerd, concurrency {first['concurrency']}, n={first['n']}"
+        )
+        lines.append(
+            "  "
+            + "   ".join(f"{LABELS[k]} {tp[k]['containers_per_s']:.1f}" for k in kinds)
+            + f"   (anchor runwasi {RUNWASI_TASKS_PER_S:.0f} tasks/s)"
+        )
+        lines.append("")
     lines.append("shim daemon memory with N running containers (MB)")
     lines.append(
         f"  {'shim':<11}{'N':>4}{'procs':>7}{'RSS':>9}{'PSS':>9}{'peak':>9}"
@@ -344,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--concurrency", type=int, default=8, help="concurrency (default 8)")
     p.add_argument("--concurrent-n", type=int, default=40, help="runs at that concurrency")
     p.add_argument("-p", "--parallel", type=int, default=8, help="P for containers/s")
-    p.add_argument("--throughput-n", type=int, default=100, help="containers for containers/s")
+    p.add_argument(
+        "--throughput-n", type=int, default=100, help="containers for containers/s (0 = skip)"
+    )
     p.add_argument("--rss", default="1,10,50", help="running-container counts for memory")
     p.add_argument("--no-runc-memory", action="store_true", help="skip runc's memory rows")
     p.add_argument("--no-shared", action="store_true", help="skip the namespace-shared rows")
@@ -363,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     if ns.stdin == "open-pipe":
         use_open_stdin()
     counts = [int(x) for x in ns.rss.split(",") if x]
+    if ns.n < 1 or ns.concurrent_n < 1 or ns.concurrency < 1 or ns.throughput_n < 0:
+        p.error("-n, --concurrent-n and -c must be at least 1; --throughput-n 0 or more")
+    if any(c < 1 for c in counts):
+        p.error("--rss: counts of running containers must be at least 1")
 
     with tempfile.TemporaryDirectory(prefix="ctr-bench-") as tmp:
         c8d = PrivateContainerd(
@@ -402,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
                 k: concurrent(one, k, ns.concurrent_n, ns.concurrency) for k, one in c8ds.items()
             }
             print("throughput ...", file=sys.stderr)
-            tput = {k: concurrent(one, k, ns.throughput_n, ns.parallel) for k, one in c8ds.items()}
+            tput = {
+                k: concurrent(one, k, ns.throughput_n, ns.parallel)
+                for k, one in c8ds.items()
+                if ns.throughput_n
+            }
             print("memory ...", file=sys.stderr)
             mem = {"wasm": memory(c8d, "wasm", counts)}
             if templ is not None:
