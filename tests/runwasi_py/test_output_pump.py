@@ -155,6 +155,30 @@ def test_the_engines_fd_is_found_when_another_open_took_the_expected_number(
     assert log.read_bytes() == b"hello\n"
 
 
+def test_the_engines_fd_is_found_below_the_guess_when_a_lower_one_was_freed(
+    tmp_path: Path,
+) -> None:
+    """Another thread may close a lower fd meanwhile: the engine's open then takes that."""
+    log = tmp_path / "c1.log"
+    engine = Engine()
+    low = os.open(os.devnull, os.O_RDONLY)
+    padding = [os.open(os.devnull, os.O_RDONLY) for _ in range(20)]
+
+    def open_after_a_close(path: str) -> None:
+        os.close(low)  # now the lowest free fd, far below the one hand_appending_file freed
+        engine.open(path)
+
+    try:
+        assert hand_appending_file(str(log), open_after_a_close)
+        assert engine.fds == [low]
+        engine.write(0, b"hello\n")
+    finally:
+        engine.close()
+        for fd in padding:
+            os.close(fd)
+    assert log.read_bytes() == b"hello\n"
+
+
 def test_an_engine_that_did_not_open_the_path_is_reported(tmp_path: Path) -> None:
     before = set(os.listdir("/proc/self/fd"))
     assert not hand_appending_file(str(tmp_path / "c1.log"), lambda path: None)
