@@ -205,6 +205,29 @@ def test_rootfs_itself_a_symlink(rootfs: Path, tmp_path: Path) -> None:
     assert resolve_in_rootfs(alias, "/bin/app.wasm") == rootfs / "bin" / "app.wasm"
 
 
+@pytest.mark.parametrize("proc", [True, False], ids=["proc", "no-proc"])
+def test_the_rootfs_resolves_as_realpath_would(
+    rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: bool
+) -> None:
+    """The rootfs is resolved by the kernel (an O_PATH open), else by os.path.realpath."""
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "up").symlink_to("..")
+    via_links = tmp_path / "links" / "up" / rootfs.name
+    missing = tmp_path / "links" / "up" / "no-such-rootfs"
+    if not proc:
+        readlink = os.readlink
+
+        def no_proc(path: str) -> str:
+            if path.startswith("/proc/"):
+                raise FileNotFoundError(path)
+            return readlink(path)
+
+        monkeypatch.setattr(os, "readlink", no_proc)
+    for root in (rootfs, via_links, missing, tmp_path / "links" / ".." / rootfs.name):
+        want = Path(os.path.realpath(root)) / "bin" / "app.wasm"
+        assert resolve_in_rootfs(root, "/bin/app.wasm") == want
+
+
 def test_nul_byte_refused(rootfs: Path) -> None:
     with pytest.raises(InvalidArgument, match="NUL"):
         resolve_in_rootfs(rootfs, "/bin/a\0b")
