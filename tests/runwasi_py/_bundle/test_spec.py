@@ -267,6 +267,25 @@ def test_entrypoint_not_found_and_empty(rootfs: Path) -> None:
     assert (ep.path, ep.func, ep.source) == ("", "init", None)
 
 
+def test_only_a_regular_file_is_an_entrypoint_whatever_the_walk_ends_on(rootfs: Path) -> None:
+    """The walk's own lstat decides where it has one; otherwise the file is looked at."""
+    app = rootfs / "bin" / "app.wasm"
+    os.mkfifo(rootfs / "fifo.wasm")
+    (rootfs / "link.wasm").symlink_to("bin/app.wasm")
+    (rootfs / "dirlink").symlink_to("bin")
+    found = {
+        "/fifo.wasm": None,  # no module, though it exists
+        "/link.wasm": app,  # a link is followed to its file
+        "/dirlink/app.wasm": app,
+        "/bin/app.wasm/x": None,  # under a file
+        "/bin/..": None,  # ends on a directory by ..
+        "/bin/../bin/app.wasm": app,
+        "/dirlink": None,
+    }
+    for arg0, want in found.items():
+        assert resolve_entrypoint(rootfs, arg0).source == want, arg0
+
+
 def test_entrypoint_escape_through_path_env(rootfs: Path) -> None:
     with pytest.raises(InvalidArgument, match="escapes the rootfs"):
         resolve_entrypoint(rootfs, "secret.wasm", cwd="/", env=["PATH=/../.."])

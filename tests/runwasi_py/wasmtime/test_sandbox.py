@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import threading
@@ -565,6 +566,29 @@ def test_worker_thread_runs_niced_and_is_restored(tmp_path: Path) -> None:
     assert seen[1] == 137
     if os.geteuid() == 0:  # raising priority back needs CAP_SYS_NICE
         assert seen[2] == seen[0]
+
+
+def test_a_reused_worker_thread_is_niced_and_restored_on_every_run(tmp_path: Path) -> None:
+    """A pool thread runs task after task: each run is niced and the thread restored."""
+    sandbox_nice: list[tuple[int, int]] = []
+
+    class Probe(WasmtimeSandbox):
+        def _run(self, ctx: RuntimeContext) -> int:
+            sandbox_nice.append((threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)))
+            return 0
+
+    def worker() -> list[int]:
+        after = []
+        for _ in range(3):
+            asyncio.run(Probe().run_wasi(make_ctx(tmp_path, "hello")))
+            after.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return after
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        after = pool.submit(worker).result(20)
+    assert [nice for _, nice in sandbox_nice] == [WasmtimeSandbox.worker_nice] * 3
+    if os.geteuid() == 0:  # raising priority back needs CAP_SYS_NICE
+        assert after == [0, 0, 0]
 
 
 def test_preload_imports_wasmtime_once() -> None:
