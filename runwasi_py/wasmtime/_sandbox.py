@@ -116,6 +116,7 @@ class WasmtimeSandbox(Sandbox):
         "wasmtime",
         "wasmtime.component",
         "runwasi_py.wasmtime._poll",
+        "runwasi_py.wasmtime._gil",
     )
 
     max_memories: ClassVar[int] = 1
@@ -442,6 +443,9 @@ def new_engine(max_memories: int = 1) -> wasmtime.Engine:
     """An Engine configured exactly as every run and every compile needs it."""
     import wasmtime
 
+    from runwasi_py.wasmtime._gil import keep_gil_in_short_calls
+
+    keep_gil_in_short_calls()  # before the engine serves a run (see there why)
     config = wasmtime.Config()
     config.epoch_interruption = True
     configure_engine(config, max_memories)
