@@ -76,13 +76,16 @@ def hand_appending_file(path: str, hand_over: Callable[[str], None]) -> bool:
         os.dup2(log_fd, theirs, inheritable=False)
         return True
     finally:
+        # Pipe ends, and a file fd whose file stays open through the engine's: closing them
+        # cannot block, so it need not let go of the GIL (each release is a hand-off).
         for fd in (r, w, log_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            _close_holding_gil(fd)
 
 
 def _close_holding_gil(fd: int) -> None:
-    """``close(fd)`` without letting go of the GIL, as ``os.close`` does.
+    """``close(fd)`` without letting go of the GIL, as ``os.close`` does; errors ignored.
+
+    Only for fds whose close cannot block (pipes, fds of files that stay open elsewhere).
 
     Between freeing the guessed fd and the engine's open, a thread that gets the GIL may
     open or close fds and move the engine's open elsewhere; with 8 tasks starting at once
