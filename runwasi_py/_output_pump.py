@@ -63,29 +63,32 @@ def hand_appending_file(path: str, hand_over: Callable[[str], None]) -> bool:
         os.close(log_fd)
         raise
     try:
-        pipe_ino = os.fstat(w).st_ino
+        pipe_st = os.fstat(w)
+        pipe = (pipe_st.st_dev, pipe_st.st_ino)  # FIFOs on disks have inode numbers too
         # The kernel gives an open the lowest free fd: most likely the engine's will be
         # the one this dup frees again (another thread may take it first: then look).
         guess = os.dup(w)
         _close_holding_gil(guess)  # see there: the guess then holds more often
         hand_over(f"/proc/self/fd/{w}")
-        theirs = _engine_fd(guess, pipe_ino, (r, w))
+        theirs = _engine_fd(guess, pipe, (r, w))
         if theirs is None:
             return False
         # Atomic: the engine's fd number now means the log file; nothing was written yet.
         os.dup2(log_fd, theirs, inheritable=False)
         return True
     finally:
-        # Pipe ends, and a file fd whose file stays open through the engine's: closing them
-        # cannot block, so it need not let go of the GIL (each release is a hand-off).
-        for fd in (r, w, log_fd):
-            _close_holding_gil(fd)
+        # The pipe's ends: closing them cannot block, so it need not let go of the GIL (each
+        # release is a hand-off). The log file's may (every close flushes on NFS or FUSE).
+        _close_holding_gil(r)
+        _close_holding_gil(w)
+        with contextlib.suppress(OSError):
+            os.close(log_fd)
 
 
 def _close_holding_gil(fd: int) -> None:
     """``close(fd)`` without letting go of the GIL, as ``os.close`` does; errors ignored.
 
-    Only for fds whose close cannot block (pipes, fds of files that stay open elsewhere).
+    Only for fds whose close cannot block (pipes: no flush, no last-close work).
 
     Between freeing the guessed fd and the engine's open, a thread that gets the GIL may
     open or close fds and move the engine's open elsewhere; with 8 tasks starting at once
@@ -102,15 +105,15 @@ def _close_holding_gil(fd: int) -> None:
 _libc_close: Callable[[int], int] | None = None
 
 
-def _engine_fd(guess: int, pipe_ino: int, ours: tuple[int, int]) -> int | None:
-    """The fd, other than ``ours``, open on the pipe with inode ``pipe_ino``."""
+def _engine_fd(guess: int, pipe: tuple[int, int], ours: tuple[int, int]) -> int | None:
+    """The fd, other than ``ours``, open on the pipe whose (device, inode) is ``pipe``."""
 
     def on_pipe(fd: int) -> bool:
         try:
             st = os.fstat(fd)
         except OSError:
             return False
-        return stat.S_ISFIFO(st.st_mode) and st.st_ino == pipe_ino
+        return stat.S_ISFIFO(st.st_mode) and (st.st_dev, st.st_ino) == pipe
 
     if guess not in ours and on_pipe(guess):
         return guess

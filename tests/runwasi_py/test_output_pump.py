@@ -179,6 +179,25 @@ def test_the_engines_fd_is_found_below_the_guess_when_a_lower_one_was_freed(
     assert log.read_bytes() == b"hello\n"
 
 
+def test_a_fifo_on_disk_with_the_pipes_inode_number_is_not_taken_for_the_engines(
+    tmp_path: Path,
+) -> None:
+    """Inode numbers repeat across file systems: the pipe is known by device and inode."""
+    from runwasi_py._output_pump import _engine_fd
+
+    os.mkfifo(tmp_path / "other-containers-stdout")
+    fifo = os.open(tmp_path / "other-containers-stdout", os.O_RDWR)
+    r, w = os.pipe()
+    try:
+        pipefs = os.fstat(w).st_dev
+        same_number = (pipefs, os.fstat(fifo).st_ino)  # as if our pipe had the FIFO's number
+        assert _engine_fd(fifo, same_number, (r, w)) is None
+        assert _engine_fd(fifo, (os.fstat(fifo).st_dev, os.fstat(fifo).st_ino), (r, w)) == fifo
+    finally:
+        for fd in (fifo, r, w):
+            os.close(fd)
+
+
 def test_an_engine_that_did_not_open_the_path_is_reported(tmp_path: Path) -> None:
     before = set(os.listdir("/proc/self/fd"))
     assert not hand_appending_file(str(tmp_path / "c1.log"), lambda path: None)
