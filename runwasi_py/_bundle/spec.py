@@ -208,11 +208,12 @@ def resolve_in_rootfs(rootfs: str | os.PathLike[str], path: str, cwd: str = "/")
 
 
 def _real_path(path: str | os.PathLike[str]) -> str:
-    """``os.path.realpath(path)``, for an existing path in three system calls.
+    """``os.path.realpath(path)``, for an existing path, from the kernel.
 
     realpath makes one ``lstat`` per component (7 for containerd's bundle paths), on the
-    control loop at every Create, and each lets other threads take the GIL; the kernel
-    already knows the answer for an open file.
+    control loop at every Create, and each lets other threads take the GIL. The kernel
+    names an open file in ``/proc/self/fd``; the name is used only if it is the file that
+    was opened (same device and inode): not a ``/proc`` that lies, not a rename between.
     """
     try:
         fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -220,12 +221,13 @@ def _real_path(path: str | os.PathLike[str]) -> str:
         return os.path.realpath(path)
     try:
         real = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:  # no /proc
+        opened, named = os.fstat(fd), os.stat(real)
+    except OSError:  # no /proc, or the name is no path (deleted meanwhile, ...)
         return os.path.realpath(path)
     finally:
         os.close(fd)
-    if not real.startswith("/") or real.endswith(" (deleted)"):
-        return os.path.realpath(path)  # not reachable from our root, or gone meanwhile
+    if not real.startswith("/") or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        return os.path.realpath(path)
     return real
 
 
