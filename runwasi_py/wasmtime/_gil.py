@@ -3,9 +3,9 @@
 Why: wasmtime-py calls its C library through ctypes, which lets go of the GIL around every
 call. Where other threads want the GIL (a loaded shim: its control loop and 8 workers
 starting tasks), each release is a hand-off: a futex wake, a context switch, and the caller
-queueing to get the GIL back. A hello task makes about 20 C calls that only touch
-memory (a store, its WASI context, export lookups, function types), each a microsecond of
-work. Made through ``ctypes.PYFUNCTYPE`` prototypes of the same functions (which keep the GIL), the
+queueing to get the GIL back. Of the ~20 C calls a hello task makes, 13 only touch memory
+(a store, its WASI context, export lookups, function types), each a microsecond of work.
+Made through ``ctypes.PYFUNCTYPE`` prototypes of the same functions (which keep the GIL), the
 shim's CPU per task in ``benchmarks/shim_stress.py`` (FIFO row, tmpfs, 2 interleaved pairs)
 went from 2.61-2.88 to 1.97-1.98 ms, the control loop's share from 0.93-1.09 to 0.76-0.77
 ms, Create's median latency from 12.5-13.3 to 9.1-9.5 ms, and throughput from 391-442 to
