@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -143,8 +144,37 @@ class CgroupDriver(abc.ABC):
         return record.remove_all(self.move_out, self.rmdir)
 
     def rmdir(self, directory: Path) -> None:
-        """Remove one cgroup directory (cgroupfs drops its control files with it)."""
-        os.rmdir(directory)
+        """Remove one cgroup directory (cgroupfs drops its control files with it).
+
+        A cgroup whose last task is still exiting (a runc command the daemon ran a moment
+        ago) answers EBUSY for a moment although it lists no task (runc retries too): that
+        is retried, ~0.3 s at most. A cgroup with a task or a child cgroup is busy for real
+        and raises at once.
+        """
+        for delay in (*_RMDIR_RETRIES, None):
+            try:
+                os.rmdir(directory)
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or delay is None or not _looks_empty(directory):
+                    raise
+            time.sleep(delay)
+
+
+_RMDIR_RETRIES = (0.01, 0.02, 0.04, 0.08, 0.16)
+"""Seconds between tries of an rmdir that met an exiting task."""
+
+
+def _looks_empty(directory: Path) -> bool:
+    """No task listed and no child cgroup: an EBUSY is then a task still on its way out."""
+    try:
+        with os.scandir(directory) as entries:
+            if any(entry.is_dir(follow_symlinks=False) for entry in entries):
+                return False
+        with open(directory / "cgroup.procs", "rb") as f:
+            return not f.read().strip()
+    except OSError:
+        return False
 
 
 def driver_for(layout: CgroupLayout, proc: str | os.PathLike[str] = "/proc") -> CgroupDriver:

@@ -229,3 +229,45 @@ def test_request_from_spec_validates_before_anything_is_made() -> None:
     assert req.path is not None
     assert req.path.path == "/k.slice/cri-c1.scope"
     assert CgroupRequest.from_spec({}).path is None
+
+
+# -- rmdir: a cgroup whose last task is still exiting --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("contents", "calls_until_done"),
+    [
+        ("empty", 3),  # EBUSY twice while a task exits, then gone
+        ("task", 1),  # a task listed: busy for real, raised at once
+        ("child", 1),  # a child cgroup: busy for real, raised at once
+    ],
+)
+def test_rmdir_retries_only_an_ebusy_of_an_empty_looking_cgroup(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, contents: str, calls_until_done: int
+) -> None:
+    import errno
+    import os
+
+    from runwasi_py._cgroups import _driver
+
+    cg = tmp_path / "runwasi-py-shim-pod1"
+    cg.mkdir()
+    (cg / "cgroup.procs").write_text("4242\n" if contents == "task" else "")
+    if contents == "child":
+        (cg / "c1").mkdir()
+    calls: list[Path] = []
+
+    def rmdir(path: Path) -> None:
+        calls.append(path)
+        if len(calls) < 3:
+            raise OSError(errno.EBUSY, "Device or resource busy")
+
+    monkeypatch.setattr(os, "rmdir", rmdir)
+    monkeypatch.setattr(_driver, "_RMDIR_RETRIES", (0.0,) * 4)
+    if calls_until_done == 1:
+        with pytest.raises(OSError, match="busy"):
+            _driver.CgroupDriver.rmdir(object(), cg)  # type: ignore[arg-type]
+    else:
+        _driver.CgroupDriver.rmdir(object(), cg)  # type: ignore[arg-type]
+    assert len(calls) == calls_until_done
+    assert os.path.isdir(cg)  # the fake rmdir removed nothing
