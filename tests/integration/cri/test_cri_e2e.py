@@ -282,7 +282,9 @@ def test_a_removed_pod_leaves_no_process_mount_or_cgroup(
     for m in cgroup_mounts():
         pod_dir = m.path / doomed.cgroup.path.lstrip("/")
         if pod_dir.is_dir():
-            assert [d.name for d in pod_dir.iterdir() if d.is_dir()] == []
+            left = [d.name for d in pod_dir.iterdir() if d.is_dir()]
+            why = [line for line in cri_c8d.log_tail(2000).splitlines() if "cgroup" in line]
+            assert left == [], "\n".join(why[-10:])
     with pytest.raises(CriError):
         cri.pod_sandbox_status(doomed.id)
 
